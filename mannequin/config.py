@@ -1,0 +1,259 @@
+"""Typed, frozen options for every stage, named presets, JSON round-trip and a stable hash.
+
+A :class:`Config` holds one frozen dataclass per stage.  ``Config.stage_hash(stage)`` hashes the
+options of that stage *and every stage before it*, so changing a stereo option invalidates stereo,
+fuse and labels but not frames or sfm.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional, Tuple
+
+from .errors import InputError
+
+STAGES = ("frames", "sfm", "stereo", "fuse", "labels")
+
+
+@dataclass(frozen=True)
+class FramesConfig:
+    """Frame extraction and selection.
+
+    max_size: longest side in px after resizing (aspect kept); 0 keeps the input size.
+    stride: keep every n-th source frame.  fps: target rate (overrides stride when set, video only).
+    max_frames: cap on kept frames (0 = no cap), taken evenly over the clip.
+    blur_window / blur_ratio: drop a frame whose Laplacian variance is below ``blur_ratio`` × the
+    median of its ``blur_window`` neighbours.  min_motion: drop frames whose mean absolute grey
+    difference to the previous kept frame is below this (0-255 scale; 0 disables).
+    image_fps: frame rate assumed for image folders (timestamps = index × 1e6 / image_fps).
+    """
+
+    max_size: int = 640
+    stride: int = 1
+    fps: Optional[float] = None
+    max_frames: int = 0
+    blur_window: int = 9
+    blur_ratio: float = 0.35
+    min_motion: float = 0.0
+    image_fps: float = 30.0
+
+
+@dataclass(frozen=True)
+class SfmConfig:
+    """Structure from motion with pycolmap on the CPU (or import of known poses).
+
+    camera_model: COLMAP model of the single shared camera (SIMPLE_RADIAL, OPENCV, PINHOLE, ...).
+    max_features: SIFT cap per image.  overlap / quadratic_overlap: sequential matching window.
+    vocab_tree: local vocabulary-tree file enabling loop detection (None = off; never downloads).
+    mapper: "incremental" or "global".  min_registered: fail below this registered share.
+    min_triangulation_deg: fail when the median triangulation angle is below this (no parallax).
+    intrinsics: "fx,fy,cx,cy[,k1,k2,p1,p2[,k3]]" in input-frame pixels, or a file; None = FOV prior.
+    fov_deg: horizontal field of view used for the initial focal when intrinsics are not given.
+    refine_intrinsics: refine given intrinsics in bundle adjustment.
+    """
+
+    camera_model: str = "SIMPLE_RADIAL"
+    max_features: int = 4096
+    overlap: int = 10
+    quadratic_overlap: bool = True
+    vocab_tree: Optional[str] = None
+    mapper: str = "incremental"
+    min_registered: float = 0.6
+    min_triangulation_deg: float = 1.0
+    intrinsics: Optional[str] = None
+    fov_deg: float = 60.0
+    refine_intrinsics: bool = False
+
+
+@dataclass(frozen=True)
+class StereoConfig:
+    """Numba plane sweep.
+
+    n_planes: depth hypotheses, evenly spaced in inverse depth.  n_sources: source views per frame.
+    window: ZNCC window side (odd).  top_k: views averaged per pixel (best k of n).
+    min_angle_deg: a source whose triangulation angle to the reference is below this gets no vote.
+    depth_percentiles / depth_margin: depth range from robust percentiles of the sparse points,
+    widened by the margin (fraction).  color: match on RGB instead of grey.
+    """
+
+    n_planes: int = 128
+    n_sources: int = 6
+    window: int = 7
+    top_k: int = 2
+    min_angle_deg: float = 1.0
+    depth_percentiles: Tuple[float, float] = (1.0, 99.0)
+    depth_margin: float = 0.15
+    color: bool = False
+
+
+@dataclass(frozen=True)
+class FuseConfig:
+    """Geometric-consistency filter, clean-up, frame QC and point-cloud fusion.
+
+    rel_depth: relative depth agreement.  reproj_px: forward-backward reprojection error in px.
+    min_views: agreeing neighbours needed.  n_neighbors: neighbours checked per frame.
+    average: replace a kept depth with the mean of the agreeing depths.
+    min_confidence: raw-depth confidence threshold.  speckle_px: blobs smaller than this are removed.
+    min_valid_fraction: a frame with fewer labelled pixels is dropped (MC paper: 0.2).
+    min_kept_frames: a clip with fewer kept frames is rejected.  voxel_size: fused-cloud voxel as a
+    fraction of the median scene depth.
+    """
+
+    rel_depth: float = 0.01
+    reproj_px: float = 1.5
+    min_views: int = 2
+    n_neighbors: int = 6
+    average: bool = True
+    min_confidence: float = 0.1
+    speckle_px: int = 100
+    min_valid_fraction: float = 0.2
+    min_kept_frames: int = 30
+    voxel_size: float = 0.005
+
+
+@dataclass(frozen=True)
+class LabelsConfig:
+    """Label export.  png_max: uint16 value the clip's largest depth maps to (sets the png scale)."""
+
+    png_max: int = 65000
+    previews: bool = True
+
+
+SECTIONS = {"frames": FramesConfig, "sfm": SfmConfig, "stereo": StereoConfig, "fuse": FuseConfig,
+            "labels": LabelsConfig}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The resolved configuration of a run: one frozen section per stage, plus the seed."""
+
+    frames: FramesConfig = field(default_factory=FramesConfig)
+    sfm: SfmConfig = field(default_factory=SfmConfig)
+    stereo: StereoConfig = field(default_factory=StereoConfig)
+    fuse: FuseConfig = field(default_factory=FuseConfig)
+    labels: LabelsConfig = field(default_factory=LabelsConfig)
+    seed: int = 0
+
+    # --- serialisation -------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """Plain JSON-able dict (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys), the basis of the hash."""
+        return json.dumps(self.to_dict(), sort_keys=True, indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict, base: Optional["Config"] = None, source: str = "config") -> "Config":
+        """Build a config from a (possibly partial) dict over ``base`` (default: defaults).
+
+        Unknown sections or keys raise :class:`InputError` naming ``source`` and the key.
+        """
+        base = base or cls()
+        if not isinstance(data, dict):
+            raise InputError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
+        updates: dict[str, Any] = {}
+        for key, value in data.items():
+            if key == "seed":
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise InputError(f"{source}: seed must be an integer, got {value!r}")
+                updates["seed"] = value
+                continue
+            if key not in SECTIONS:
+                raise InputError(f"{source}: unknown section {key!r} (known: {', '.join(SECTIONS)}, seed)")
+            if not isinstance(value, dict):
+                raise InputError(f"{source}: section {key!r} must be a mapping")
+            section = getattr(base, key)
+            known = {f.name: f for f in fields(section)}
+            for k in value:
+                if k not in known:
+                    raise InputError(f"{source}: unknown option {key}.{k} (known: {', '.join(known)})")
+            coerced = {k: _coerce(getattr(section, k), v, f"{source}: {key}.{k}") for k, v in value.items()}
+            updates[key] = dataclasses.replace(section, **coerced)
+        return dataclasses.replace(base, **updates)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "config") -> "Config":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        return cls.from_dict(data, source=source)
+
+    @classmethod
+    def load(cls, path, base: Optional["Config"] = None) -> "Config":
+        """Read a JSON config file (partial files override ``base``)."""
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path}: config file not found")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"{path}: not a valid JSON config ({exc})") from None
+        return cls.from_dict(data, base=base, source=str(path))
+
+    # --- hashing -------------------------------------------------------------------------
+    def hash(self) -> str:
+        """Stable 16-hex-digit hash of the whole config."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+    def stage_hash(self, stage: str) -> str:
+        """Hash of the options of ``stage`` and every stage before it (plus the seed)."""
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}")
+        d = self.to_dict()
+        upto = STAGES[: STAGES.index(stage) + 1]
+        part = {s: d[s] for s in upto}
+        part["seed"] = d["seed"]
+        return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()[:16]
+
+    def replace(self, **sections) -> "Config":
+        """``cfg.replace(stereo={'n_planes': 64})``: a copy with some options changed."""
+        return Config.from_dict(sections, base=self, source="override")
+
+
+def _coerce(default, value, where):
+    """Check ``value`` against the type of the default and convert lists to tuples."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise InputError(f"{where} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, int) and not isinstance(default, bool):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(f"{where} must be an integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)) or len(value) != len(default):
+            raise InputError(f"{where} must be a list of {len(default)} values, got {value!r}")
+        return tuple(float(v) for v in value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise InputError(f"{where} must be a string, got {value!r}")
+        return value
+    # Optional fields (default None): accept None, numbers or strings.
+    if value is not None and not isinstance(value, (int, float, str)):
+        raise InputError(f"{where}: unsupported value {value!r}")
+    return value
+
+
+PRESETS = {
+    "fast": {"frames": {"max_size": 384}, "sfm": {"max_features": 2048, "overlap": 6},
+             "stereo": {"n_planes": 64, "n_sources": 4, "window": 5}},
+    "default": {},
+    "quality": {"frames": {"max_size": 960}, "sfm": {"max_features": 8192, "overlap": 15},
+                "stereo": {"n_planes": 192, "n_sources": 8, "window": 9, "top_k": 3}},
+}
+
+
+def preset(name: str) -> Config:
+    """The named preset: ``fast``, ``default`` or ``quality``."""
+    if name not in PRESETS:
+        raise InputError(f"--preset {name!r}: unknown preset (choose from {', '.join(PRESETS)})")
+    return Config.from_dict(PRESETS[name], source=f"preset {name}")

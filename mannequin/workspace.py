@@ -1,0 +1,188 @@
+"""The per-video workspace: typed paths (DESIGN.md layout), atomic writes and stage stamps.
+
+Every file a stage produces goes through :func:`atomic_path` (write to a hidden temporary name in
+the same folder, fsync, then ``os.replace``), so a killed run never leaves a half-written file under
+its final name.  A finished stage writes ``WS/stamps/<stage>.json`` holding the hash of the options
+that produced it; :meth:`Workspace.is_done` compares that hash with the current config's.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+
+from .errors import InputError
+
+
+@contextlib.contextmanager
+def atomic_path(path, *, is_dir: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling path; on success move it onto ``path`` atomically.
+
+    On an exception the temporary file or folder is removed and ``path`` is left as it was.
+    For folders the old folder is moved aside first and removed after the rename.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    try:
+        yield tmp
+        if is_dir:
+            old = None
+            if path.exists():
+                old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:6]}"
+                os.replace(path, old)
+            os.replace(tmp, path)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        else:
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+        raise
+
+
+def write_bytes(path, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text(path, text: str) -> Path:
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path, obj) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def save_npy(path, array: np.ndarray) -> Path:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, array)
+    return Path(path)
+
+
+def save_image(path, image: np.ndarray) -> Path:
+    """Write a PNG (uint8 or uint16, grey or RGB) atomically."""
+    import imageio.v3 as iio
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        iio.imwrite(tmp, image, extension=path.suffix)
+    return path
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def clean_temporaries(folder) -> int:
+    """Remove leftovers of killed writes (``.*.tmp-*`` and ``.*.old-*``) under ``folder``."""
+    n = 0
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    for p in sorted(folder.rglob(".*.tmp-*")) + sorted(folder.rglob(".*.old-*")):
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.exists():
+            p.unlink()
+        n += 1
+    return n
+
+
+class Workspace:
+    """Typed paths of one video's workspace (see DESIGN.md) plus stage stamps."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise InputError(f"{self.root}: workspace path exists and is not a folder")
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self.root)!r})"
+
+    def create(self) -> "Workspace":
+        self.root.mkdir(parents=True, exist_ok=True)
+        return self
+
+    # --- layout ---------------------------------------------------------------------------
+    frames_dir = property(lambda self: self.root / "frames")
+    frames_csv = property(lambda self: self.root / "frames.csv")
+    images_dir = property(lambda self: self.root / "images")
+    sparse_dir = property(lambda self: self.root / "sparse")
+    cameras_txt = property(lambda self: self.root / "cameras.txt")
+    sfm_dir = property(lambda self: self.root / "sfm")
+    depth_dir = property(lambda self: self.root / "depth")
+    stereo_dir = property(lambda self: self.root / "stereo")
+    labels_dir = property(lambda self: self.root / "labels")
+    fused_ply = property(lambda self: self.root / "fused.ply")
+    preview_dir = property(lambda self: self.root / "preview")
+    report_json = property(lambda self: self.root / "report.json")
+    logs_dir = property(lambda self: self.root / "logs")
+    stamps_dir = property(lambda self: self.root / "stamps")
+    config_json = property(lambda self: self.root / "config.json")
+
+    def depth_path(self, name: str) -> Path:
+        return self.depth_dir / f"{name}.npy"
+
+    def conf_path(self, name: str) -> Path:
+        return self.depth_dir / f"{name}.conf.npy"
+
+    def label_path(self, name: str) -> Path:
+        return self.labels_dir / f"{name}.npy"
+
+    def image_names(self) -> list[str]:
+        """Stems of WS/images/*.png, sorted."""
+        return sorted(p.stem for p in self.images_dir.glob("*.png"))
+
+    def frame_names(self) -> list[str]:
+        """Stems of WS/frames/*.png, sorted."""
+        return sorted(p.stem for p in self.frames_dir.glob("*.png"))
+
+    # --- stamps ---------------------------------------------------------------------------
+    def stamp_path(self, stage: str) -> Path:
+        return self.stamps_dir / f"{stage}.json"
+
+    def read_stamp(self, stage: str) -> Optional[dict]:
+        p = self.stamp_path(stage)
+        try:
+            return json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    def is_done(self, stage: str, stage_hash: str) -> bool:
+        """True when ``stage`` finished with options hashing to ``stage_hash``."""
+        stamp = self.read_stamp(stage)
+        return bool(stamp) and stamp.get("hash") == stage_hash
+
+    def write_stamp(self, stage: str, stage_hash: str, **info) -> Path:
+        """Mark ``stage`` finished (written last, atomically, after all its outputs)."""
+        data = {"stage": stage, "hash": stage_hash, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        data.update(info)
+        return write_json(self.stamp_path(stage), data)
+
+    def clear_stamp(self, stage: str) -> None:
+        p = self.stamp_path(stage)
+        if p.exists():
+            p.unlink()
