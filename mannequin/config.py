@@ -48,7 +48,8 @@ class SfmConfig:
     camera_model: COLMAP model of the single shared camera (SIMPLE_RADIAL, OPENCV, PINHOLE, ...).
     max_features: SIFT cap per image.  overlap / quadratic_overlap: sequential matching window.
     vocab_tree: local vocabulary-tree file enabling loop detection (None = off; never downloads).
-    mapper: "incremental" or "global".  min_registered: fail below this registered share.
+    mapper: "incremental" or "global".  init_min_tri_angle: degrees required of the initial pair.
+    restarts: mapping attempts (other seeds) while frames stay unregistered.  min_registered: fail below this registered share.
     min_triangulation_deg: fail when the median triangulation angle is below this (no parallax).
     intrinsics: "fx,fy,cx,cy[,k1,k2,p1,p2[,k3]]" in input-frame pixels, or a file; None = FOV prior.
     fov_deg: horizontal field of view used for the initial focal when intrinsics are not given.
@@ -61,6 +62,8 @@ class SfmConfig:
     quadratic_overlap: bool = True
     vocab_tree: Optional[str] = None
     mapper: str = "incremental"
+    init_min_tri_angle: float = 4.0
+    restarts: int = 3
     min_registered: float = 0.6
     min_triangulation_deg: float = 1.0
     intrinsics: Optional[str] = None

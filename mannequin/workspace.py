@@ -129,6 +129,7 @@ class Workspace:
     # --- layout ---------------------------------------------------------------------------
     frames_dir = property(lambda self: self.root / "frames")
     frames_csv = property(lambda self: self.root / "frames.csv")
+    frames_json = property(lambda self: self.root / "frames.json")
     images_dir = property(lambda self: self.root / "images")
     sparse_dir = property(lambda self: self.root / "sparse")
     cameras_txt = property(lambda self: self.root / "cameras.txt")

@@ -1,0 +1,364 @@
+"""Stage ``sfm``: poses and intrinsics from pycolmap on the CPU, or import of known poses.
+
+Input: ``WS/frames/*.png`` (stage frames).  Output: ``WS/images`` (undistorted, pinhole),
+``WS/sparse`` (PINHOLE COLMAP model of WS/images), ``WS/cameras.txt`` (MC format, timestamps from
+frames.csv) and ``WS/sfm/summary.json``.  pycolmap's glog output goes to ``WS/logs/sfm.log``.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .cameras import CameraFile, Intrinsics, from_reconstruction, read_cameras, to_reconstruction, write_cameras
+from .config import SfmConfig
+from .errors import InputError, StageError
+from .workspace import Workspace, atomic_path, write_json
+
+log = logging.getLogger("mannequin.sfm")
+
+
+@contextlib.contextmanager
+def native_output_to(logfile: Path):
+    """Send the process's native stdout/stderr (glog, COLMAP prints) to ``logfile``.
+
+    Yields a text stream on the original stderr for progress bars.  Python-level writes to
+    ``sys.stderr`` are flushed first so ordering is kept.
+    """
+    logfile.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_out, saved_err = os.dup(1), os.dup(2)
+    term = os.fdopen(os.dup(saved_err), "w", buffering=1)
+    with open(logfile, "ab") as fh:
+        os.dup2(fh.fileno(), 1)
+        os.dup2(fh.fileno(), 2)
+        try:
+            yield term
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved_out, 1)
+            os.dup2(saved_err, 2)
+            os.close(saved_out)
+            os.close(saved_err)
+            term.close()
+
+
+def _pycolmap():
+    import pycolmap
+
+    pycolmap.logging.minloglevel = 1  # no INFO chatter; warnings still reach WS/logs
+    return pycolmap
+
+
+def parse_intrinsics(spec: str, width: int, height: int) -> tuple[Intrinsics, tuple]:
+    """Parse ``fx,fy,cx,cy[,k1,k2,p1,p2[,k3]]`` (pixels of the input frames) or a file holding it.
+
+    Returns the intrinsics for a ``width`` × ``height`` input frame and the distortion tuple
+    (empty, 4 or 5 values, OpenCV order).
+    """
+    text = spec
+    p = Path(spec)
+    if not any(ch == "," for ch in spec) and p.exists():
+        text = p.read_text().replace("\n", ",").replace(" ", ",")
+    vals = [v for v in text.split(",") if v.strip()]
+    try:
+        nums = [float(v) for v in vals]
+    except ValueError:
+        raise InputError(f"--intrinsics {spec!r}: expected numbers fx,fy,cx,cy[,k1,k2,p1,p2[,k3]]") from None
+    if len(nums) not in (4, 8, 9) or not all(math.isfinite(v) for v in nums):
+        raise InputError(f"--intrinsics {spec!r}: expected 4, 8 or 9 finite numbers, got {len(nums)}")
+    fx, fy, cx, cy = nums[:4]
+    if fx <= 0 or fy <= 0:
+        raise InputError(f"--intrinsics {spec!r}: focal lengths must be positive")
+    return Intrinsics(fx, fy, cx, cy, width, height), tuple(nums[4:])
+
+
+def _timestamps(ws: Workspace) -> dict:
+    """name → timestamp_us from frames.csv (empty when absent)."""
+    import csv
+
+    if not ws.frames_csv.exists():
+        return {}
+    with open(ws.frames_csv, newline="") as fh:
+        return {r["name"]: int(float(r["timestamp_us"])) for r in csv.DictReader(fh)}
+
+
+def _source_size(ws: Workspace, width: int, height: int) -> tuple[int, int]:
+    """Size of the input frames before any resize (frames.json), or the frame size itself."""
+    import json
+
+    try:
+        w, h = json.loads(ws.frames_json.read_text())["source_size"]
+        return int(w), int(h)
+    except (OSError, KeyError, ValueError):
+        return width, height
+
+
+def _frame_size(path: Path) -> tuple[int, int]:
+    import imageio.v3 as iio
+
+    props = iio.improps(path)
+    h, w = props.shape[:2]
+    return int(w), int(h)
+
+
+def triangulation_angles(rec) -> np.ndarray:
+    """Per 3-D point, the largest angle (degrees) between the rays of two of its observing cameras."""
+    centers = {iid: rec.image(iid).projection_center() for iid in rec.reg_image_ids()}
+    out = []
+    for pid, pt in rec.points3D.items():
+        ids = sorted({el.image_id for el in pt.track.elements})
+        if len(ids) < 2:
+            continue
+        rays = np.array([centers[i] for i in ids]) - pt.xyz
+        rays /= np.linalg.norm(rays, axis=1, keepdims=True)
+        cos = np.clip(rays @ rays.T, -1, 1)
+        out.append(math.degrees(math.acos(cos.min())))
+    return np.array(out)
+
+
+def _database(pycolmap, db_path: Path, image_dir: Path, names, cfg: SfmConfig, camera_model: str,
+              camera_params: str, progress_file=None):
+    """Create the database: import (ids follow sorted names), extract SIFT, match sequentially."""
+    if db_path.exists():
+        db_path.unlink()
+    reader = pycolmap.ImageReaderOptions()
+    reader.camera_model = camera_model
+    reader.camera_params = camera_params
+    pycolmap.Database.open(str(db_path)).close()
+    pycolmap.import_images(str(db_path), str(image_dir), camera_mode=pycolmap.CameraMode.SINGLE,
+                           image_names=list(names), options=reader)
+    ext = pycolmap.FeatureExtractionOptions()
+    ext.sift.max_num_features = cfg.max_features
+    ext.num_threads = 2
+    pycolmap.extract_features(str(db_path), str(image_dir), image_names=list(names),
+                              camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,
+                              extraction_options=ext, device=pycolmap.Device.cpu)
+    pairing = pycolmap.SequentialPairingOptions()
+    pairing.overlap = cfg.overlap
+    pairing.quadratic_overlap = cfg.quadratic_overlap
+    if cfg.vocab_tree:
+        tree = Path(cfg.vocab_tree)
+        if not tree.is_file():
+            raise InputError(f"sfm.vocab_tree {tree}: vocabulary tree file not found (loop detection needs a local file)")
+        pairing.loop_detection = True
+        pairing.vocab_tree_path = str(tree)
+    else:
+        pairing.loop_detection = False
+    matching = pycolmap.FeatureMatchingOptions()
+    matching.num_threads = 2
+    pycolmap.match_sequential(str(db_path), matching_options=matching, pairing_options=pairing,
+                              device=pycolmap.Device.cpu)
+
+
+def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, *, seed: int = 0,
+            progress: bool = False) -> Path:
+    """Run stage sfm on workspace ``ws`` and return ``ws.sparse_dir``.
+
+    Without ``poses``: SIFT, sequential matching and incremental (or global) mapping with one shared
+    camera; the model with the most registered frames is kept; fails with :class:`StageError`
+    when fewer than ``cfg.min_registered`` of the frames register, or when the median
+    triangulation angle is below ``cfg.min_triangulation_deg`` (no parallax: static camera or
+    pure rotation).  With ``poses`` (an MC/RealEstate10K file): its intrinsics and world-to-camera
+    poses are used exactly and sparse points are triangulated with the poses fixed.
+    """
+    pycolmap = _pycolmap()
+    names = ws.frame_names()
+    if len(names) < 2:
+        raise InputError(f"{ws.frames_dir}: need at least 2 frames for sfm, found {len(names)} (run the frames stage first)")
+    cam_file: Optional[CameraFile] = None
+    if poses is not None:
+        cam_file = read_cameras(poses)
+        if len(cam_file) != len(names):
+            raise InputError(f"{poses}: {len(cam_file)} camera lines for {len(names)} frames in {ws.frames_dir}")
+    width, height = _frame_size(ws.frames_dir / f"{names[0]}.png")
+    intrinsics = None
+    if cfg.intrinsics and cam_file is None:
+        src_w, src_h = _source_size(ws, width, height)
+        intrinsics = parse_intrinsics(cfg.intrinsics, src_w, src_h)
+    timestamps = _timestamps(ws)
+    t_all = time.perf_counter()
+    timings = {}
+    work = ws.sfm_dir / "work"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    db_path = work / "database.db"
+    steps = ["features + matching", "mapping" if cam_file is None else "triangulation", "undistortion"]
+    summary: dict = {"total_frames": len(names), "mode": "sfm" if cam_file is None else "known poses"}
+    with native_output_to(ws.logs_dir / "sfm.log") as term:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(steps), desc="sfm", unit="step", file=term, disable=not progress)
+        camera_model, params = _initial_camera(cfg, cam_file, width, height, intrinsics)
+        t0 = time.perf_counter()
+        _database(pycolmap, db_path, ws.frames_dir, [f"{n}.png" for n in names], cfg, camera_model, params)
+        timings["features_matching_s"] = time.perf_counter() - t0
+        bar.update(1)
+        t0 = time.perf_counter()
+        model_dir = work / "model"
+        model_dir.mkdir()
+        if cam_file is None:
+            rec = _map(pycolmap, db_path, ws.frames_dir, work / "maps", cfg, seed, len(names),
+                       fixed_intrinsics=bool(cfg.intrinsics) and not cfg.refine_intrinsics)
+        else:
+            rec = _triangulate_known(pycolmap, cam_file, names, width, height, db_path, ws.frames_dir, work)
+        rec.write(str(model_dir))
+        timings["mapping_s"] = time.perf_counter() - t0
+        bar.update(1)
+        t0 = time.perf_counter()
+        und = work / "undistorted"
+        pycolmap.undistort_images(str(und), str(model_dir), str(ws.frames_dir))
+        timings["undistortion_s"] = time.perf_counter() - t0
+        bar.update(1)
+        bar.close()
+    _check_registration(rec, names, cfg, cam_file is not None, summary)
+    angles = triangulation_angles(rec)
+    median_angle = float(np.median(angles)) if len(angles) else 0.0
+    if cam_file is None and median_angle < cfg.min_triangulation_deg:
+        raise StageError(
+            f"{ws.frames_dir}: median triangulation angle {median_angle:.2f}° is below "
+            f"{cfg.min_triangulation_deg}°: the camera barely translates (static or pure rotation), "
+            "so depth is unobservable")
+    und_rec = pycolmap.Reconstruction(str(und / "sparse"))
+    reg_names, frames = from_reconstruction(und_rec, timestamps)
+    if cam_file is not None:
+        # Keep the input poses bit-exact (the model round-trip goes through quaternions).
+        by_name = dict(zip([f"{n}.png" for n in names], cam_file.frames))
+        for f, n in zip(frames, reg_names):
+            f.pose = by_name[n].pose
+    # Move the results into place: images, sparse, cameras.txt, summary (each atomic).
+    with atomic_path(ws.images_dir, is_dir=True) as tmp:
+        shutil.copytree(und / "images", tmp)
+    with atomic_path(ws.sparse_dir, is_dir=True) as tmp:
+        shutil.copytree(und / "sparse", tmp)
+    write_cameras(ws.cameras_txt, frames, url=cam_file.url if cam_file else "mannequin sfm")
+    cam = und_rec.camera(und_rec.image(und_rec.reg_image_ids()[0]).camera_id)
+    summary.update({
+        "registered": rec.num_reg_images(),
+        "registered_fraction": rec.num_reg_images() / len(names),
+        "unregistered": sorted(set(names) - {Path(n).stem for n in reg_names}),
+        "points": rec.num_points3D(),
+        "reprojection_error_px": float(rec.compute_mean_reprojection_error()),
+        "median_triangulation_deg": median_angle,
+        "camera_model": camera_model,
+        "camera_params_distorted": [float(v) for v in rec.camera(rec.image(rec.reg_image_ids()[0]).camera_id).params],
+        "focal_px": float(cam.calibration_matrix()[0, 0]),
+        "image_size": [int(cam.width), int(cam.height)],
+        "timings": {**timings, "total_s": time.perf_counter() - t_all},
+    })
+    write_json(ws.sfm_dir / "summary.json", summary)
+    shutil.rmtree(work / "undistorted", ignore_errors=True)
+    return ws.sparse_dir
+
+
+def _initial_camera(cfg: SfmConfig, cam_file, width: int, height: int, intrinsics=None) -> tuple[str, str]:
+    """Camera model and initial parameters (comma string) for the database."""
+    if cam_file is not None:
+        f0 = cam_file.frames[0]
+        for i, f in enumerate(cam_file.frames):
+            if not np.allclose([f.fx, f.fy, f.cx, f.cy], [f0.fx, f0.fy, f0.cx, f0.cy], rtol=1e-9, atol=1e-12):
+                raise InputError(f"camera file line {i + 2}: intrinsics differ from the first frame's; "
+                                 "one shared camera per clip is supported")
+        intr = f0.intrinsics(width, height)
+        return "PINHOLE", ",".join(repr(v) for v in (intr.fx, intr.fy, intr.cx, intr.cy))
+    if intrinsics is not None:
+        intr, dist = intrinsics
+        k = intr.scaled(width, height)
+        base = [k.fx, k.fy, k.cx, k.cy]
+        if not dist:
+            return "PINHOLE", ",".join(repr(v) for v in base)
+        if len(dist) == 4:
+            return "OPENCV", ",".join(repr(v) for v in base + list(dist))
+        return "FULL_OPENCV", ",".join(repr(v) for v in base + list(dist) + [0.0, 0.0, 0.0])
+    if not 10 <= cfg.fov_deg <= 170:
+        raise InputError(f"sfm.fov_deg {cfg.fov_deg}: expected a horizontal field of view between 10 and 170 degrees")
+    f = 0.5 * width / math.tan(math.radians(cfg.fov_deg) / 2)
+    if cfg.camera_model == "SIMPLE_RADIAL":
+        return "SIMPLE_RADIAL", f"{f},{width / 2},{height / 2},0"
+    if cfg.camera_model == "RADIAL":
+        return "RADIAL", f"{f},{width / 2},{height / 2},0,0"
+    if cfg.camera_model == "OPENCV":
+        return "OPENCV", f"{f},{f},{width / 2},{height / 2},0,0,0,0"
+    if cfg.camera_model in ("PINHOLE", "SIMPLE_PINHOLE"):
+        return cfg.camera_model, (f"{f},{f}," if cfg.camera_model == "PINHOLE" else f"{f},") + f"{width / 2},{height / 2}"
+    raise InputError(f"sfm.camera_model {cfg.camera_model!r}: use SIMPLE_RADIAL, RADIAL, OPENCV, PINHOLE or SIMPLE_PINHOLE")
+
+
+def _map(pycolmap, db_path, image_dir, out_dir, cfg: SfmConfig, seed: int, n_frames: int,
+         fixed_intrinsics: bool = False):
+    """Mapping with staged self-calibration; returns the model with the most registered images.
+
+    Registration runs with the intrinsics held at their initial values (the FOV prior or the
+    given calibration), which is far more robust on short, rotation-heavy clips than refining
+    them from the first pair.  Then, unless ``fixed_intrinsics``, bundle adjustment refines the
+    focal length alone, and the distortion terms only once at least ``cfg.min_registered`` of the
+    frames are registered with parallax.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.mapper == "global":
+        opts = pycolmap.GlobalPipelineOptions()
+        models = pycolmap.global_mapping(str(db_path), str(image_dir), str(out_dir), options=opts)
+    elif cfg.mapper == "incremental":
+        models = {}
+        # Restarts with other seeds only when a run leaves frames unregistered (the initial pair
+        # is chosen at random among good candidates; short rotation-heavy clips are sensitive).
+        for attempt in range(max(1, cfg.restarts)):
+            opts = pycolmap.IncrementalPipelineOptions()
+            opts.random_seed = int(seed) + attempt
+            opts.num_threads = 2
+            opts.ba_refine_principal_point = False
+            opts.ba_refine_focal_length = False
+            opts.ba_refine_extra_params = False
+            opts.mapper.abs_pose_refine_focal_length = False
+            opts.mapper.abs_pose_refine_extra_params = False
+            opts.mapper.init_min_tri_angle = cfg.init_min_tri_angle
+            run_dir = out_dir / f"attempt{attempt}"
+            run_dir.mkdir()
+            found = pycolmap.incremental_mapping(str(db_path), str(image_dir), str(run_dir), options=opts)
+            models.update({(attempt, k): m for k, m in found.items()})
+            best = max((m.num_reg_images() for m in models.values()), default=0)
+            if best >= n_frames:
+                break
+    else:
+        raise InputError(f"sfm.mapper {cfg.mapper!r}: use 'incremental' or 'global'")
+    if not models:
+        raise StageError(f"{image_dir}: structure from motion found no model ({n_frames} frames): "
+                         "too little texture or overlap, or a camera that does not translate")
+    rec = max(models.values(), key=lambda r: (r.num_reg_images(), r.num_points3D()))
+    if not fixed_intrinsics and cfg.mapper == "incremental":
+        stages = [(True, False)]
+        if rec.num_reg_images() >= cfg.min_registered * n_frames:
+            stages.append((True, True))
+        for refine_focal, refine_extra in stages:
+            ba = pycolmap.BundleAdjustmentOptions()
+            ba.refine_focal_length = refine_focal
+            ba.refine_extra_params = refine_extra
+            ba.refine_principal_point = False
+            pycolmap.bundle_adjustment(rec, ba)
+    return rec
+
+
+def _triangulate_known(pycolmap, cam_file, names, width, height, db_path, image_dir, work):
+    rec = to_reconstruction(cam_file.frames, [f"{n}.png" for n in names], width, height)
+    # The database holds the one shared camera with id 1 and images 1..N in sorted-name order.
+    out = work / "triangulated"
+    out.mkdir()
+    return pycolmap.triangulate_points(rec, str(db_path), str(image_dir), str(out), refine_intrinsics=False)
+
+
+def _check_registration(rec, names, cfg: SfmConfig, known: bool, summary: dict) -> None:
+    frac = rec.num_reg_images() / len(names)
+    if not known and frac < cfg.min_registered:
+        raise StageError(f"only {rec.num_reg_images()} of {len(names)} frames registered "
+                         f"({frac:.0%} < {cfg.min_registered:.0%} required)")

@@ -1,0 +1,239 @@
+"""Public plane-sweep API: input checks, grey conversion, depth planes and view selection.
+
+The compiled loops live in :mod:`mannequin.sweep`; this module prepares their inputs.
+
+Conventions: ``K`` matrices are in pixels with pixel centres at i + 0.5 (COLMAP / MC: the centre of
+pixel (row r, col c) is (c + 0.5, r + 0.5)).  ``R[i], t[i]`` map reference-camera points into
+source ``i``: ``X_src = R X_ref + t``.  Depth is the z coordinate in the reference camera.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numba
+import numpy as np
+from scipy.ndimage import uniform_filter
+
+from . import sweep
+
+#: A reference window whose grey standard deviation (0..1 scale) is below this gets no estimate.
+MIN_STD = 0.5 / 255.0
+#: Cost gap (second-best local minimum more than 2 planes away, minus best) giving full distinctness.
+CONF_SCALE = 0.5
+#: Rows per parallel chunk, roughly (the chunk count is rounded to a multiple of the threads).
+CHUNK_ROWS = 32
+
+_GREY = np.array([0.299, 0.587, 0.114])
+
+
+def to_grey(img, name: str = "image") -> np.ndarray:
+    """(H,W) or (H,W,3) uint8/uint16/float image -> (H,W) float32 grey.
+
+    Integer images are scaled to [0, 1]; float images are used as given (assumed in [0, 1]).
+    """
+    a = np.asarray(img)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
+        raise ValueError(f"{name} must be (H,W) or (H,W,3), got shape {a.shape}")
+    if a.shape[0] < 2 or a.shape[1] < 2:
+        raise ValueError(f"{name} must be at least 2x2 pixels, got shape {a.shape}")
+    if a.dtype == np.uint8 or a.dtype == np.uint16:
+        scale = 1.0 / np.iinfo(a.dtype).max
+        a = a.astype(np.float32) * np.float32(scale)
+    elif np.issubdtype(a.dtype, np.floating):
+        a = a.astype(np.float32, copy=False)
+        if not np.isfinite(a).all():
+            raise ValueError(f"{name} has non-finite values")
+    else:
+        raise ValueError(f"{name} must be uint8, uint16 or float, got {a.dtype}")
+    if a.ndim == 3:
+        a = (a @ _GREY.astype(np.float32)).astype(np.float32)
+    return np.ascontiguousarray(a)
+
+
+def _check_matrix(m, shape, name):
+    a = np.asarray(m, dtype=np.float64)
+    if a.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} has non-finite values")
+    return a
+
+
+def _check_K(K, name):
+    K = _check_matrix(K, (3, 3), name)
+    if K[0, 0] <= 0 or K[1, 1] <= 0 or not np.allclose(K[2], (0.0, 0.0, 1.0)):
+        raise ValueError(f"{name} must be a pinhole matrix [[fx,s,cx],[0,fy,cy],[0,0,1]] with fx, fy > 0")
+    return K
+
+
+def inverse_depth_planes(near: float, far: float, n_planes: int) -> np.ndarray:
+    """Plane inverse depths, evenly spaced from 1/near (index 0) to 1/far (index n-1), float64."""
+    return np.linspace(1.0 / near, 1.0 / far, n_planes)
+
+
+def plane_homographies(K_ref, K_sources, R, t, inv_depths) -> np.ndarray:
+    """(P,S,3,3) homographies of the fronto-parallel planes z = d, in array-index coordinates.
+
+    H = T₋ K_src (R + t nᵀ / d) K_ref⁻¹ T₊ with n = (0,0,1); T₊ shifts index (c, r) to the
+    pixel-centre convention (c + 0.5, r + 0.5) and T₋ shifts back.
+    """
+    tp = np.array([[1.0, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
+    tm = np.array([[1.0, 0, -0.5], [0, 1, -0.5], [0, 0, 1]])
+    kinv = np.linalg.inv(K_ref) @ tp
+    n = np.array([0.0, 0.0, 1.0])
+    out = np.empty((len(inv_depths), len(K_sources), 3, 3))
+    for s, (Ks, Rs, ts) in enumerate(zip(K_sources, R, t)):
+        a = tm @ Ks @ Rs @ kinv                      # plane at infinity
+        b = tm @ Ks @ np.outer(ts, n) @ kinv         # times 1/d
+        out[:, s] = a[None] + inv_depths[:, None, None] * b[None]
+    return out
+
+
+def triangulation_angles(R, t, depth: float) -> np.ndarray:
+    """Angle (degrees) at the reference-axis point (0, 0, depth) between the rays of each source."""
+    X = np.array([0.0, 0.0, depth])
+    out = []
+    for Rs, ts in zip(R, t):
+        C = -np.asarray(Rs).T @ np.asarray(ts)     # source centre in the reference frame
+        v = X - C
+        c = X @ v / (np.linalg.norm(X) * np.linalg.norm(v) + 1e-300)
+        out.append(math.degrees(math.acos(min(1.0, max(-1.0, c)))))
+    return np.array(out)
+
+
+def ref_window_stats(grey: np.ndarray, window: int, min_std: float = MIN_STD):
+    """Window mean of the reference and 1/sqrt(Σ(I-Ī)²) (0 where the std is below ``min_std``)."""
+    g = grey.astype(np.float64)
+    m = uniform_filter(g, window, mode="nearest")
+    m2 = uniform_filter(g * g, window, mode="nearest")
+    var = np.maximum(m2 - m * m, 0.0)
+    n = window * window
+    isd = np.where(var >= min_std ** 2, 1.0 / np.sqrt(np.maximum(var, 1e-30) * n), 0.0)
+    return m.astype(np.float32), isd.astype(np.float32)
+
+
+def _chunks(H: int, n_threads: int) -> np.ndarray:
+    n = n_threads * max(1, round(H / (n_threads * CHUNK_ROWS)))
+    n = max(1, min(n, H))
+    return np.linspace(0, H, n + 1).round().astype(np.int64)
+
+
+def plane_sweep(ref, sources: Sequence, K_ref, K_sources: Sequence, R: Sequence, t: Sequence,
+                depth_range, n_planes: int = 128, *, window: int = 7, top_k: int = 2,
+                min_angle_deg: float = 1.0, subpixel: bool = True, n_threads=None,
+                return_cost: bool = False):
+    """Fronto-parallel plane-sweep stereo of ``ref`` against ``sources`` (ZNCC, top-k views).
+
+    Returns ``(depth, confidence)``: (H,W) float32, depth 0 = no estimate, confidence in [0,1].
+    With ``return_cost`` a third (H,W) float32 array holds the winning aggregated cost
+    1 - ZNCC in [0,2] (NaN where there is no estimate).
+
+    Planes are evenly spaced in inverse depth over ``depth_range = (near, far)``.  Per pixel and
+    plane the cost is the mean of the ``top_k`` best source costs among the valid ones (a source
+    votes only where the warped window centre falls inside it); sources whose triangulation angle
+    at the middle depth is below ``min_angle_deg`` get no vote at all.  The winner is refined by a
+    parabola in inverse depth when ``subpixel``.  Memory is O(H·W), whatever ``n_planes``.
+    """
+    g_ref = to_grey(ref, "ref")
+    H, W = g_ref.shape
+    if isinstance(sources, np.ndarray) and sources.ndim < 3:
+        raise ValueError("sources must be a list of images, got a single 2-D array")
+    try:
+        n_src = len(sources)
+    except TypeError:
+        raise ValueError("sources must be a list of images") from None
+    if n_src < 1:
+        raise ValueError("sources must hold at least one image")
+    for name, seq in (("K_sources", K_sources), ("R", R), ("t", t)):
+        try:
+            n = len(seq)
+        except TypeError:
+            raise ValueError(f"{name} must be a sequence with one entry per source") from None
+        if n != n_src:
+            raise ValueError(f"{name} has {n} entries but there are {n_src} sources")
+    greys = [to_grey(s, f"sources[{i}]") for i, s in enumerate(sources)]
+    K_ref = _check_K(K_ref, "K_ref")
+    Ks = [_check_K(k, f"K_sources[{i}]") for i, k in enumerate(K_sources)]
+    Rs = [_check_matrix(r, (3, 3), f"R[{i}]") for i, r in enumerate(R)]
+    for i, r in enumerate(Rs):
+        if not np.allclose(r @ r.T, np.eye(3), atol=1e-4) or np.linalg.det(r) < 0:
+            raise ValueError(f"R[{i}] is not a rotation matrix")
+    ts = [_check_matrix(np.ravel(v), (3,), f"t[{i}]") for i, v in enumerate(t)]
+    try:
+        near, far = (float(v) for v in depth_range)
+    except (TypeError, ValueError):
+        raise ValueError("depth_range must be a pair (near, far)") from None
+    if not (math.isfinite(near) and math.isfinite(far) and 0 < near < far):
+        raise ValueError(f"depth_range must satisfy 0 < near < far (finite), got {depth_range!r}")
+    if isinstance(n_planes, bool) or int(n_planes) != n_planes or n_planes < 2:
+        raise ValueError(f"n_planes must be an integer >= 2, got {n_planes!r}")
+    n_planes = int(n_planes)
+    if isinstance(window, bool) or int(window) != window or window < 3 or window % 2 == 0:
+        raise ValueError(f"window must be an odd integer >= 3, got {window!r}")
+    window = int(window)
+    if isinstance(top_k, bool) or int(top_k) != top_k or top_k < 1:
+        raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
+    if not (math.isfinite(float(min_angle_deg)) and min_angle_deg >= 0):
+        raise ValueError(f"min_angle_deg must be a finite number >= 0, got {min_angle_deg!r}")
+    max_threads = numba.config.NUMBA_NUM_THREADS
+    if n_threads is None:
+        n_threads = max_threads
+    elif isinstance(n_threads, bool) or int(n_threads) != n_threads or n_threads < 1:
+        raise ValueError(f"n_threads must be a positive integer or None, got {n_threads!r}")
+    n_threads = min(int(n_threads), max_threads)
+
+    depth = np.zeros((H, W), np.float32)
+    conf = np.zeros((H, W), np.float32)
+    cost = np.full((H, W), np.nan, np.float32)
+
+    inv_d = inverse_depth_planes(near, far, n_planes)
+    mid_depth = 2.0 / (1.0 / near + 1.0 / far)
+    angles = triangulation_angles(Rs, ts, mid_depth)
+    keep = [i for i in range(n_src) if angles[i] >= min_angle_deg]
+    if not keep:
+        return (depth, conf, cost) if return_cost else (depth, conf)
+    k = min(int(top_k), len(keep))
+
+    homs = plane_homographies(K_ref, [Ks[i] for i in keep], [Rs[i] for i in keep],
+                              [ts[i] for i in keep], inv_d)
+    # centre the grey values: ZNCC ignores the offset, float32 running sums like it small
+    ref_c = g_ref - np.float32(0.5)
+    ref_mean, ref_isd = ref_window_stats(ref_c, window)
+    src_flat = np.concatenate([greys[i].ravel() for i in keep]) - np.float32(0.5)
+    sizes = np.array([greys[i].size for i in keep], np.int64)
+    src_off = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    src_shape = np.array([greys[i].shape for i in keep], np.int64)
+    S = len(keep)
+    chunks = _chunks(H, n_threads)
+    nc = len(chunks) - 1
+
+    best = np.empty((H, W), np.float32)
+    bidx = np.empty((H, W), np.int32)
+    second = np.empty((H, W), np.float32)
+    bm1 = np.empty((H, W), np.float32)
+    bp1 = np.empty((H, W), np.float32)
+    hist = np.empty((2, H, W), np.float32)
+    ring = np.empty((nc, S, window, W), np.float32)
+    vring = np.empty((nc, S, window, W), np.float32)
+    vsum = np.empty((nc, S, 3, W), np.float32)
+    work = np.empty((nc, 8, W), np.float32)
+    topk = np.empty((nc, k, W), np.float32)
+    var_floor = np.float32(window * window * MIN_STD ** 2)
+
+    old_threads = numba.get_num_threads()
+    numba.set_num_threads(n_threads)
+    try:
+        sweep.sweep_fronto(ref_c, ref_mean, ref_isd, src_flat, src_off, src_shape, homs, window, k,
+                           var_floor, chunks, best, bidx, second, bm1, bp1, hist,
+                           ring, vring, vsum, work, topk)
+        sweep.finalize(best, bidx, second, bm1, bp1, inv_d, bool(subpixel), np.float32(CONF_SCALE),
+                       depth, conf, cost)
+    finally:
+        numba.set_num_threads(old_threads)
+    if return_cost:
+        cost[cost < 0] = np.nan
+        return depth, conf, cost
+    return depth, conf

@@ -1,0 +1,292 @@
+"""Numba kernels of the fronto-parallel plane sweep (pure: arrays in, arrays out, no I/O).
+
+The public wrapper with input checks, grey conversion and plane set-up is
+:func:`mannequin.stereo_core.plane_sweep`; this module only holds the compiled loops.
+
+Design (see ``sweep_fronto``):
+
+* Rows are split into chunks (a multiple of the thread count) processed in parallel.  Inside a
+  chunk the loops run plane -> row -> source, so everything one row needs stays in L1/L2:
+  a bilinear homography warp of one source row (the homography is affine along a row in
+  homogeneous coordinates, so one reciprocal per pixel), then a *vertical* running box sum of
+  W, W² and I·W kept with a ring buffer of the last ``window`` warped rows, then a *horizontal*
+  running sum along the row.  The cost per hypothesis does not grow with the window size.
+* ZNCC uses the reference window mean and 1/sqrt(Σ(I-Ī)²) precomputed once per image.
+* Source costs of a pixel are folded into a branch-free sorted top-k list as they are produced;
+  the plane cost is the mean of the valid ones among the k best.
+* No cost volume: per pixel the kernel keeps the costs of the last two planes (a 2-slot history),
+  which is enough to spot the local minima of the cost curve as they pass.  Of those it keeps the
+  best (cost, plane, costs either side for the parabola) and the lowest other local minimum more
+  than two planes away (for the confidence: with dense planes the plain second-best plane just
+  sits on the slope of the winner's basin).  All buffers come from the caller: O(H·W) memory.
+
+Coordinates inside the kernels are array indices: pixel (row r, col c) is the point (c, r).  The
+caller folds the +0.5 pixel-centre convention of the intrinsics into the homographies.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+#: Cost of a missing vote / no hypothesis.  Finite on purpose (kernels use fastmath: no inf/nan).
+BIG = np.float32(1.0e4)
+#: Below this the plane cost is treated as valid (valid costs lie in [0, 2]).
+VALID_LIMIT = np.float32(10.0)
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def sweep_fronto(ref, ref_mean, ref_isd, src_flat, src_off, src_shape, homs, window, top_k,
+                 var_floor, chunk_start,
+                 best, bidx, second, bm1, bp1, hist,
+                 ring, vring, vsum, work, topk):
+    """Plane sweep with ZNCC, top-k view aggregation and a running winner per pixel.
+
+    ref (H,W) f32 grey (any offset); ref_mean (H,W) f32 window mean of ref; ref_isd (H,W) f32
+    1/sqrt(Σ(I-Ī)²) over the window, 0 where the reference is too flat (pixel gets no vote).
+    src_flat: all source images, flattened and concatenated (f32); src_off (S,) int64 offsets;
+    src_shape (S,2) int64 (h, w) each at least 2×2.  homs (P,S,3,3) f64: plane p maps the
+    reference index (c, r, 1) to homogeneous source index coordinates.
+    window: odd box side; top_k >= 1; var_floor: floor of Σ(W-W̄)² (f32).
+    chunk_start (n_chunks+1,) int64 row bounds of the parallel chunks.
+
+    Outputs (all (H,W) unless noted, written in place): best f32 aggregated cost of the winning
+    plane (BIG = none); bidx i32 winning plane (-1 = none); second f32 lowest *local minimum* of
+    the cost curve more than two planes from the winner (BIG = none); bm1 / bp1 f32 costs at
+    winner-1 / winner+1 (BIG when unknown); hist (2,H,W) f32 is working state.
+    Scratch: ring / vring (n_chunks,S,window,W) f32, vsum (n_chunks,S,3,W) f32,
+    work (n_chunks,8,W) f32, topk (n_chunks,top_k,W) f32.
+    """
+    H, W = ref.shape
+    P = homs.shape[0]
+    S = homs.shape[1]
+    h = window // 2
+    inv_n = np.float32(1.0 / (window * window))
+    n_chunks = chunk_start.shape[0] - 1
+    for ch in prange(n_chunks):
+        r0 = chunk_start[ch]
+        r1 = chunk_start[ch + 1]
+        for r in range(r0, r1):
+            for c in range(W):
+                best[r, c] = BIG
+                bidx[r, c] = -1
+                second[r, c] = BIG
+                bm1[r, c] = BIG
+                bp1[r, c] = BIG
+                hist[0, r, c] = BIG
+                hist[1, r, c] = BIG
+        wrow = work[ch, 0]
+        wval = work[ch, 1]
+        sw = work[ch, 2]
+        sww = work[ch, 3]
+        siw = work[ch, 4]
+        cost = work[ch, 5]
+        asum = work[ch, 6]
+        acnt = work[ch, 7]
+        T = topk[ch]
+        for p in range(P):
+            ring[ch] = 0.0
+            vring[ch] = 0.0
+            vsum[ch] = 0.0
+            hp = p % 2
+            hm1 = (p + 1) % 2
+            for rr in range(r0 - h, r1 + h):
+                ry = min(max(rr, 0), H - 1)
+                ro = min(max(rr - window, 0), H - 1)
+                slot = (rr - r0 + h) % window
+                out = rr >= r0 + h
+                r = rr - h
+                if out:
+                    T[:, :] = BIG
+                In = ref[ry]
+                Io = ref[ro]
+                for s in range(S):
+                    hm = homs[p, s]
+                    sh = src_shape[s, 0]
+                    swd = src_shape[s, 1]
+                    off = src_off[s]
+                    yf = np.float64(ry)
+                    x0 = np.float32(hm[0, 1] * yf + hm[0, 2])
+                    y0 = np.float32(hm[1, 1] * yf + hm[1, 2])
+                    w0 = np.float32(hm[2, 1] * yf + hm[2, 2])
+                    dx = np.float32(hm[0, 0])
+                    dy = np.float32(hm[1, 0])
+                    dw = np.float32(hm[2, 0])
+                    xmax = np.float32(swd - 1)
+                    ymax = np.float32(sh - 1)
+                    xlim = np.float32(swd - 0.5)
+                    ylim = np.float32(sh - 0.5)
+                    # --- bilinear warp of one row (clamped sampling, validity of the centre)
+                    for c in range(W):
+                        cf = np.float32(c)
+                        wh = w0 + cf * dw
+                        ok = wh > np.float32(1e-8)
+                        wh = max(wh, np.float32(1e-8))
+                        iw = np.float32(1.0) / wh
+                        x = (x0 + cf * dx) * iw
+                        y = (y0 + cf * dy) * iw
+                        ok = ok & (x >= np.float32(-0.5)) & (x <= xlim)
+                        ok = ok & (y >= np.float32(-0.5)) & (y <= ylim)
+                        xc = min(max(x, np.float32(0.0)), xmax)
+                        yc = min(max(y, np.float32(0.0)), ymax)
+                        ix = min(max(np.int32(xc), 0), swd - 2)
+                        iy = min(max(np.int32(yc), 0), sh - 2)
+                        fx = xc - np.float32(ix)
+                        fy = yc - np.float32(iy)
+                        k = off + iy * swd + ix
+                        a = src_flat[k]
+                        b = src_flat[k + 1]
+                        cc = src_flat[k + swd]
+                        d = src_flat[k + swd + 1]
+                        top = a + fx * (b - a)
+                        bot = cc + fx * (d - cc)
+                        wrow[c] = top + fy * (bot - top)
+                        wval[c] = np.float32(1.0) if ok else np.float32(0.0)
+                    # --- vertical running sums over the last `window` rows
+                    rs = ring[ch, s, slot]
+                    vs = vring[ch, s, slot]
+                    vw = vsum[ch, s, 0]
+                    vww = vsum[ch, s, 1]
+                    viw = vsum[ch, s, 2]
+                    for c in range(W):
+                        wn = wrow[c]
+                        wo = rs[c]
+                        vw[c] += wn - wo
+                        vww[c] += wn * wn - wo * wo
+                        viw[c] += In[c] * wn - Io[c] * wo
+                        rs[c] = wn
+                        vs[c] = wval[c]
+                    if not out:
+                        continue
+                    # --- horizontal running sums (edge columns replicated)
+                    aw = np.float32(h + 1) * vw[0]
+                    aww = np.float32(h + 1) * vww[0]
+                    aiw = np.float32(h + 1) * viw[0]
+                    for j in range(1, h + 1):
+                        jj = min(j, W - 1)
+                        aw += vw[jj]
+                        aww += vww[jj]
+                        aiw += viw[jj]
+                    for c in range(W):
+                        sw[c] = aw
+                        sww[c] = aww
+                        siw[c] = aiw
+                        cin = min(c + h + 1, W - 1)
+                        cout = max(c - h, 0)
+                        aw += vw[cin] - vw[cout]
+                        aww += vww[cin] - vww[cout]
+                        aiw += viw[cin] - viw[cout]
+                    # --- ZNCC -> cost (BIG where the centre warp is outside or the ref is flat)
+                    vc = vring[ch, s, (rr - r0) % window]
+                    mrow = ref_mean[r]
+                    irow = ref_isd[r]
+                    for c in range(W):
+                        vwin = sww[c] - sw[c] * sw[c] * inv_n
+                        vwin = max(vwin, var_floor)
+                        ncc = (siw[c] - mrow[c] * sw[c]) * irow[c] / np.sqrt(vwin)
+                        ncc = min(max(ncc, np.float32(-1.0)), np.float32(1.0))
+                        good = (vc[c] > np.float32(0.5)) & (irow[c] > np.float32(0.0))
+                        cost[c] = np.float32(1.0) - ncc if good else BIG
+                    # --- fold into the sorted top-k list (branch free)
+                    for j in range(top_k):
+                        tj = T[j]
+                        for c in range(W):
+                            t = tj[c]
+                            v = cost[c]
+                            tj[c] = min(t, v)
+                            cost[c] = max(t, v)
+                if not out:
+                    continue
+                # --- plane cost of row r: mean of the valid costs among the k best
+                for c in range(W):
+                    asum[c] = 0.0
+                    acnt[c] = 0.0
+                for j in range(top_k):
+                    tj = T[j]
+                    for c in range(W):
+                        t = tj[c]
+                        ok = t < VALID_LIMIT
+                        asum[c] += t if ok else np.float32(0.0)
+                        acnt[c] += np.float32(1.0) if ok else np.float32(0.0)
+                # --- local minimum at plane p-1?  (needs the costs at p-2, p-1, p)
+                hold = hist[hp, r]      # cost at plane p-2, overwritten by plane p
+                hprev = hist[hm1, r]    # cost at plane p-1
+                brow = best[r]
+                irow2 = bidx[r]
+                srow = second[r]
+                mrow2 = bm1[r]
+                prow = bp1[r]
+                for c in range(W):
+                    n = acnt[c]
+                    a = asum[c] / n if n > np.float32(0.5) else BIG
+                    v = hprev[c]
+                    cm = hold[c]
+                    if p > 0 and v < cm and v <= a and v < VALID_LIMIT:
+                        _offer(p - 1, v, cm, a, brow, irow2, srow, mrow2, prow, c)
+                    hold[c] = a
+        # plane P-1 is a local minimum when it beats P-2 (a missing plane P costs BIG)
+        hl = hist[(P - 1) % 2]
+        hb = hist[P % 2]
+        for r in range(r0, r1):
+            for c in range(W):
+                v = hl[r, c]
+                if v < hb[r, c] and v < VALID_LIMIT:
+                    _offer(P - 1, v, hb[r, c], BIG, best[r], bidx[r], second[r], bm1[r],
+                           bp1[r], c)
+
+
+@njit(inline="always", fastmath=True, cache=True)
+def _offer(q, v, cm, cp, brow, irow, srow, mrow, prow, c):
+    """Offer the local minimum v at plane q (neighbour costs cm, cp) to pixel c's running state.
+
+    Planes arrive in increasing order and local minima are at least two planes apart, so when a
+    new winner appears the old winner is the best minimum before it: it becomes the second best
+    if it lies more than two planes away, otherwise the second best is kept unchanged.
+    """
+    b = brow[c]
+    if v < b:
+        if q - irow[c] > 2:
+            srow[c] = b
+        brow[c] = v
+        irow[c] = q
+        mrow[c] = cm
+        prow[c] = cp
+    elif q - irow[c] > 2 and v < srow[c]:
+        srow[c] = v
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def finalize(best, bidx, second, bm1, bp1, inv_depths, subpixel, conf_scale,
+             depth, conf, cost_out):
+    """Winner-take-all depth with parabola refinement in inverse depth, and a confidence.
+
+    inv_depths (P,) f64 plane inverse depths (evenly spaced).  Writes depth (0 = none), conf in
+    [0,1] = clip(1-best) * clip((second-best)/conf_scale), and cost_out (best cost, -1 = none).
+    """
+    H, W = best.shape
+    P = inv_depths.shape[0]
+    step = (inv_depths[P - 1] - inv_depths[0]) / (P - 1)
+    for r in prange(H):
+        for c in range(W):
+            b = best[r, c]
+            i = bidx[r, c]
+            if i < 0 or b >= VALID_LIMIT:
+                depth[r, c] = 0.0
+                conf[r, c] = 0.0
+                cost_out[r, c] = -1.0
+                continue
+            x = 0.0
+            if subpixel and i > 0 and i < P - 1:
+                cm = bm1[r, c]
+                cp = bp1[r, c]
+                if cm < VALID_LIMIT and cp < VALID_LIMIT:
+                    den = cm - 2.0 * b + cp
+                    if den > 1e-9:
+                        x = 0.5 * (cm - cp) / den
+                        x = min(max(x, -0.5), 0.5)
+            inv = inv_depths[i] + x * step
+            depth[r, c] = np.float32(1.0 / inv) if inv > 0.0 else np.float32(0.0)
+            s2 = min(second[r, c], np.float32(2.0))
+            q = min(max(np.float32(1.0) - b, np.float32(0.0)), np.float32(1.0))
+            dq = min(max((s2 - b) / conf_scale, np.float32(0.0)), np.float32(1.0))
+            conf[r, c] = q * dq
+            cost_out[r, c] = b

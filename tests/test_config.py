@@ -1,0 +1,55 @@
+import json
+
+import pytest
+
+from mannequin.config import STAGES, Config, preset
+from mannequin.errors import InputError
+
+
+def test_presets_differ_and_round_trip():
+    fast, default, quality = preset("fast"), preset("default"), preset("quality")
+    assert fast.stereo.n_planes < default.stereo.n_planes < quality.stereo.n_planes
+    for cfg in (fast, default, quality):
+        again = Config.from_json(cfg.to_json())
+        assert again == cfg
+        assert again.hash() == cfg.hash()
+    assert len({fast.hash(), default.hash(), quality.hash()}) == 3
+
+
+def test_hash_is_stable_across_processes():
+    # The hash is of canonical JSON, so it does not depend on dict order or the process.
+    import subprocess
+    import sys
+
+    code = "from mannequin.config import preset; print(preset('quality').hash())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == preset("quality").hash()
+
+
+def test_stage_hash_changes_only_downstream():
+    base = Config()
+    changed = base.replace(stereo={"n_planes": 64})
+    for stage in STAGES:
+        same = base.stage_hash(stage) == changed.stage_hash(stage)
+        assert same == (STAGES.index(stage) < STAGES.index("stereo")), stage
+
+
+def test_partial_file_and_bad_options(tmp_path):
+    p = tmp_path / "cfg.json"
+    p.write_text(json.dumps({"stereo": {"n_planes": 32, "depth_percentiles": [2, 98]}}))
+    cfg = Config.load(p)
+    assert cfg.stereo.n_planes == 32 and cfg.stereo.depth_percentiles == (2.0, 98.0)
+    assert cfg.frames == Config().frames
+    for bad, msg in [({"stereo": {"n_plane": 3}}, "unknown option stereo.n_plane"),
+                     ({"nope": {}}, "unknown section"),
+                     ({"stereo": {"n_planes": "many"}}, "must be an integer"),
+                     ({"fuse": {"average": 1}}, "true or false")]:
+        p.write_text(json.dumps(bad))
+        with pytest.raises(InputError, match=msg) as exc:
+            Config.load(p)
+        assert str(p) in str(exc.value)
+    p.write_text("{not json")
+    with pytest.raises(InputError, match="not a valid JSON"):
+        Config.load(p)
+    with pytest.raises(InputError, match="unknown preset"):
+        preset("turbo")
