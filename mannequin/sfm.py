@@ -84,13 +84,13 @@ def parse_intrinsics(spec: str, width: int, height: int) -> tuple[Intrinsics, tu
 
 
 def _timestamps(ws: Workspace) -> dict:
-    """name → timestamp_us from frames.csv (empty when absent)."""
+    """image file name (``<name>.png``) → timestamp_us from frames.csv (empty when absent)."""
     import csv
 
     if not ws.frames_csv.exists():
         return {}
     with open(ws.frames_csv, newline="") as fh:
-        return {r["name"]: int(float(r["timestamp_us"])) for r in csv.DictReader(fh)}
+        return {f'{r["name"]}.png': int(float(r["timestamp_us"])) for r in csv.DictReader(fh)}
 
 
 def _source_size(ws: Workspace, width: int, height: int) -> tuple[int, int]:
@@ -218,7 +218,11 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, 
         bar.update(1)
         t0 = time.perf_counter()
         und = work / "undistorted"
-        pycolmap.undistort_images(str(und), str(model_dir), str(ws.frames_dir))
+        # Scale 1 keeps the frame size and principal point (labels stay on the input pixel grid);
+        # with strong distortion a few border pixels are blank.
+        und_opts = pycolmap.UndistortCameraOptions()
+        und_opts.min_scale = und_opts.max_scale = 1.0
+        pycolmap.undistort_images(str(und), str(model_dir), str(ws.frames_dir), undistort_options=und_opts)
         timings["undistortion_s"] = time.perf_counter() - t0
         bar.update(1)
         bar.close()

@@ -525,8 +525,8 @@ def _render_frame(renderer: _Renderer, frame: int, pose: Pose, rays_cam: np.ndar
     return img, depth, gid_centre
 
 
-def _check_inputs(n_frames, width, height, k1, k2, fps):
-    for name, v in (("n_frames", n_frames), ("width", width), ("height", height)):
+def _check_inputs(seed, n_frames, width, height, k1, k2, fps):
+    for name, v in (("seed", seed), ("n_frames", n_frames), ("width", width), ("height", height)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
             raise InputError(f"synth: {name} must be an integer, got {v!r}")
     if n_frames < 1:
@@ -557,7 +557,7 @@ def render_clip(seed: int = 0, n_frames: int = 24, width: int = 384, height: int
     sideways 45 mm per frame (at most 1.5 m in all) at 2.5–5 m from the people; depths are
     about 2.3–8 m.
     """
-    _check_inputs(n_frames, width, height, k1, k2, fps)
+    _check_inputs(seed, n_frames, width, height, k1, k2, fps)
     n_frames, width, height = int(n_frames), int(width), int(height)
     k1, k2, fps = float(k1), float(k2), float(fps)
     rng = np.random.default_rng(seed)

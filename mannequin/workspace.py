@@ -187,3 +187,12 @@ class Workspace:
         p = self.stamp_path(stage)
         if p.exists():
             p.unlink()
+
+
+def read_json_or_empty(path) -> dict:
+    """The JSON object in ``path``, or {} when it is missing or unreadable."""
+    try:
+        data = json.loads(Path(path).read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}

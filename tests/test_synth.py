@@ -7,8 +7,14 @@ import pytest
 
 from mannequin.cameras import read_cameras
 from mannequin.errors import InputError
-from mannequin.synth import (SynthClip, distort_normalised, render_clip, synth, undistort_normalised,
-                             write_clip)
+from mannequin.synth import (
+    SynthClip,
+    distort_normalised,
+    render_clip,
+    synth,
+    undistort_normalised,
+    write_clip,
+)
 
 W, H = 192, 144
 
@@ -254,13 +260,13 @@ def test_video_odd_size(tmp_path):
 
 
 @pytest.mark.parametrize("kw", [dict(n_frames=0), dict(width=8), dict(height=15), dict(n_frames=2.5),
-                                dict(k1=float("nan")), dict(k1=-2.0)])
+                                dict(k1=float("nan")), dict(k1=-2.0), dict(seed=None)])
 def test_bad_inputs_raise(kw, tmp_path):
-    args = dict(n_frames=2, width=32, height=24)
+    args = dict(seed=0, n_frames=2, width=32, height=24)
     args.update(kw)
     with pytest.raises(InputError) as e:
-        render_clip(0, **args)
+        render_clip(**args)
     assert "\n" not in str(e.value)
     with pytest.raises(InputError):
-        synth(tmp_path / "bad", 0, **args)
+        synth(tmp_path / "bad", **args)
     assert not (tmp_path / "bad").exists()

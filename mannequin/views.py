@@ -1,0 +1,139 @@
+"""Source-view selection and per-frame depth ranges from a sparse COLMAP model.
+
+The functions take plain arrays extracted once from a ``pycolmap.Reconstruction`` by
+:func:`sparse_geometry`, so they are easy to test on synthetic input.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+
+@dataclass
+class SparseGeometry:
+    """What view selection needs from a sparse model.
+
+    names: (N,) image names, sorted.  centers: (N, 3) camera centres (world).  R: (N, 3, 3) and
+    t: (N, 3) world-to-camera.  K: (N, 3, 3) pixels (centres at +0.5).  sizes: (N, 2) (W, H).
+    points: (P, 3) world points.  observations: per image, the indices into ``points`` it sees.
+    """
+
+    names: List[str]
+    centers: np.ndarray
+    R: np.ndarray
+    t: np.ndarray
+    K: np.ndarray
+    sizes: np.ndarray
+    points: np.ndarray
+    observations: List[np.ndarray]
+
+
+def sparse_geometry(rec) -> SparseGeometry:
+    """Extract a :class:`SparseGeometry` from a pycolmap Reconstruction (registered images only)."""
+    ids = sorted(rec.reg_image_ids(), key=lambda i: rec.image(i).name)
+    pid_index = {pid: k for k, pid in enumerate(sorted(rec.points3D))}
+    points = np.array([rec.points3D[pid].xyz for pid in sorted(rec.points3D)], dtype=np.float64).reshape(-1, 3)
+    names, centers, Rs, ts, Ks, sizes, obs = [], [], [], [], [], [], []
+    for iid in ids:
+        img = rec.image(iid)
+        cam = rec.camera(img.camera_id)
+        T = img.cam_from_world()
+        names.append(img.name)
+        Rs.append(T.rotation.matrix())
+        ts.append(np.asarray(T.translation))
+        centers.append(img.projection_center())
+        Ks.append(cam.calibration_matrix())
+        sizes.append((cam.width, cam.height))
+        seen = [pid_index[p.point3D_id] for p in img.points2D if p.has_point3D()]
+        obs.append(np.array(sorted(set(seen)), dtype=np.int64))
+    return SparseGeometry(names, np.array(centers).reshape(-1, 3), np.array(Rs).reshape(-1, 3, 3),
+                          np.array(ts).reshape(-1, 3), np.array(Ks).reshape(-1, 3, 3),
+                          np.array(sizes, dtype=np.int64).reshape(-1, 2), points, obs)
+
+
+def depth_range(geo: SparseGeometry, i: int, percentiles: Tuple[float, float] = (1.0, 99.0),
+                margin: float = 0.15, min_points: int = 20) -> Tuple[float, float]:
+    """(near, far) for image ``i``: robust percentiles of the z-depths of the points it sees,
+    widened by ``margin`` (a fraction).  Falls back to all points in front of the camera when the
+    image sees fewer than ``min_points``.  Units: those of the poses.
+    """
+    pts = geo.points[geo.observations[i]]
+    if len(pts) < min_points:
+        pts = geo.points
+    z = pts @ geo.R[i][2] + geo.t[i][2]
+    z = z[z > 0]
+    if len(z) < 2:
+        raise ValueError(f"image {geo.names[i]}: no sparse points in front of the camera")
+    lo, hi = np.percentile(z, percentiles)
+    near, far = lo * (1 - margin), hi * (1 + margin)
+    return float(max(near, 1e-6)), float(max(far, near * 1.01))
+
+
+def triangulation_angle_deg(c_ref: np.ndarray, c_src: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Angle (degrees) at each point (P, 3) between the rays to two camera centres (3,)."""
+    a = c_ref - points
+    b = c_src - points
+    cos = np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+    return np.degrees(np.arccos(np.clip(cos, -1, 1)))
+
+
+def select_views(geo: SparseGeometry, n_sources: int = 6, min_angle_deg: float = 1.0,
+                 good_angle_deg: float = 8.0, max_angle_deg: float = 45.0) -> Dict[str, List[str]]:
+    """For each image, up to ``n_sources`` source images with overlap, parallax and a spread of baselines.
+
+    Score of a candidate = Σ over covisible points of w(θ), with w rising linearly to 1 at
+    ``good_angle_deg`` and 0 outside [``min_angle_deg``, ``max_angle_deg``].  Sources are chosen
+    greedily by score, discounted when a chosen source already has a similar baseline (direction
+    within 20° and length within a factor 1.5), so that short and long, left and right baselines
+    are all represented.  Returns {ref name: [source names, best first]}.
+    """
+    out: Dict[str, List[str]] = {}
+    sets = [set(o.tolist()) for o in geo.observations]
+    for i, name in enumerate(geo.names):
+        cands = []
+        for j in range(len(geo.names)):
+            if j == i:
+                continue
+            common = np.fromiter(sets[i] & sets[j], dtype=np.int64)
+            if len(common) < 5:
+                continue
+            ang = triangulation_angle_deg(geo.centers[i], geo.centers[j], geo.points[common])
+            w = np.clip(ang / good_angle_deg, 0, 1) * ((ang >= min_angle_deg) & (ang <= max_angle_deg))
+            score = float(w.sum())
+            if score > 0:
+                cands.append((score, j))
+        cands.sort(key=lambda s: (-s[0], s[1]))
+        chosen: List[int] = []
+        pool = list(cands)
+        while pool and len(chosen) < n_sources:
+            best, best_k = None, -1
+            for k, (score, j) in enumerate(pool):
+                s = score * _diversity(geo, i, j, chosen)
+                if best is None or s > best:
+                    best, best_k = s, k
+            chosen.append(pool.pop(best_k)[1])
+        out[name] = [geo.names[j] for j in chosen]
+    return out
+
+
+def _diversity(geo: SparseGeometry, i: int, j: int, chosen: Sequence[int]) -> float:
+    """1, or 0.3 when ``j``'s baseline from ``i`` resembles one already chosen."""
+    bj = geo.centers[j] - geo.centers[i]
+    for k in chosen:
+        bk = geo.centers[k] - geo.centers[i]
+        nj, nk = np.linalg.norm(bj), np.linalg.norm(bk)
+        if nj < 1e-12 or nk < 1e-12:
+            continue
+        cos = float(bj @ bk) / (nj * nk)
+        if cos > np.cos(np.radians(20)) and max(nj, nk) / min(nj, nk) < 1.5:
+            return 0.3
+    return 1.0
+
+
+def relative_pose(geo: SparseGeometry, ref: int, src: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(R, t) of image ``src`` from image ``ref``: X_src = R X_ref + t."""
+    R = geo.R[src] @ geo.R[ref].T
+    t = geo.t[src] - R @ geo.t[ref]
+    return R, t

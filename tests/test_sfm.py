@@ -1,0 +1,86 @@
+"""Stage sfm on small synthetic clips: SfM accuracy, known-pose import, and clear failures."""
+import numpy as np
+import pytest
+
+from mannequin.cameras import read_cameras
+from mannequin.config import FramesConfig, SfmConfig
+from mannequin.errors import InputError, StageError
+from mannequin.frames import extract_frames
+from mannequin.metrics import ate_rmse
+from mannequin.sfm import parse_intrinsics, run_sfm
+from mannequin.synth import render_clip, synth, write_clip
+from mannequin.workspace import Workspace
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory):
+    return synth(tmp_path_factory.mktemp("clip"), seed=1, n_frames=16, width=384, height=288, video=True)
+
+
+def _frames(clip_dir, tmp_path):
+    ws = Workspace(tmp_path / "ws").create()
+    extract_frames(clip_dir / "video.mp4", ws, FramesConfig())
+    return ws
+
+
+def test_sfm_recovers_synthetic_trajectory(clip_dir, tmp_path):
+    ws = _frames(clip_dir, tmp_path)
+    run_sfm(ws, SfmConfig(max_features=2048))
+    gt = read_cameras(clip_dir / "cameras.txt")
+    est = read_cameras(ws.cameras_txt)
+    assert len(est) == len(gt) == 16
+    assert [f.timestamp_us for f in est.frames] == [f.timestamp_us for f in gt.frames]
+    err = ate_rmse(np.array([f.pose.center for f in est.frames]), np.array([f.pose.center for f in gt.frames]))
+    assert err["rmse_pct"] < 0.5
+    assert abs(est.frames[0].fx / gt.frames[0].fx - 1) < 0.01
+    assert sorted(p.name for p in ws.images_dir.iterdir()) == sorted(p.name for p in ws.frames_dir.iterdir())
+    assert {"cameras.bin", "images.bin", "points3D.bin"} <= {p.name for p in ws.sparse_dir.iterdir()}
+
+
+def test_known_poses_are_kept_exactly(clip_dir, tmp_path):
+    ws = _frames(clip_dir, tmp_path)
+    run_sfm(ws, SfmConfig(max_features=2048), poses=clip_dir / "cameras.txt")
+    gt = read_cameras(clip_dir / "cameras.txt")
+    est = read_cameras(ws.cameras_txt)
+    for a, b in zip(gt.frames, est.frames):
+        np.testing.assert_allclose(b.pose.matrix, a.pose.matrix, atol=1e-6)
+        assert (b.fx, b.fy, b.cx, b.cy) == pytest.approx((a.fx, a.fy, a.cx, a.cy), abs=1e-9)
+    import pycolmap
+
+    assert pycolmap.Reconstruction(str(ws.sparse_dir)).num_points3D() > 100
+
+
+def test_known_poses_count_mismatch(clip_dir, tmp_path):
+    ws = _frames(clip_dir, tmp_path)
+    lines = (clip_dir / "cameras.txt").read_text().splitlines()
+    short = tmp_path / "short.txt"
+    short.write_text("\n".join(lines[:-2]) + "\n")
+    with pytest.raises(InputError, match="14 camera lines for 16 frames"):
+        run_sfm(ws, SfmConfig(), poses=short)
+    assert not ws.sparse_dir.exists() and not ws.cameras_txt.exists()
+
+
+def test_static_camera_fails_clearly(tmp_path):
+    clip = render_clip(seed=2, n_frames=2, width=256, height=192)
+    clip.images = np.repeat(clip.images[:1], 8, axis=0)
+    clip.depth = np.repeat(clip.depth[:1], 8, axis=0)
+    clip.poses = [clip.poses[0]] * 8
+    clip.timestamps_us = [i * 33333 for i in range(8)]
+    write_clip(clip, tmp_path / "static", video=True)
+    ws = _frames(tmp_path / "static", tmp_path)
+    with pytest.raises(StageError, match="triangulation|no model|registered"):
+        run_sfm(ws, SfmConfig(max_features=1024, restarts=1))
+    assert not ws.cameras_txt.exists()
+
+
+def test_parse_intrinsics(tmp_path):
+    intr, dist = parse_intrinsics("517.3,516.5,318.6,255.3", 640, 480)
+    assert intr.fx == 517.3 and dist == ()
+    intr, dist = parse_intrinsics("517.3,516.5,318.6,255.3,0.26,-0.95,-0.005,0.003,1.16", 640, 480)
+    assert len(dist) == 5
+    f = tmp_path / "K.txt"
+    f.write_text("500 500 320 240\n")
+    assert parse_intrinsics(str(f), 640, 480)[0].cx == 320
+    for bad in ["1,2,3", "a,b,c,d", "-5,5,1,1", "1,1,1,1,nan,0,0,0"]:
+        with pytest.raises(InputError, match="--intrinsics"):
+            parse_intrinsics(bad, 640, 480)
