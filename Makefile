@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_PACKAGES := libusb-1.0-0 libgomp1
 
-.PHONY: install test lint bench apt clean
+.PHONY: install test lint bench apt clean demo all-videos
 
 install: $(STAMP)
 
@@ -42,3 +42,35 @@ bench: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# --- per video: data/videos/NAME.<ext>  ->  make data/work/NAME/labels ----------------------------
+# The stage stamps (WS/stamps/<stage>.json) are the targets in between, so make re-runs only what
+# changed; mannequin itself also skips a stage whose stamp matches its options.  A camera file
+# data/videos/NAME.txt (MC/RealEstate10K format), when present, replaces SfM.
+PRESET ?= default
+MANNEQUIN = $(BIN)/mannequin
+STAGE_ARGS = --preset $(PRESET) $(if $(CONFIG),--config $(CONFIG)) --quiet
+VIDEOS := $(sort $(filter-out %.txt %.md,$(wildcard data/videos/*.*)))
+VIDEO_NAMES := $(basename $(notdir $(VIDEOS)))
+
+.SECONDEXPANSION:
+data/work/%/stamps/frames.json: $$(firstword $$(filter-out %.txt %.md,$$(wildcard data/videos/$$*.*))) | $(STAMP)
+	@test -n "$<" || { echo "no video data/videos/$*.<ext>"; exit 1; }
+	$(MANNEQUIN) frames "$<" --out data/work/$* $(STAGE_ARGS)
+data/work/%/stamps/sfm.json: data/work/%/stamps/frames.json $$(wildcard data/videos/$$*.txt)
+	$(MANNEQUIN) sfm data/work/$* $(STAGE_ARGS) $(if $(wildcard data/videos/$*.txt),--poses data/videos/$*.txt)
+data/work/%/stamps/stereo.json: data/work/%/stamps/sfm.json
+	$(MANNEQUIN) stereo data/work/$* $(STAGE_ARGS)
+data/work/%/stamps/fuse.json: data/work/%/stamps/stereo.json
+	$(MANNEQUIN) fuse data/work/$* $(STAGE_ARGS)
+data/work/%/stamps/labels.json: data/work/%/stamps/fuse.json
+	$(MANNEQUIN) labels data/work/$* $(STAGE_ARGS)
+data/work/%/labels: data/work/%/stamps/labels.json
+	@touch $@
+	@echo "labels: $@  report: data/work/$*/preview/report.html"
+
+all-videos: $(addsuffix /labels,$(addprefix data/work/,$(VIDEO_NAMES)))
+	@test -n "$(VIDEO_NAMES)" || echo "no videos in data/videos/"
+
+.PRECIOUS: data/work/%/stamps/frames.json data/work/%/stamps/sfm.json data/work/%/stamps/stereo.json \
+	data/work/%/stamps/fuse.json data/work/%/stamps/labels.json

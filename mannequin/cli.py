@@ -33,16 +33,24 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="default", help="named preset: fast, default or quality")
+    p.add_argument("--preset", default=None, help="named preset: fast, default or quality (default: default, "
+                   "or the workspace's config.json for a stage command)")
     p.add_argument("--config", type=Path, help="JSON file of options (partial), applied over the preset")
     p.add_argument("--max-size", type=int, help="longest frame side in px after resizing (0 = keep)")
+    p.add_argument("--intrinsics", help="fx,fy,cx,cy[,k1,k2,p1,p2[,k3]] in input-frame pixels, or a file "
+                   "(default: a 60° field-of-view prior, then self-calibration)")
 
 
-def resolve_config(args) -> "Config":  # noqa: F821 (imported lazily)
-    """The config from ``--preset``, ``--config`` and ``--max-size``, in that order."""
+def resolve_config(args, workspace: Optional[Path] = None) -> "Config":  # noqa: F821 (imported lazily)
+    """The config: the workspace's config.json (stage commands) or ``--preset``, then ``--config``,
+    ``--max-size`` and ``--intrinsics``, in that order."""
     from .config import Config, preset
 
-    cfg = preset(args.preset)
+    ws_cfg = workspace / "config.json" if workspace is not None else None
+    if args.preset is None and ws_cfg is not None and ws_cfg.is_file():
+        cfg = Config.load(ws_cfg)
+    else:
+        cfg = preset(args.preset or "default")
     if getattr(args, "config", None) is not None:
         cfg = Config.load(args.config, base=cfg)
     if getattr(args, "max_size", None) is not None:
@@ -51,6 +59,8 @@ def resolve_config(args) -> "Config":  # noqa: F821 (imported lazily)
         if 0 < args.max_size < 32:
             raise InputError(f"--max-size {args.max_size}: too small for stereo (use at least 32 px)")
         cfg = cfg.replace(frames={"max_size": args.max_size})
+    if getattr(args, "intrinsics", None):
+        cfg = cfg.replace(sfm={"intrinsics": args.intrinsics})
     return cfg
 
 
@@ -70,30 +80,58 @@ def cmd_synth(args) -> int:
     return 0
 
 
-def cmd_frames(args) -> int:
-    from .frames import extract_frames
-    from .workspace import Workspace
+def cmd_run(args) -> int:
+    from .pipeline import run_video
 
     cfg = resolve_config(args)
-    ws = Workspace(args.out)
-    out = extract_frames(args.input, ws, cfg.frames, progress=_progress(args))
-    print(out)
+
+    def on_stage(stage, state):
+        if state == "skipped":
+            log.info("%s: up to date, skipped", stage)
+
+    ws = run_video(args.input, args.out, poses=args.poses, config=cfg, progress=_progress(args), on_stage=on_stage)
+    _print_outputs(ws)
     return 0
 
 
-def cmd_sfm(args) -> int:
-    from .sfm import run_sfm
-    from .workspace import Workspace
+def _print_outputs(ws) -> None:
+    from .workspace import read_json_or_empty
 
-    cfg = resolve_config(args)
-    if args.intrinsics:
-        cfg = cfg.replace(sfm={"intrinsics": args.intrinsics})
-    ws = Workspace(args.workspace)
-    if not ws.root.is_dir():
-        raise InputError(f"{ws.root}: workspace not found (run 'mannequin frames INPUT --out {ws.root}' first)")
-    out = run_sfm(ws, cfg.sfm, poses=args.poses, seed=cfg.seed, progress=_progress(args))
-    print(out)
-    return 0
+    report = read_json_or_empty(ws.report_json)
+    verdict = report.get("verdict", {})
+    labels = report.get("stages", {}).get("labels", {})
+    print(f"labels:  {ws.labels_dir}  ({labels.get('kept', '?')} of {labels.get('frames', '?')} frames kept)")
+    print(f"cloud:   {ws.fused_ply}")
+    print(f"report:  {ws.preview_dir / 'report.html'}")
+    if verdict.get("verdict"):
+        extra = f" ({'; '.join(verdict['reasons'])})" if verdict.get("reasons") else ""
+        print(f"verdict: {verdict['verdict']}{extra}")
+
+
+def _stage_command(stage: str):
+    def cmd(args) -> int:
+        from .pipeline import run_stage
+        from .workspace import Workspace
+
+        if stage == "frames":
+            ws = Workspace(args.out)
+            cfg = resolve_config(args, ws.root)
+            state = run_stage(ws, "frames", cfg, input_path=args.input, progress=_progress(args))
+            print(ws.frames_dir)
+        else:
+            ws = Workspace(args.workspace)
+            if not ws.root.is_dir():
+                raise InputError(f"{ws.root}: workspace not found (run 'mannequin frames INPUT --out {ws.root}' first)")
+            cfg = resolve_config(args, ws.root)
+            frames_stamp = ws.read_stamp("frames") or {}
+            state = run_stage(ws, stage, cfg, poses=getattr(args, "poses", None), progress=_progress(args),
+                              input_path=frames_stamp.get("input"))
+            print({"sfm": ws.sparse_dir, "stereo": ws.depth_dir, "fuse": ws.labels_dir,
+                   "labels": ws.labels_dir}[stage])
+        if state == "skipped":
+            log.info("%s: up to date, skipped", stage)
+        return 0
+    return cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,20 +141,36 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
+    p = sub.add_parser("run", help="the whole pipeline: frames, sfm, stereo, fuse, labels (resumable)")
+    p.add_argument("input", type=Path, help="video file or folder of images")
+    p.add_argument("--out", type=Path, required=True, help="workspace folder")
+    p.add_argument("--poses", type=Path, help="MC/RealEstate10K camera file: use its intrinsics and poses as given")
+    _config_args(p)
+    _add_common(p)
+    p.set_defaults(func=cmd_run)
+
     p = sub.add_parser("frames", help="extract and select frames from a video or image folder")
     p.add_argument("input", type=Path, help="video file or folder of images")
     p.add_argument("--out", type=Path, required=True, help="workspace folder")
     _config_args(p)
     _add_common(p)
-    p.set_defaults(func=cmd_frames)
+    p.set_defaults(func=_stage_command("frames"))
 
     p = sub.add_parser("sfm", help="poses and intrinsics with pycolmap, or import known poses")
     p.add_argument("workspace", type=Path, help="workspace folder holding frames/")
     p.add_argument("--poses", type=Path, help="MC/RealEstate10K camera file: use its intrinsics and poses as given")
-    p.add_argument("--intrinsics", help="fx,fy,cx,cy[,k1,k2,p1,p2[,k3]] in input-frame pixels, or a file")
     _config_args(p)
     _add_common(p)
-    p.set_defaults(func=cmd_sfm)
+    p.set_defaults(func=_stage_command("sfm"))
+
+    for stage, text in [("stereo", "plane-sweep depth and confidence for every frame"),
+                        ("fuse", "multi-view consistency filter, frame QC and fused point cloud"),
+                        ("labels", "label PNGs, index.csv, COLMAP depth maps, previews and report.html")]:
+        p = sub.add_parser(stage, help=text)
+        p.add_argument("workspace", type=Path, help="workspace folder")
+        _config_args(p)
+        _add_common(p)
+        p.set_defaults(func=_stage_command(stage))
 
     p = sub.add_parser("synth", help="render a synthetic frozen scene with exact depth and cameras")
     p.add_argument("out", type=Path, help="output folder")

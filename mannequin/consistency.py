@@ -49,9 +49,11 @@ def _check_depth(d, name: str) -> np.ndarray:
         raise ValueError(f"{name} must be a 2-D (H, W) depth map, got shape {a.shape}")
     if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
         raise ValueError(f"{name} must be a real-valued array, got dtype {a.dtype}")
-    a = a.astype(np.float32, copy=False)
-    # invalid (NaN, inf, <= 0) -> 0 here, so the fastmath kernels never see NaN or inf
-    return np.ascontiguousarray(np.where(np.isfinite(a) & (a > 0), a, np.float32(0)))
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    # NaN / inf -> 0 here, so the fastmath kernels never see them (they treat <= 0 as "no depth")
+    if not np.isfinite(a).all():
+        a = np.where(np.isfinite(a) & (a > 0), a, np.float32(0))
+    return a
 
 
 def _check_K(K, name: str) -> np.ndarray:
@@ -437,12 +439,20 @@ def filter_depth(depth_ref, K_ref, E_ref, neighbours: Sequence[Tuple], *,
     dr = _check_depth(depth_ref, "depth_ref")
     v = consistency_votes(dr, K_ref, E_ref, neighbours, max_rel_depth=max_rel_depth,
                           max_reproj_px=max_reproj_px)
-    keep = (dr > 0) & (v.n_agree >= min_views)
+    return votes_to_depth(dr, v, min_views=min_views, average=average), v.n_agree, v.n_disagree
+
+
+def votes_to_depth(depth_ref, votes: "Votes", *, min_views: int = 2, average: bool = True) -> np.ndarray:
+    """The filtered depth (H, W) float32 from a depth map and its :class:`Votes`.
+
+    Keeps pixels with at least ``min_views`` agreeing sources; with ``average`` their depth is
+    the mean of the reference depth and the agreeing reprojected depths.  0 = rejected.
+    """
+    dr = _check_depth(depth_ref, "depth_ref")
+    keep = (dr > 0) & (votes.n_agree >= min_views)
     if average:
-        out = np.where(keep, (dr + v.depth_sum) / (1.0 + v.n_agree), 0.0).astype(np.float32)
-    else:
-        out = np.where(keep, dr, np.float32(0)).astype(np.float32)
-    return out, v.n_agree, v.n_disagree
+        return np.where(keep, (dr + votes.depth_sum) / (1.0 + votes.n_agree), 0.0).astype(np.float32)
+    return np.where(keep, dr, np.float32(0)).astype(np.float32)
 
 
 def dynamic_mask(n_agree, n_disagree, n_checked=None, *, min_disagree_frac: float = 0.7,

@@ -70,25 +70,77 @@ def _file_id(path: Optional[Path]) -> str:
     return f"{path}|missing"
 
 
-def stage_hashes(cfg: Config, input_path, poses=None) -> Dict[str, str]:
-    """Chained hash per stage: a stage's hash covers its options, its inputs and every earlier stage."""
-    out, prev = {}, _file_id(Path(input_path)) if input_path is not None else "workspace"
-    for stage in STAGES:
-        extra = _file_id(Path(poses)) if (stage == "sfm" and poses is not None) else ""
-        prev = hashlib.sha256(f"{prev}|{cfg.stage_hash(stage)}|{extra}".encode()).hexdigest()[:16]
-        out[stage] = prev
-    return out
+def stage_hash(ws: Workspace, stage: str, cfg: Config, input_path=None, poses=None) -> str:
+    """Chained hash of ``stage``: its options, its own inputs and the stamp of the stage before it.
+
+    Raises :class:`InputError` when the stage before it has not finished.
+    """
+    if stage == "frames":
+        prev = _file_id(Path(input_path)) if input_path is not None else "none"
+    else:
+        before = STAGES[STAGES.index(stage) - 1]
+        stamp = ws.read_stamp(before)
+        if not stamp:
+            raise InputError(f"{ws.root}: stage {before} has not finished (run 'mannequin {before}' or 'mannequin run' first)")
+        prev = stamp["hash"]
+    extra = _file_id(Path(poses)) if (stage == "sfm" and poses is not None) else ""
+    return hashlib.sha256(f"{prev}|{cfg.stage_hash(stage)}|{extra}".encode()).hexdigest()[:16]
+
+
+def run_stage(ws: Workspace, stage: str, cfg: Config, *, input_path=None, poses=None,
+              progress: bool = False, force: bool = False) -> str:
+    """Run one stage on ``ws`` unless its stamp matches; returns "skipped" or "done".
+
+    A stage that runs clears the stamps of every later stage first, and records its wall time,
+    peak memory and counts in ``WS/report.json`` before writing its own stamp.
+    """
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}")
+    h = stage_hash(ws, stage, cfg, input_path, poses)
+    if not force and ws.is_done(stage, h):
+        return "skipped"
+    for later in STAGES[STAGES.index(stage):]:
+        ws.clear_stamp(later)
+    ws.root.mkdir(parents=True, exist_ok=True)
+    clean_temporaries(ws.root)
+    write_json(ws.config_json, cfg.to_dict())
+    t0 = time.perf_counter()
+    with PeakMemory() as mem:
+        info = _STAGE_FUNCS[stage](ws, cfg, input_path=input_path, poses=poses, progress=progress,
+                                   stage_hash=h) or {}
+    seconds = time.perf_counter() - t0
+    report = read_json_or_empty(ws.report_json)
+    report.update({"workspace": str(ws.root), "config": cfg.to_dict(), "config_hash": cfg.hash()})
+    if stage == "frames":
+        report.update({"input": str(input_path), "stages": {}})
+    if stage == "sfm":
+        report["poses"] = str(poses) if poses else None
+    report.setdefault("stages", {})[stage] = {"seconds": round(seconds, 3), "peak_mb": round(mem.peak_mb, 1), **info}
+    for later in STAGES[STAGES.index(stage) + 1:]:
+        report["stages"].pop(later, None)
+    if stage == "labels":
+        report["verdict"] = {"verdict": info.get("verdict"), "accepted": info.get("verdict") == "accepted",
+                             "reasons": info.get("reasons", [])}
+    write_json(ws.report_json, report)
+    if stage == "labels":
+        from .labels import write_report_html
+
+        write_report_html(ws)
+    ws.write_stamp(stage, h, seconds=round(seconds, 3), **({"input": str(input_path)} if stage == "frames" else {}))
+    log.info("%s: %s done in %.1f s (peak %.0f MB)", ws.root.name, stage, seconds, mem.peak_mb)
+    return "done"
 
 
 def run_video(input, out, poses=None, config: Optional[Config] = None, *, progress: bool = False,
-              stages=STAGES, on_stage: Optional[Callable[[str, str], None]] = None) -> Workspace:
+              on_stage: Optional[Callable[[str, str], None]] = None) -> Workspace:
     """Run frames → sfm → stereo → fuse → labels for one video (or image folder) into ``out``.
 
     ``input``: video file or image folder.  ``out``: workspace folder (created).  ``poses``: an
     MC/RealEstate10K camera file to use instead of SfM.  ``config``: a :class:`Config` (default
-    preset when None).  Stages whose stamp matches are skipped.  Writes ``WS/report.json``.
-    Returns the :class:`Workspace`.  Raises :class:`~mannequin.errors.MannequinError` subclasses
-    with a one-line message on bad input or a failed stage.
+    preset when None).  A stage whose stamp matches its options and inputs is skipped; one that
+    re-runs invalidates the stages after it.  Returns the :class:`Workspace`.  Raises
+    :class:`~mannequin.errors.MannequinError` subclasses with a one-line message on bad input or
+    a failed stage.
     """
     cfg = config or Config()
     input_path = Path(input)
@@ -96,39 +148,16 @@ def run_video(input, out, poses=None, config: Optional[Config] = None, *, progre
         raise InputError(f"{input_path}: input not found")
     if poses is not None and not Path(poses).is_file():
         raise InputError(f"{poses}: camera file not found")
-    ws = Workspace(out).create()
-    clean_temporaries(ws.root)
-    write_json(ws.config_json, cfg.to_dict())
-    hashes = stage_hashes(cfg, input_path, poses)
-    report = read_json_or_empty(ws.report_json)
-    report.update({"input": str(input_path), "poses": str(poses) if poses else None,
-                   "config": cfg.to_dict(), "config_hash": cfg.hash()})
-    report.setdefault("stages", {})
-    invalid = False
+    ws = Workspace(out)
+    if ws.root.resolve() == input_path.resolve() or input_path.resolve() in ws.root.resolve().parents:
+        raise InputError(f"{ws.root}: the workspace must not be inside the input folder {input_path}")
+    ws.create()
     for stage in STAGES:
-        if stage not in stages:
-            continue
-        if not invalid and ws.is_done(stage, hashes[stage]):
-            report["stages"].setdefault(stage, {})["skipped"] = True
-            if on_stage:
-                on_stage(stage, "skipped")
-            continue
-        invalid = True
-        for later in STAGES[STAGES.index(stage):]:
-            ws.clear_stamp(later)
         if on_stage:
             on_stage(stage, "running")
-        t0 = time.perf_counter()
-        with PeakMemory() as mem:
-            info = _STAGE_FUNCS[stage](ws, cfg, input_path=input_path, poses=poses, progress=progress,
-                                       stage_hash=hashes[stage]) or {}
-        seconds = time.perf_counter() - t0
-        report["stages"][stage] = {"seconds": round(seconds, 3), "peak_mb": round(mem.peak_mb, 1),
-                                   "skipped": False, **info}
-        ws.write_stamp(stage, hashes[stage], seconds=round(seconds, 3))
-        write_json(ws.report_json, report)
-        log.info("%s: %s done in %.1f s (peak %.0f MB)", ws.root.name, stage, seconds, mem.peak_mb)
-    write_json(ws.report_json, report)
+        state = run_stage(ws, stage, cfg, input_path=input_path, poses=poses, progress=progress)
+        if on_stage:
+            on_stage(stage, state)
     return ws
 
 

@@ -22,7 +22,7 @@ MIN_STD = 0.5 / 255.0
 #: Cost gap (second-best local minimum more than 2 planes away, minus best) giving full distinctness.
 CONF_SCALE = 0.5
 #: Rows per parallel chunk, roughly (the chunk count is rounded to a multiple of the threads).
-CHUNK_ROWS = 32
+CHUNK_ROWS = 60
 
 _GREY = np.array([0.299, 0.587, 0.114])
 
@@ -92,15 +92,28 @@ def plane_homographies(K_ref, K_sources, R, t, inv_depths) -> np.ndarray:
     return out
 
 
-def triangulation_angles(R, t, depth: float) -> np.ndarray:
-    """Angle (degrees) at the reference-axis point (0, 0, depth) between the rays of each source."""
-    X = np.array([0.0, 0.0, depth])
+def triangulation_angles(R, t, depth: float, K_ref=None, shape=None, grid: int = 5) -> np.ndarray:
+    """Triangulation angle (degrees) of each source at reference depth ``depth`` (z).
+
+    Without ``K_ref``/``shape``: the angle at the reference-axis point (0, 0, depth).  With them:
+    the median of the angles at the points of a ``grid``×``grid`` lattice of reference pixels,
+    which keeps a source that moves along the viewing direction (no parallax only near the
+    epipole) from being dropped.
+    """
+    if K_ref is None or shape is None:
+        pts = np.array([[0.0, 0.0, depth]])
+    else:
+        H, W = shape
+        u, v = np.meshgrid(np.linspace(0.5, W - 0.5, grid), np.linspace(0.5, H - 0.5, grid))
+        rays = np.linalg.inv(K_ref) @ np.stack([u.ravel(), v.ravel(), np.ones(u.size)])
+        pts = (rays / rays[2] * depth).T
     out = []
     for Rs, ts in zip(R, t):
         C = -np.asarray(Rs).T @ np.asarray(ts)     # source centre in the reference frame
-        v = X - C
-        c = X @ v / (np.linalg.norm(X) * np.linalg.norm(v) + 1e-300)
-        out.append(math.degrees(math.acos(min(1.0, max(-1.0, c)))))
+        a = pts
+        b = pts - C
+        c = np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-300)
+        out.append(float(np.median(np.degrees(np.arccos(np.clip(c, -1.0, 1.0))))))
     return np.array(out)
 
 
@@ -133,9 +146,13 @@ def plane_sweep(ref, sources: Sequence, K_ref, K_sources: Sequence, R: Sequence,
 
     Planes are evenly spaced in inverse depth over ``depth_range = (near, far)``.  Per pixel and
     plane the cost is the mean of the ``top_k`` best source costs among the valid ones (a source
-    votes only where the warped window centre falls inside it); sources whose triangulation angle
-    at the middle depth is below ``min_angle_deg`` get no vote at all.  The winner is refined by a
-    parabola in inverse depth when ``subpixel``.  Memory is O(H·W), whatever ``n_planes``.
+    votes only where the warped window centre falls inside it); sources whose median
+    triangulation angle over the image at the middle depth (the middle plane, 2/(1/near + 1/far))
+    is below ``min_angle_deg`` get no vote at all (an empty result when none is left).  The
+    winner is refined by a parabola in inverse depth when ``subpixel``.  Confidence is
+    clip(1 - best) · clip((second - best) / CONF_SCALE), with ``second`` the lowest local minimum
+    of the pixel's cost curve more than two planes from the winner.  Memory is O(H·W), whatever
+    ``n_planes``; the grey images, state and outputs take a few dozen H×W float32 planes.
     """
     g_ref = to_grey(ref, "ref")
     H, W = g_ref.shape
@@ -159,7 +176,7 @@ def plane_sweep(ref, sources: Sequence, K_ref, K_sources: Sequence, R: Sequence,
     Ks = [_check_K(k, f"K_sources[{i}]") for i, k in enumerate(K_sources)]
     Rs = [_check_matrix(r, (3, 3), f"R[{i}]") for i, r in enumerate(R)]
     for i, r in enumerate(Rs):
-        if not np.allclose(r @ r.T, np.eye(3), atol=1e-4) or np.linalg.det(r) < 0:
+        if not np.allclose(r @ r.T, np.eye(3), atol=1e-3) or np.linalg.det(r) < 0:
             raise ValueError(f"R[{i}] is not a rotation matrix")
     ts = [_check_matrix(np.ravel(v), (3,), f"t[{i}]") for i, v in enumerate(t)]
     try:
@@ -191,7 +208,7 @@ def plane_sweep(ref, sources: Sequence, K_ref, K_sources: Sequence, R: Sequence,
 
     inv_d = inverse_depth_planes(near, far, n_planes)
     mid_depth = 2.0 / (1.0 / near + 1.0 / far)
-    angles = triangulation_angles(Rs, ts, mid_depth)
+    angles = triangulation_angles(Rs, ts, mid_depth, K_ref, (H, W))
     keep = [i for i in range(n_src) if angles[i] >= min_angle_deg]
     if not keep:
         return (depth, conf, cost) if return_cost else (depth, conf)
@@ -204,6 +221,8 @@ def plane_sweep(ref, sources: Sequence, K_ref, K_sources: Sequence, R: Sequence,
     ref_mean, ref_isd = ref_window_stats(ref_c, window)
     src_flat = np.concatenate([greys[i].ravel() for i in keep]) - np.float32(0.5)
     sizes = np.array([greys[i].size for i in keep], np.int64)
+    if sizes.sum() >= 2**31 - 1:
+        raise ValueError("sources hold too many pixels in all (the kernel indexes with int32)")
     src_off = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     src_shape = np.array([greys[i].shape for i in keep], np.int64)
     S = len(keep)
@@ -219,16 +238,18 @@ def plane_sweep(ref, sources: Sequence, K_ref, K_sources: Sequence, R: Sequence,
     ring = np.empty((nc, S, window, W), np.float32)
     vring = np.empty((nc, S, window, W), np.float32)
     vsum = np.empty((nc, S, 3, W), np.float32)
-    work = np.empty((nc, 8, W), np.float32)
+    work = np.empty((nc, 9, W), np.float32)
+    iwork = np.empty((nc, W), np.int32)
     topk = np.empty((nc, k, W), np.float32)
     var_floor = np.float32(window * window * MIN_STD ** 2)
 
     old_threads = numba.get_num_threads()
     numba.set_num_threads(n_threads)
     try:
-        sweep.sweep_fronto(ref_c, ref_mean, ref_isd, src_flat, src_off, src_shape, homs, window, k,
-                           var_floor, chunks, best, bidx, second, bm1, bp1, hist,
-                           ring, vring, vsum, work, topk)
+        with numba.parallel_chunksize(1):   # chunks go to whichever thread is free
+            sweep.sweep_fronto(ref_c, ref_mean, ref_isd, src_flat, src_off, src_shape, homs, window, k,
+                               var_floor, chunks, best, bidx, second, bm1, bp1, hist,
+                               ring, vring, vsum, work, iwork, topk)
         sweep.finalize(best, bidx, second, bm1, bp1, inv_d, bool(subpixel), np.float32(CONF_SCALE),
                        depth, conf, cost)
     finally:

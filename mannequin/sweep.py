@@ -10,9 +10,13 @@ Design (see ``sweep_fronto``):
   a bilinear homography warp of one source row (the homography is affine along a row in
   homogeneous coordinates, so one reciprocal per pixel), then a *vertical* running box sum of
   W, W² and I·W kept with a ring buffer of the last ``window`` warped rows, then a *horizontal*
-  running sum along the row.  The cost per hypothesis does not grow with the window size.
+  running sum along the row.  The cost per hypothesis does not grow with the window size; a
+  chunk re-warps ``window - 1`` halo rows per plane, so chunks are tall (~60 rows).
+* The warp is two loops on purpose: coordinates, clamping and validity (SIMD-vectorised), then
+  the four-tap gather (scalar).  Fused, LLVM keeps the whole loop scalar (about 1.6x slower).
 * ZNCC uses the reference window mean and 1/sqrt(Σ(I-Ī)²) precomputed once per image.
-* Source costs of a pixel are folded into a branch-free sorted top-k list as they are produced;
+* Source costs of a pixel are folded into a branch-free sorted top-k list as they are produced
+  (fused into the ZNCC loop for the default top_k = 2);
   the plane cost is the mean of the valid ones among the k best.
 * No cost volume: per pixel the kernel keeps the costs of the last two planes (a 2-slot history),
   which is enough to spot the local minima of the cost curve as they pass.  Of those it keeps the
@@ -38,7 +42,7 @@ VALID_LIMIT = np.float32(10.0)
 def sweep_fronto(ref, ref_mean, ref_isd, src_flat, src_off, src_shape, homs, window, top_k,
                  var_floor, chunk_start,
                  best, bidx, second, bm1, bp1, hist,
-                 ring, vring, vsum, work, topk):
+                 ring, vring, vsum, work, iwork, topk):
     """Plane sweep with ZNCC, top-k view aggregation and a running winner per pixel.
 
     ref (H,W) f32 grey (any offset); ref_mean (H,W) f32 window mean of ref; ref_isd (H,W) f32
@@ -54,7 +58,7 @@ def sweep_fronto(ref, ref_mean, ref_isd, src_flat, src_off, src_shape, homs, win
     the cost curve more than two planes from the winner (BIG = none); bm1 / bp1 f32 costs at
     winner-1 / winner+1 (BIG when unknown); hist (2,H,W) f32 is working state.
     Scratch: ring / vring (n_chunks,S,window,W) f32, vsum (n_chunks,S,3,W) f32,
-    work (n_chunks,8,W) f32, topk (n_chunks,top_k,W) f32.
+    work (n_chunks,9,W) f32, iwork (n_chunks,W) i32, topk (n_chunks,top_k,W) f32.
     """
     H, W = ref.shape
     P = homs.shape[0]
@@ -75,13 +79,15 @@ def sweep_fronto(ref, ref_mean, ref_isd, src_flat, src_off, src_shape, homs, win
                 hist[0, r, c] = BIG
                 hist[1, r, c] = BIG
         wrow = work[ch, 0]
-        wval = work[ch, 1]
-        sw = work[ch, 2]
-        sww = work[ch, 3]
-        siw = work[ch, 4]
-        cost = work[ch, 5]
-        asum = work[ch, 6]
-        acnt = work[ch, 7]
+        fxs = work[ch, 1]
+        fys = work[ch, 2]
+        sw = work[ch, 3]
+        sww = work[ch, 4]
+        siw = work[ch, 5]
+        cost = work[ch, 6]
+        asum = work[ch, 7]
+        acnt = work[ch, 8]
+        kid = iwork[ch]
         T = topk[ch]
         for p in range(P):
             ring[ch] = 0.0
@@ -101,9 +107,9 @@ def sweep_fronto(ref, ref_mean, ref_isd, src_flat, src_off, src_shape, homs, win
                 Io = ref[ro]
                 for s in range(S):
                     hm = homs[p, s]
-                    sh = src_shape[s, 0]
-                    swd = src_shape[s, 1]
-                    off = src_off[s]
+                    sh = np.int32(src_shape[s, 0])
+                    swd = np.int32(src_shape[s, 1])
+                    off = np.int32(src_off[s])
                     yf = np.float64(ry)
                     x0 = np.float32(hm[0, 1] * yf + hm[0, 2])
                     y0 = np.float32(hm[1, 1] * yf + hm[1, 2])
@@ -116,6 +122,7 @@ def sweep_fronto(ref, ref_mean, ref_isd, src_flat, src_off, src_shape, homs, win
                     xlim = np.float32(swd - 0.5)
                     ylim = np.float32(sh - 0.5)
                     # --- bilinear warp of one row (clamped sampling, validity of the centre)
+                    vs = vring[ch, s, slot]
                     for c in range(W):
                         cf = np.float32(c)
                         wh = w0 + cf * dw
@@ -128,22 +135,25 @@ def sweep_fronto(ref, ref_mean, ref_isd, src_flat, src_off, src_shape, homs, win
                         ok = ok & (y >= np.float32(-0.5)) & (y <= ylim)
                         xc = min(max(x, np.float32(0.0)), xmax)
                         yc = min(max(y, np.float32(0.0)), ymax)
-                        ix = min(max(np.int32(xc), 0), swd - 2)
-                        iy = min(max(np.int32(yc), 0), sh - 2)
-                        fx = xc - np.float32(ix)
-                        fy = yc - np.float32(iy)
-                        k = off + iy * swd + ix
+                        ix = min(max(np.int32(xc), np.int32(0)), swd - np.int32(2))
+                        iy = min(max(np.int32(yc), np.int32(0)), sh - np.int32(2))
+                        fxs[c] = xc - np.float32(ix)
+                        fys[c] = yc - np.float32(iy)
+                        kid[c] = off + iy * swd + ix
+                        vs[c] = np.float32(1.0) if ok else np.float32(0.0)
+                    for c in range(W):
+                        k = kid[c]
+                        fx = fxs[c]
+                        fy = fys[c]
                         a = src_flat[k]
-                        b = src_flat[k + 1]
+                        b = src_flat[k + np.int32(1)]
                         cc = src_flat[k + swd]
-                        d = src_flat[k + swd + 1]
+                        d = src_flat[k + swd + np.int32(1)]
                         top = a + fx * (b - a)
                         bot = cc + fx * (d - cc)
                         wrow[c] = top + fy * (bot - top)
-                        wval[c] = np.float32(1.0) if ok else np.float32(0.0)
                     # --- vertical running sums over the last `window` rows
                     rs = ring[ch, s, slot]
-                    vs = vring[ch, s, slot]
                     vw = vsum[ch, s, 0]
                     vww = vsum[ch, s, 1]
                     viw = vsum[ch, s, 2]
@@ -154,7 +164,6 @@ def sweep_fronto(ref, ref_mean, ref_isd, src_flat, src_off, src_shape, homs, win
                         vww[c] += wn * wn - wo * wo
                         viw[c] += In[c] * wn - Io[c] * wo
                         rs[c] = wn
-                        vs[c] = wval[c]
                     if not out:
                         continue
                     # --- horizontal running sums (edge columns replicated)
@@ -166,34 +175,65 @@ def sweep_fronto(ref, ref_mean, ref_isd, src_flat, src_off, src_shape, homs, win
                         aw += vw[jj]
                         aww += vww[jj]
                         aiw += viw[jj]
-                    for c in range(W):
+                    # left edge, interior (no clamping), right edge
+                    c_a = min(h, W)
+                    c_b = max(c_a, W - h - 1)
+                    for c in range(c_a):
                         sw[c] = aw
                         sww[c] = aww
                         siw[c] = aiw
                         cin = min(c + h + 1, W - 1)
+                        aw += vw[cin] - vw[0]
+                        aww += vww[cin] - vww[0]
+                        aiw += viw[cin] - viw[0]
+                    for c in range(c_a, c_b):
+                        sw[c] = aw
+                        sww[c] = aww
+                        siw[c] = aiw
+                        aw += vw[c + h + 1] - vw[c - h]
+                        aww += vww[c + h + 1] - vww[c - h]
+                        aiw += viw[c + h + 1] - viw[c - h]
+                    for c in range(c_b, W):
+                        sw[c] = aw
+                        sww[c] = aww
+                        siw[c] = aiw
                         cout = max(c - h, 0)
-                        aw += vw[cin] - vw[cout]
-                        aww += vww[cin] - vww[cout]
-                        aiw += viw[cin] - viw[cout]
+                        aw += vw[W - 1] - vw[cout]
+                        aww += vww[W - 1] - vww[cout]
+                        aiw += viw[W - 1] - viw[cout]
                     # --- ZNCC -> cost (BIG where the centre warp is outside or the ref is flat)
                     vc = vring[ch, s, (rr - r0) % window]
                     mrow = ref_mean[r]
                     irow = ref_isd[r]
-                    for c in range(W):
-                        vwin = sww[c] - sw[c] * sw[c] * inv_n
-                        vwin = max(vwin, var_floor)
-                        ncc = (siw[c] - mrow[c] * sw[c]) * irow[c] / np.sqrt(vwin)
-                        ncc = min(max(ncc, np.float32(-1.0)), np.float32(1.0))
-                        good = (vc[c] > np.float32(0.5)) & (irow[c] > np.float32(0.0))
-                        cost[c] = np.float32(1.0) - ncc if good else BIG
-                    # --- fold into the sorted top-k list (branch free)
-                    for j in range(top_k):
-                        tj = T[j]
+                    if top_k == 2:
+                        t0r = T[0]
+                        t1r = T[1]
                         for c in range(W):
-                            t = tj[c]
-                            v = cost[c]
-                            tj[c] = min(t, v)
-                            cost[c] = max(t, v)
+                            vwin = sww[c] - sw[c] * sw[c] * inv_n
+                            vwin = max(vwin, var_floor)
+                            ncc = (siw[c] - mrow[c] * sw[c]) * irow[c] / np.sqrt(vwin)
+                            ncc = min(max(ncc, np.float32(-1.0)), np.float32(1.0))
+                            good = (vc[c] > np.float32(0.5)) & (irow[c] > np.float32(0.0))
+                            v = np.float32(1.0) - ncc if good else BIG
+                            t0 = t0r[c]
+                            t0r[c] = min(t0, v)
+                            t1r[c] = min(t1r[c], max(t0, v))
+                    else:
+                        for c in range(W):
+                            vwin = sww[c] - sw[c] * sw[c] * inv_n
+                            vwin = max(vwin, var_floor)
+                            ncc = (siw[c] - mrow[c] * sw[c]) * irow[c] / np.sqrt(vwin)
+                            ncc = min(max(ncc, np.float32(-1.0)), np.float32(1.0))
+                            good = (vc[c] > np.float32(0.5)) & (irow[c] > np.float32(0.0))
+                            cost[c] = np.float32(1.0) - ncc if good else BIG
+                        # --- fold into the sorted top-k list (branch free)
+                        for j in range(top_k):
+                            tj = T[j]
+                            for c in range(W):
+                                t = tj[c]
+                                v = cost[c]
+                                tj[c] = min(t, v)
+                                cost[c] = max(t, v)
                 if not out:
                     continue
                 # --- plane cost of row r: mean of the valid costs among the k best
@@ -215,14 +255,27 @@ def sweep_fronto(ref, ref_mean, ref_isd, src_flat, src_off, src_shape, homs, win
                 srow = second[r]
                 mrow2 = bm1[r]
                 prow = bp1[r]
+                q = p - 1
                 for c in range(W):
                     n = acnt[c]
-                    a = asum[c] / n if n > np.float32(0.5) else BIG
+                    a = asum[c] / max(n, np.float32(1.0))
+                    a = a if n > np.float32(0.5) else BIG
                     v = hprev[c]
                     cm = hold[c]
-                    if p > 0 and v < cm and v <= a and v < VALID_LIMIT:
-                        _offer(p - 1, v, cm, a, brow, irow2, srow, mrow2, prow, c)
                     hold[c] = a
+                    b = brow[c]
+                    bi = irow2[c]
+                    sc = srow[c]
+                    lm = (v < cm) & (v <= a) & (v < VALID_LIMIT) & (q >= 0)
+                    better = lm & (v < b)
+                    far = (q - bi) > 2
+                    s_if_better = b if far else sc
+                    s_else = min(sc, v) if (lm & far) else sc
+                    srow[c] = s_if_better if better else s_else
+                    brow[c] = v if better else b
+                    irow2[c] = q if better else bi
+                    mrow2[c] = cm if better else mrow2[c]
+                    prow[c] = a if better else prow[c]
         # plane P-1 is a local minimum when it beats P-2 (a missing plane P costs BIG)
         hl = hist[(P - 1) % 2]
         hb = hist[P % 2]

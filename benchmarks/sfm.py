@@ -1,0 +1,509 @@
+"""SfM accuracy and speed on synthetic clips and real data with known cameras.
+
+Run by hand:  ``python benchmarks/sfm.py [--quick] [--rows NAME,...] [--keep]``
+
+Each row runs in its own subprocess (``--row NAME``): that isolates crashes and gives the row's peak
+memory (``ru_maxrss`` of the child, which runs the frames stage and ``run_sfm`` in-process; the
+synthetic renderer runs in a separate grandchild so it does not count).  The parent prints a table
+and writes ``benchmarks/results/sfm.json`` (atomically) with every row's numbers, the targets and
+whether they are met, the machine, the date and the git commit.
+
+Rows
+- ``synth-N``: :func:`mannequin.synth.synth` seed N, 30 frames 640×480 as an H.264 video, frames
+  from the video, default :class:`SfmConfig`; GT from the clip's cameras.txt.
+- ``synth-0-known``: the same clip through ``run_sfm(..., poses=cameras.txt)``; reports the largest
+  absolute difference between the written and the input world-to-camera [R|t].
+- ``rpy-{a,b}-{self,calib}``: TUM fr1/rpy frames 0–29 / 30–59; ``self`` = default config (60° FOV
+  prior, SIMPLE_RADIAL, self-calibrated focal), ``calib`` = the TUM calibration given.  GT
+  camera-to-world poses (quaternion x y z w) from frames_gt_interp.txt.
+- ``templeRing``: Middlebury templeRing views 1–31 in name order, default config; GT x = K(RX + t).
+  Name order is not ring order (templeR_ang.txt: gaps of 46° after view 5 and 107° after view 12,
+  view 1 next to view 30), so sequential matching cannot connect views 1–12 to the rest.
+- ``templeRing-ring``: the 24 contiguous views 13–31, 1–5, fed in ring order (names prefixed).
+- ``fountain``: Strecha fountain-P11, 11 views downscaled to 768 px; GT R camera-to-world, t centre.
+
+Accuracy: camera centres after a Sim(3) (Umeyama) alignment of the registered frames, RMSE as % of
+the GT path length (sum of consecutive GT centre distances over the registered frames); mean
+rotation error after the best global rotation alignment of the rotations themselves
+(``rotation_errors_deg`` with ``align_R=None``; the error after the Sim(3) rotation of the centres is
+kept as ``rot_err_sim3_mean_deg``: that rotation is ill-determined for near-linear paths); focal error of fx × width against the GT fx at the
+same image size.  Frames are matched to GT by name (cameras.txt lines are in sorted-name order,
+unregistered frames are missing from it and listed in sfm/summary.json).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import math
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DATA = Path(os.environ.get("MANNEQUIN_DATA", REPO.parent / "shared" / "data"))
+RESULTS = REPO / "benchmarks" / "results" / "sfm.json"
+MARK = "@@SFM_ROW "
+
+TUM_CALIB = "517.3,516.5,318.6,255.3,0.2624,-0.9531,-0.0054,0.0026,1.1633"
+TUM_FX = 517.3
+
+# name -> (kind, params, targets)
+#   targets: min_reg (fraction), max_rmse_pct, max_focal_pct, max_pose_diff
+ROWS = {
+    "synth-0": ("synth", {"seed": 0}, {"min_reg": 0.95, "max_rmse_pct": 0.5}),
+    "synth-1": ("synth", {"seed": 1}, {"min_reg": 0.95, "max_rmse_pct": 0.5}),
+    "synth-2": ("synth", {"seed": 2}, {"min_reg": 0.95, "max_rmse_pct": 0.5}),
+    "synth-0-known": ("known", {"seed": 0}, {"max_pose_diff": 1e-6}),
+    "rpy-a-self": ("tum", {"window": (0, 30), "calib": False},
+                   {"min_reg": 0.90, "max_rmse_pct": 3.0, "max_focal_pct": 2.0}),
+    "rpy-a-calib": ("tum", {"window": (0, 30), "calib": True}, {"min_reg": 0.90, "max_rmse_pct": 2.0}),
+    "rpy-b-self": ("tum", {"window": (30, 60), "calib": False},
+                   {"min_reg": 0.90, "max_rmse_pct": 3.0, "max_focal_pct": 2.0}),
+    "rpy-b-calib": ("tum", {"window": (30, 60), "calib": True}, {"min_reg": 0.90, "max_rmse_pct": 2.0}),
+    "templeRing": ("temple", {"views": list(range(1, 32))}, {"min_reg": 0.90}),
+    # Views 1-31 are not one arc: longitudes jump 46° (5->6) and 107° (12->13), and view 1 sits
+    # next to 30/31 (lon -180 = 180).  This row feeds the 24 contiguous views in ring order.
+    "templeRing-ring": ("temple", {"views": list(range(13, 32)) + list(range(1, 6)), "ring_order": True},
+                        {"min_reg": 0.90}),
+    "fountain": ("fountain", {"max_size": 768}, {"min_reg": 0.90, "max_rmse_pct": 1.0}),
+}
+QUICK = ["synth-0", "synth-0-known", "rpy-a-self", "rpy-a-calib"]
+SYNTH_FRAMES, SYNTH_W, SYNTH_H = 30, 640, 480
+
+
+# ------------------------------------------------------------------------------------------------
+# Ground truth readers (each returns {name: (Pose world-to-camera, fx in px at the given size)})
+# ------------------------------------------------------------------------------------------------
+def gt_mc(path, width):
+    from mannequin.cameras import read_cameras
+
+    cams = read_cameras(path)
+    return [(f.pose, f.fx * width) for f in cams.frames]
+
+
+def gt_tum(lo, hi):
+    from scipy.spatial.transform import Rotation
+
+    from mannequin.cameras import Pose
+
+    root = DATA / "tum_fr1_rpy"
+    rows = [ln.split() for ln in (root / "frames_gt_interp.txt").read_text().splitlines()
+            if ln.strip() and not ln.startswith("#")]
+    rows.sort(key=lambda r: Path(r[1]).name)
+    out = {}
+    for r in rows[lo:hi]:
+        t = np.array([float(v) for v in r[3:6]])
+        q = np.array([float(v) for v in r[6:10]])  # x y z w, camera-to-world
+        if not (np.isfinite(t).all() and np.isfinite(q).all()):
+            continue
+        out[Path(r[1]).stem] = (root / r[1], Pose.from_cam_to_world(Rotation.from_quat(q).as_matrix(), t))
+    return out
+
+
+def gt_temple(views):
+    from mannequin.cameras import Pose
+
+    root = DATA / "middlebury_mview_templeRing"
+    lines = (root / "templeR_par.txt").read_text().split("\n")[1:]
+    out = {}
+    for ln in lines:
+        p = ln.split()
+        if len(p) != 22:
+            continue
+        idx = int(Path(p[0]).stem[-4:])
+        if idx not in views:
+            continue
+        v = np.array([float(x) for x in p[1:]])
+        K, R, t = v[:9].reshape(3, 3), v[9:18].reshape(3, 3), v[18:21]
+        out[Path(p[0]).stem] = (root / p[0], Pose(R, t), K)  # x = K(RX + t): world-to-camera
+    return out
+
+
+def gt_fountain():
+    from mannequin.cameras import Pose
+
+    root = DATA / "strecha_fountain-P11"
+    out = {}
+    for cam in sorted((root / "gt_dense_cameras").glob("*.camera")):
+        nums = [float(x) for x in cam.read_text().split()]
+        K = np.array(nums[0:9]).reshape(3, 3)
+        R_c2w = np.array(nums[12:21]).reshape(3, 3)   # camera-to-world
+        C = np.array(nums[21:24])                     # camera centre
+        w, h = int(nums[24]), int(nums[25])
+        name = cam.name[: -len(".jpg.camera")]
+        out[name] = (root / "images" / f"{name}.jpg", Pose.from_cam_to_world(R_c2w, C), K, (w, h))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Child: one row
+# ------------------------------------------------------------------------------------------------
+def _link_folder(files, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        dst = folder / Path(f).name
+        if not dst.exists():
+            os.symlink(Path(f).resolve(), dst)
+    return folder
+
+
+def _synth_clip(seed: int, work: Path) -> tuple[Path, float]:
+    """Render (once, cached under ``work``) in a grandchild so its memory does not count."""
+    out = work / f"synth-clip-{seed}"
+    if (out / "synth.json").exists() and (out / "video.mp4").exists():
+        return out, 0.0
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, __file__, "--prep-synth", str(seed), str(out)], check=True)
+    return out, time.perf_counter() - t0
+
+
+def _evaluate(ws, summary, gt_by_name: dict, gt_fx: float, width_gt: int) -> dict:
+    """Accuracy of ws.cameras_txt against {name: Pose}; gt_fx is at width ``width_gt``."""
+    from mannequin.cameras import read_cameras
+    from mannequin.metrics import ate_rmse, rotation_errors_deg, umeyama
+
+    names = ws.frame_names()
+    unreg = set(summary.get("unregistered", []))
+    reg = [n for n in names if n not in unreg]
+    est = read_cameras(ws.cameras_txt).frames
+    img_names = ws.image_names()
+    if len(est) != len(reg) or img_names != reg:
+        raise RuntimeError(f"cameras.txt has {len(est)} lines, {len(reg)} frames registered per summary, "
+                           f"{len(img_names)} images in {ws.images_dir}: cannot match frames to names")
+    missing_gt = [n for n in reg if n not in gt_by_name]
+    if missing_gt:
+        raise RuntimeError(f"no GT for frames {missing_gt[:3]}")
+    W, H = summary["image_size"]
+    res = {"frames": len(names), "registered": len(reg), "registered_fraction": len(reg) / len(names),
+           "unregistered": sorted(unreg), "image_size": [W, H]}
+    Ce = np.array([f.pose.center for f in est])
+    Cg = np.array([gt_by_name[n].center for n in reg])
+    if len(reg) >= 3:
+        ate = ate_rmse(Ce, Cg)
+        _, A, _ = umeyama(Ce, Cg)
+        Re, Rg = np.array([f.pose.R for f in est]), np.array([gt_by_name[n].R for n in reg])
+        # Main figure: rotations aligned by their own best global rotation (chordal mean).  The
+        # Sim(3) rotation from the centres is ill-determined for near-linear paths (synthetic
+        # sideways walks, TUM's near-fixed centre): a roll about the path axis is free there.
+        rot = rotation_errors_deg(Re, Rg)
+        rot_sim3 = rotation_errors_deg(Re, Rg, A)
+        res.update({"rmse_pct": ate["rmse_pct"], "rmse": ate["rmse"], "path_length": ate["length"],
+                    "ate_max": ate["max"], "sim3_scale": ate["scale"],
+                    "rot_err_mean_deg": float(rot.mean()), "rot_err_max_deg": float(rot.max()),
+                    "rot_err_sim3_mean_deg": float(rot_sim3.mean())})
+    else:
+        res.update({"rmse_pct": float("nan"), "rot_err_mean_deg": float("nan")})
+    fx_est = est[0].fx * W
+    fy_est = est[0].fy * H
+    gt_fx_here = gt_fx * W / width_gt
+    res.update({"fx_est": fx_est, "fy_est": fy_est, "fx_gt": gt_fx_here,
+                "focal_err_pct": 100.0 * (fx_est - gt_fx_here) / gt_fx_here,
+                "reprojection_error_px": summary.get("reprojection_error_px"),
+                "points": summary.get("points"),
+                "median_triangulation_deg": summary.get("median_triangulation_deg"),
+                "camera_params_distorted": summary.get("camera_params_distorted")})
+    return res
+
+
+def run_row(name: str, work: Path, out: dict) -> dict:
+    """Run row ``name``; fills ``out`` as it goes (so a failure keeps what was measured)."""
+    from mannequin.cameras import read_cameras
+    from mannequin.config import FramesConfig, SfmConfig
+    from mannequin.frames import extract_frames
+    from mannequin.sfm import run_sfm
+    from mannequin.workspace import Workspace
+
+    kind, params, _ = ROWS[name]
+    row_dir = work / name
+    if row_dir.exists():
+        shutil.rmtree(row_dir)
+    ws = Workspace(row_dir / "ws").create()
+    sfm_cfg = SfmConfig()
+    poses = None
+    if kind in ("synth", "known"):
+        clip, t_synth = _synth_clip(params["seed"], work)
+        out["synth_s"] = t_synth
+        src, fcfg = clip / "video.mp4", FramesConfig(max_size=max(SYNTH_W, SYNTH_H), blur_ratio=0.0)
+        gt_frames = gt_mc(clip / "cameras.txt", SYNTH_W)
+        gt_names = [f"{i:06d}" for i in range(len(gt_frames))]
+        gt = {n: p for n, (p, _) in zip(gt_names, gt_frames)}
+        gt_fx, gt_w = gt_frames[0][1], SYNTH_W
+        if kind == "known":
+            poses = clip / "cameras.txt"
+    elif kind == "tum":
+        lo, hi = params["window"]
+        g = gt_tum(lo, hi)
+        src = _link_folder([p for p, _ in g.values()], row_dir / "input")
+        fcfg = FramesConfig(max_size=640, blur_ratio=0.0)
+        gt = {n: p for n, (_, p) in g.items()}
+        gt_fx, gt_w = TUM_FX, 640
+        if params["calib"]:
+            sfm_cfg = SfmConfig(intrinsics=TUM_CALIB)
+    elif kind == "temple":
+        g = gt_temple(params["views"])
+        if params.get("ring_order"):  # frame names sort in the given view order
+            order = {v: k for k, v in enumerate(params["views"])}
+            g = {f"{order[int(n[-4:])]:02d}_{n}": v for n, v in g.items()}
+            src = row_dir / "input"
+            src.mkdir(parents=True)
+            for n, (p, _, _) in g.items():
+                os.symlink(p.resolve(), src / f"{n}.png")
+        else:
+            src = _link_folder([p for p, _, _ in g.values()], row_dir / "input")
+        fcfg = FramesConfig(max_size=640, blur_ratio=0.0)
+        gt = {n: p for n, (_, p, _) in g.items()}
+        gt_fx, gt_w = float(next(iter(g.values()))[2][0, 0]), 640
+    elif kind == "fountain":
+        g = gt_fountain()
+        src = _link_folder([v[0] for v in g.values()], row_dir / "input")
+        fcfg = FramesConfig(max_size=params["max_size"], blur_ratio=0.0)
+        gt = {n: v[1] for n, v in g.items()}
+        first = next(iter(g.values()))
+        gt_fx, gt_w = float(first[2][0, 0]), first[3][0]
+    else:
+        raise ValueError(kind)
+
+    t0 = time.perf_counter()
+    extract_frames(src, ws, fcfg)
+    out["frames_s"] = time.perf_counter() - t0
+    out["frames"] = len(ws.frame_names())
+    out["config"] = {"frames": dataclasses.asdict(fcfg), "sfm": dataclasses.asdict(sfm_cfg),
+                     "poses": str(poses) if poses else None}
+    t0 = time.perf_counter()
+    run_sfm(ws, sfm_cfg, poses=poses, seed=0)
+    out["sfm_wall_s"] = time.perf_counter() - t0
+    summary = json.loads((ws.sfm_dir / "summary.json").read_text())
+    out["timings"] = summary.get("timings", {})
+    if kind == "known":
+        names = ws.frame_names()
+        unreg = set(summary.get("unregistered", []))
+        reg = [n for n in names if n not in unreg]
+        est = read_cameras(ws.cameras_txt).frames
+        inp = {n: f for n, f in zip(names, read_cameras(poses).frames)}
+        diffs = [max(np.abs(e.pose.R - inp[n].pose.R).max(), np.abs(e.pose.t - inp[n].pose.t).max())
+                 for n, e in zip(reg, est)]
+        intr = [max(abs(e.fx - inp[n].fx), abs(e.fy - inp[n].fy), abs(e.cx - inp[n].cx), abs(e.cy - inp[n].cy))
+                for n, e in zip(reg, est)]
+        out.update({"registered": len(reg), "registered_fraction": len(reg) / len(names),
+                    "max_pose_diff": float(max(diffs)) if diffs else float("nan"),
+                    "max_intrinsics_diff_normalised": float(max(intr)) if intr else float("nan"),
+                    "points": summary.get("points"),
+                    "reprojection_error_px": summary.get("reprojection_error_px")})
+    else:
+        out.update(_evaluate(ws, summary, gt, gt_fx, gt_w))
+    return out
+
+
+def child_main(name: str, work: Path) -> int:
+    t0 = time.perf_counter()
+    partial: dict = {}
+    try:
+        run_row(name, work, partial)
+        res = {"status": "ok", **partial}
+    except Exception as exc:  # a failing row is a result, not a crash
+        res = {**partial, "status": "failed", "error": f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
+               "traceback_tail": traceback.format_exc().splitlines()[-3:]}
+    res["row_wall_s"] = time.perf_counter() - t0
+    res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    sys.stdout.write(MARK + json.dumps(res, default=float) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# Parent
+# ------------------------------------------------------------------------------------------------
+def check_targets(res: dict, targets: dict) -> tuple[bool, list]:
+    if res.get("status") != "ok":
+        return False, [f"failed: {res.get('error')}"]
+    missed = []
+
+    def val(k):
+        v = res.get(k)
+        return float("nan") if v is None else float(v)
+
+    if "min_reg" in targets and not val("registered_fraction") >= targets["min_reg"]:
+        missed.append(f"registered {val('registered_fraction'):.0%} < {targets['min_reg']:.0%}")
+    if "max_rmse_pct" in targets and not val("rmse_pct") <= targets["max_rmse_pct"]:
+        missed.append(f"RMSE {val('rmse_pct'):.2f}% > {targets['max_rmse_pct']}%")
+    if "max_focal_pct" in targets and not abs(val("focal_err_pct")) <= targets["max_focal_pct"]:
+        missed.append(f"|focal err| {abs(val('focal_err_pct')):.2f}% > {targets['max_focal_pct']}%")
+    if "max_pose_diff" in targets and not val("max_pose_diff") <= targets["max_pose_diff"]:
+        missed.append(f"max pose diff {val('max_pose_diff'):.2g} > {targets['max_pose_diff']:g}")
+    return not missed, missed
+
+
+def target_text(t: dict) -> str:
+    parts = []
+    if "min_reg" in t:
+        parts.append(f"reg>={t['min_reg']:.0%}")
+    if "max_rmse_pct" in t:
+        parts.append(f"rmse<={t['max_rmse_pct']:g}%")
+    if "max_focal_pct" in t:
+        parts.append(f"|f|<={t['max_focal_pct']:g}%")
+    if "max_pose_diff" in t:
+        parts.append(f"dpose<={t['max_pose_diff']:g}")
+    return " ".join(parts)
+
+
+def _fmt(v, spec):
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return format(v, spec)
+
+
+def print_table(rows: list) -> None:
+    hdr = ["row", "frames", "reg", "rmse%", "rot°", "focal%", "feat+m s", "map s", "undist s", "sfm s",
+           "row s", "MB", "target", "met"]
+    lines = []
+    for r in rows:
+        t = r.get("timings", {})
+        if r["name"].endswith("known"):
+            acc = ["-", "-", "-"]
+            extra = f" dpose={_fmt(r.get('max_pose_diff'), '.1e')}"
+        else:
+            acc = [_fmt(r.get("rmse_pct"), ".2f"), _fmt(r.get("rot_err_mean_deg"), ".2f"),
+                   _fmt(r.get("focal_err_pct"), "+.2f")]
+            extra = ""
+        reg = (f"{r['registered']}/{r['frames']}" if "registered" in r and "frames" in r else "-")
+        lines.append([r["name"], str(r.get("frames", "-")), reg, *acc,
+                      _fmt(t.get("features_matching_s"), ".1f"), _fmt(t.get("mapping_s"), ".1f"),
+                      _fmt(t.get("undistortion_s"), ".1f"), _fmt(t.get("total_s"), ".1f"),
+                      _fmt(r.get("row_wall_s"), ".1f"), _fmt(r.get("peak_rss_mb"), ".0f"),
+                      r["target"] + extra, "yes" if r["met"] else "NO"])
+    widths = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(hdr)]
+    print("  ".join(h.ljust(w) for h, w in zip(hdr, widths)))
+    for l in lines:
+        print("  ".join(c.ljust(w) for c, w in zip(l, widths)))
+    for r in rows:
+        if not r["met"]:
+            print(f"  {r['name']}: " + "; ".join(r["missed"]))
+
+
+def git_commit():
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                              text=True, timeout=10).stdout.strip() or None
+    except Exception:
+        return None
+
+
+def machine_info() -> dict:
+    info = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "machine": platform.machine()}
+    try:
+        info["sched_affinity"] = len(os.sched_getaffinity(0))
+    except Exception:
+        pass
+    try:
+        import pycolmap
+
+        info["pycolmap"] = pycolmap.__version__
+    except Exception:
+        pass
+    try:
+        for ln in Path("/proc/cpuinfo").read_text().splitlines():
+            if ln.startswith("model name"):
+                info["cpu_model"] = ln.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return info
+
+
+def run_parent(names: list, keep: bool, timeout: float, quick: bool) -> int:
+    work = Path(tempfile.mkdtemp(prefix="mannequin-bench-sfm-"))
+    rows = []
+    t_all = time.perf_counter()
+    try:
+        for name in names:
+            print(f"[sfm bench] {name} ...", file=sys.stderr, flush=True)
+            try:
+                proc = subprocess.run([sys.executable, __file__, "--row", name, "--work", str(work)],
+                                      capture_output=True, text=True, timeout=timeout)
+                found = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARK)]
+                if found:
+                    res = json.loads(found[-1][len(MARK):])
+                else:
+                    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+                    res = {"status": "failed", "error": f"child exited {proc.returncode} without a result: "
+                                                        + " | ".join(tail)}
+            except subprocess.TimeoutExpired:
+                res = {"status": "failed", "error": f"timed out after {timeout:.0f} s"}
+            kind, params, targets = ROWS[name]
+            met, missed = check_targets(res, targets)
+            res.update({"name": name, "kind": kind, "params": params, "targets": targets,
+                        "target": target_text(targets), "met": met, "missed": missed})
+            rows.append(res)
+            print(f"[sfm bench] {name}: {res['status']} in {res.get('row_wall_s', float('nan')):.1f} s"
+                  + ("" if met else " — missed: " + "; ".join(missed)), file=sys.stderr, flush=True)
+    finally:
+        if keep:
+            print(f"[sfm bench] work folder kept: {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    total = time.perf_counter() - t_all
+    print_table(rows)
+    print(f"total {total:.0f} s; {sum(r['met'] for r in rows)}/{len(rows)} rows meet their targets")
+    doc = {"benchmark": "sfm", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "git_commit": git_commit(), "machine": machine_info(), "quick": quick, "total_s": total,
+           "data": str(DATA), "rows": rows,
+           "targets_missed": {r["name"]: r["missed"] for r in rows if not r["met"]}}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    tmp = RESULTS.with_name(f".{RESULTS.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(doc, indent=2, default=float, allow_nan=True) + "\n")
+    os.replace(tmp, RESULTS)
+    print(f"wrote {RESULTS}")
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="subset: " + ", ".join(QUICK))
+    ap.add_argument("--rows", help="comma-separated row names (default: all)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary work folder")
+    ap.add_argument("--timeout", type=float, default=900.0, help="per-row timeout in seconds")
+    ap.add_argument("--row", help=argparse.SUPPRESS)
+    ap.add_argument("--work", help=argparse.SUPPRESS)
+    ap.add_argument("--prep-synth", nargs=2, metavar=("SEED", "OUT"), help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.prep_synth:
+        from mannequin.synth import synth
+
+        synth(a.prep_synth[1], seed=int(a.prep_synth[0]), n_frames=SYNTH_FRAMES, width=SYNTH_W,
+              height=SYNTH_H, video=True)
+        return 0
+    if a.row:
+        return child_main(a.row, Path(a.work))
+    if a.rows:
+        names = [n.strip() for n in a.rows.split(",") if n.strip()]
+        unknown = [n for n in names if n not in ROWS]
+        if unknown:
+            ap.error(f"unknown rows {unknown}; known: {', '.join(ROWS)}")
+    else:
+        names = QUICK if a.quick else list(ROWS)
+    missing = {"tum": "tum_fr1_rpy", "temple": "middlebury_mview_templeRing", "fountain": "strecha_fountain-P11"}
+    keep_names = []
+    for n in names:
+        folder = missing.get(ROWS[n][0])
+        if folder and not (DATA / folder).is_dir():
+            print(f"[sfm bench] skipping {n}: {DATA / folder} not found", file=sys.stderr)
+            continue
+        keep_names.append(n)
+    return run_parent(keep_names, a.keep, a.timeout, a.quick)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

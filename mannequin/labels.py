@@ -1,0 +1,170 @@
+"""Stage ``labels``: exports of the filtered depth, the clip verdict, previews and report.html.
+
+Reads ``WS/labels/<name>.npy`` and ``WS/labels/qc.json`` (stage fuse) and writes:
+``WS/labels/<name>.png`` (uint16, depth × scale, 0 = no label), ``WS/labels/index.csv``
+(name, valid_fraction, kept, reason, png_scale, clip_verdict), COLMAP depth and normal maps under
+``WS/stereo/depth_maps`` and ``WS/stereo/normal_maps`` (``<image>.photometric.bin`` = raw sweep,
+``<image>.geometric.bin`` = labels) so that COLMAP's ``stereo_fusion`` and viewers read them,
+and the previews in ``WS/preview/``.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .config import Config
+from .errors import InputError
+from .workspace import Workspace, read_json_or_empty, save_image, write_text
+
+log = logging.getLogger("mannequin.labels")
+
+INDEX_COLUMNS = ["name", "valid_fraction", "kept", "reason", "png_scale", "clip_verdict"]
+
+
+def depth_normals(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Unit normals (H, W, 3) in camera coordinates from a depth map (H, W), facing the camera.
+
+    Central differences of the back-projected points (pixel centres at +0.5); pixels without a
+    full neighbourhood get (0, 0, -1).
+    """
+    h, w = depth.shape
+    u, v = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+    X = np.stack([(u - K[0, 2]) / K[0, 0] * depth, (v - K[1, 2]) / K[1, 1] * depth, depth], -1)
+    n = np.zeros((h, w, 3), np.float32)
+    n[..., 2] = -1
+    dx = X[1:-1, 2:] - X[1:-1, :-2]
+    dy = X[2:, 1:-1] - X[:-2, 1:-1]
+    c = np.cross(dx, dy)
+    valid = (depth[1:-1, 2:] > 0) & (depth[1:-1, :-2] > 0) & (depth[2:, 1:-1] > 0) & (depth[:-2, 1:-1] > 0)
+    norm = np.linalg.norm(c, axis=-1, keepdims=True)
+    c = np.where(norm > 0, c / np.maximum(norm, 1e-12), 0)
+    c = np.where((c[..., 2:3] > 0), -c, c)  # face the camera (z towards it is negative)
+    inner = n[1:-1, 1:-1]
+    inner[valid] = c[valid]
+    return n
+
+
+def clip_verdict(qc: list, sfm_summary: dict, cfg: Config) -> tuple[str, list]:
+    """('accepted' | 'rejected', reasons) for the clip: kept frames, registration and parallax."""
+    reasons = []
+    kept = sum(1 for q in qc if q["kept"])
+    if kept < cfg.fuse.min_kept_frames:
+        reasons.append(f"only {kept} frames kept (< {cfg.fuse.min_kept_frames})")
+    frac = sfm_summary.get("registered_fraction")
+    if frac is not None and frac < 0.9:
+        reasons.append(f"low registration: {frac:.0%} of frames")
+    angle = sfm_summary.get("median_triangulation_deg")
+    if angle is not None and sfm_summary.get("mode") == "sfm" and angle < 2.0:
+        reasons.append(f"low parallax: median triangulation angle {angle:.1f}°")
+    return ("rejected" if reasons else "accepted"), reasons
+
+
+def run_labels(ws: Workspace, cfg: Config, *, progress: bool = False) -> dict:
+    """Write label PNGs, index.csv, COLMAP maps and previews; returns counts and the verdict."""
+    import pycolmap
+    from tqdm import tqdm
+
+    from .stereo import load_image
+    from .views import sparse_geometry
+
+    qc_path = ws.labels_dir / "qc.json"
+    if not qc_path.exists():
+        raise InputError(f"{qc_path}: missing (run 'mannequin fuse {ws.root}' first)")
+    qc = json.loads(qc_path.read_text())
+    maxima = [float(np.load(ws.label_path(q["name"]), mmap_mode="r").max()) for q in qc]
+    top = max(maxima + [0.0])
+    scale = float(cfg.labels.png_max / top) if top > 0 else 1.0
+    verdict, reasons = clip_verdict(qc, read_json_or_empty(ws.sfm_dir / "summary.json"), cfg)
+    rec = pycolmap.Reconstruction(str(ws.sparse_dir))
+    geo = sparse_geometry(rec)
+    Ks = {Path(n).stem: (n, geo.K[k]) for k, n in enumerate(geo.names)}
+    dm_dir, nm_dir = ws.stereo_dir / "depth_maps", ws.stereo_dir / "normal_maps"
+    dm_dir.mkdir(parents=True, exist_ok=True)
+    nm_dir.mkdir(parents=True, exist_ok=True)
+    items = []
+    bar = tqdm(qc, desc="labels", unit="frame", disable=not progress, dynamic_ncols=True)
+    for q in bar:
+        stem = q["name"]
+        label = np.load(ws.label_path(stem))
+        save_image(ws.labels_dir / f"{stem}.png", np.round(label * scale).clip(0, 65535).astype(np.uint16))
+        image_name, K = Ks[stem]
+        raw = np.load(ws.depth_path(stem))
+        for kind, d in (("photometric", raw), ("geometric", label)):
+            _write_colmap_maps(dm_dir / f"{image_name}.{kind}.bin", nm_dir / f"{image_name}.{kind}.bin", d, K)
+        if cfg.labels.previews:
+            dyn_path = ws.labels_dir / f"{stem}.dynamic.png"
+            items.append({"name": stem, "image_path": ws.images_dir / image_name, "raw_path": ws.depth_path(stem),
+                          "label_path": ws.label_path(stem), "dynamic_path": dyn_path,
+                          "caption": f"{stem} {q['valid_fraction']:.0%}"})
+    text = _index_csv(qc, scale, verdict, reasons)
+    write_text(ws.labels_dir / "index.csv", text)
+    if cfg.labels.previews:
+        _previews(ws, items, load_image, progress)
+    return {"frames": len(qc), "kept": sum(q["kept"] for q in qc), "png_scale": scale,
+            "verdict": verdict, "reasons": reasons}
+
+
+def _index_csv(qc, scale, verdict, reasons) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(INDEX_COLUMNS)
+    v = verdict if not reasons else f"{verdict}: " + "; ".join(reasons)
+    for q in qc:
+        w.writerow([q["name"], f"{q['valid_fraction']:.4f}", "true" if q["kept"] else "false", q["reason"],
+                    repr(scale), v])
+    return buf.getvalue()
+
+
+def read_index(path) -> list:
+    """Rows of index.csv as dicts (valid_fraction and png_scale as floats, kept as bool)."""
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        r["valid_fraction"] = float(r["valid_fraction"])
+        r["png_scale"] = float(r["png_scale"])
+        r["kept"] = r["kept"] == "true"
+    return rows
+
+
+def _write_colmap_maps(depth_path: Path, normal_path: Path, depth: np.ndarray, K: np.ndarray) -> None:
+    import pycolmap
+
+    from .workspace import atomic_path
+
+    valid = depth[depth > 0]
+    lo, hi = (float(np.percentile(valid, 1)), float(np.percentile(valid, 99))) if valid.size else (0.0, 1.0)
+    with atomic_path(depth_path) as tmp:
+        pycolmap.DepthMap.from_array(depth.astype(np.float32), lo, hi).write(str(tmp))
+    with atomic_path(normal_path) as tmp:
+        pycolmap.NormalMap.from_array(depth_normals(depth, K).astype(np.float32)).write(str(tmp))
+
+
+def _previews(ws: Workspace, items, load_image, progress) -> None:
+    from . import preview
+
+    def gen():
+        for it in items:
+            dyn = None
+            if it["dynamic_path"].exists():
+                import imageio.v3 as iio
+
+                dyn = iio.imread(it["dynamic_path"]) > 0
+            yield {"name": it["name"], "image": load_image(it["image_path"]), "raw_depth": np.load(it["raw_path"]),
+                   "label": np.load(it["label_path"]), "dynamic": dyn, "caption": it["caption"]}
+
+    preview.write_previews(ws.preview_dir, gen(), progress=progress)
+
+
+def write_report_html(ws: Workspace) -> Path:
+    """``WS/preview/report.html`` from report.json and index.csv (counts, verdict, timings, thumbnails)."""
+    from . import preview
+
+    report = read_json_or_empty(ws.report_json)
+    report.setdefault("name", ws.root.name)
+    frames = read_index(ws.labels_dir / "index.csv") if (ws.labels_dir / "index.csv").exists() else []
+    return preview.write_report_html(ws.preview_dir / "report.html", report, frames)

@@ -1,0 +1,221 @@
+"""Plane-sweep kernel (mannequin.sweep) through its public wrapper mannequin.stereo_core.plane_sweep.
+
+Synthetic scenes: a textured plane rendered exactly (ray-plane intersection, cubic texture lookup)
+into a reference and translated/rotated sources.  The numpy baseline in benchmarks/numpy_sweep.py
+is the oracle for the cost.
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mannequin.stereo_core import plane_sweep
+
+_spec = importlib.util.spec_from_file_location(
+    "numpy_sweep", Path(__file__).resolve().parents[1] / "benchmarks" / "numpy_sweep.py")
+nps = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(nps)
+
+
+def _args(sc):
+    return (sc["ref"], sc["sources"], sc["K_ref"], sc["K_sources"], sc["R"], sc["t"],
+            sc["depth_range"])
+
+
+def _rel_err(depth, gt, border=4):
+    d = depth[border:-border, border:-border]
+    g = gt[border:-border, border:-border]
+    ok = d > 0
+    return float(np.median(np.abs(d[ok] - g[ok]) / g[ok])), float(ok.mean())
+
+
+@pytest.fixture(scope="module")
+def fronto():
+    return nps.plane_scene(120, 160, n_src=3, slant_deg=0.0, uint8=True, seed=1)
+
+
+def test_fronto_parallel_plane(fronto):
+    depth, conf = plane_sweep(*_args(fronto), n_planes=96, n_threads=2)
+    assert depth.shape == conf.shape == fronto["ref"].shape
+    assert depth.dtype == conf.dtype == np.float32
+    err, valid = _rel_err(depth, fronto["gt"])
+    assert valid > 0.95
+    assert err < 0.005
+    assert 0.0 <= conf.min() and conf.max() <= 1.0
+    assert np.median(conf[depth > 0]) > 0.5
+
+
+def test_subpixel_refinement_helps(fronto):
+    coarse, _ = plane_sweep(*_args(fronto), n_planes=24, subpixel=False, n_threads=2)
+    fine, _ = plane_sweep(*_args(fronto), n_planes=24, subpixel=True, n_threads=2)
+    assert _rel_err(fine, fronto["gt"])[0] < 0.6 * _rel_err(coarse, fronto["gt"])[0]
+
+
+def test_slanted_plane_rgb():
+    sc = nps.plane_scene(120, 160, n_src=4, slant_deg=35.0, seed=2)
+    sc["ref"] = np.repeat((sc["ref"] * 255).astype(np.uint8)[..., None], 3, axis=2)  # RGB uint8
+    depth, conf = plane_sweep(*_args(sc), n_planes=128, n_threads=2)
+    err, valid = _rel_err(depth, sc["gt"])
+    assert valid > 0.9
+    assert err < 0.01
+
+
+def test_sources_of_another_size():
+    sc = nps.plane_scene(96, 128, n_src=3, seed=3)
+    # re-render source 1 at another size and focal length through the same plane
+    H2, W2, f2 = 80, 150, 140.0
+    K2 = np.array([[f2, 0, W2 / 2 + 3.0], [0, f2, H2 / 2 - 2.0], [0, 0, 1.0]])
+    tex = nps.make_texture(1024, seed=3)
+    f = sc["K_ref"][0, 0]
+    img, _ = nps.render_plane(K2, sc["R"][1], sc["t"][1], (H2, W2), np.array([0, 0, 4.0]),
+                              np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), tex, 4.0 / f * 0.8)
+    sc["sources"][1] = img.astype(np.float32)
+    sc["K_sources"] = [sc["K_ref"], K2, sc["K_ref"]]
+    depth, _ = plane_sweep(*_args(sc), n_planes=96, n_threads=2)
+    assert _rel_err(depth, sc["gt"])[0] < 0.005
+
+
+@pytest.mark.parametrize("shape, n_src, window, top_k", [
+    ((48, 64), 3, 5, 2), ((40, 56), 4, 9, 3), ((33, 21), 2, 3, 1)])
+def test_agrees_with_numpy_baseline(shape, n_src, window, top_k):
+    sc = nps.plane_scene(*shape, n_src=n_src, slant_deg=25.0, seed=4)
+    args = _args(sc)
+    depth, conf, cost = plane_sweep(*args, n_planes=16, window=window, top_k=top_k,
+                                    subpixel=False, n_threads=2, return_cost=True)
+    d_np, c_np, vol = nps.numpy_plane_sweep(*args, n_planes=16, window=window, top_k=top_k,
+                                            return_volume=True)
+    both = (depth > 0) & (d_np > 0)
+    assert both.mean() > 0.95
+    same = np.isclose(depth, d_np, rtol=1e-5) & both
+    assert same.sum() / both.sum() > 0.95
+    best_np = vol.min(axis=0)
+    assert np.median(np.abs(cost[both] - best_np[both])) < 1e-4
+    assert np.abs(cost[same] - best_np[same]).max() < 5e-3
+    assert np.abs(conf[same] - c_np[same]).max() < 0.02
+    # with refinement both sides use the same parabola
+    d2, _ = plane_sweep(*args, n_planes=16, window=window, top_k=top_k, n_threads=1)
+    d2_np, _ = nps.numpy_plane_sweep(*args, n_planes=16, window=window, top_k=top_k,
+                                     subpixel=True)
+    assert np.mean(np.isclose(d2, d2_np, rtol=1e-3)) > 0.95
+
+
+def test_threads_give_identical_results(fronto):
+    a = plane_sweep(*_args(fronto), n_planes=16, n_threads=1)
+    b = plane_sweep(*_args(fronto), n_planes=16, n_threads=2)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_small_baseline_source_gets_no_vote(fronto):
+    sc = dict(fronto)
+    # a fourth "source" at the reference pose (zero baseline) showing a different image
+    rng = np.random.default_rng(0)
+    junk = rng.integers(0, 255, fronto["ref"].shape).astype(np.uint8)
+    sc["sources"] = list(fronto["sources"]) + [junk]
+    sc["K_sources"] = list(fronto["K_sources"]) + [fronto["K_ref"]]
+    sc["R"] = list(fronto["R"]) + [np.eye(3)]
+    sc["t"] = list(fronto["t"]) + [np.array([1e-4, 0, 0])]
+    with_junk, _ = plane_sweep(*_args(sc), n_planes=24, n_threads=2)
+    without, _ = plane_sweep(*_args(fronto), n_planes=24, n_threads=2)
+    np.testing.assert_array_equal(with_junk, without)
+    # only tiny baselines: nothing to estimate
+    only, conf = plane_sweep(fronto["ref"], [junk], fronto["K_ref"], [fronto["K_ref"]], [np.eye(3)],
+                             [np.zeros(3)], (1.0, 10.0), 8)
+    assert not only.any() and not conf.any()
+
+
+def test_flat_reference_has_no_estimate(fronto):
+    ref = fronto["ref"].copy()
+    ref[40:80, 60:100] = 128
+    depth, conf = plane_sweep(ref, *_args(fronto)[1:], n_planes=16, n_threads=2)
+    assert not depth[50:70, 70:90].any()
+    assert not conf[50:70, 70:90].any()
+    assert (depth[10:30, 10:50] > 0).all()
+
+
+def test_no_cost_volume_is_allocated():
+    sc = nps.plane_scene(120, 160, n_src=3, seed=5)
+    H, W = sc["ref"].shape
+    plane_sweep(*_args(sc), n_planes=4)               # compile / load outside the trace
+    peaks = {}
+    for P in (8, 256):
+        tracemalloc.start()
+        plane_sweep(*_args(sc), n_planes=P)
+        peaks[P] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    hw4 = H * W * 4
+    # inputs: 4 float images; state/outputs/stats: a few dozen H×W float32 planes at most
+    assert peaks[256] < 40 * hw4
+    # independent of the plane count, apart from the (P, S, 3, 3) float64 homographies
+    assert peaks[256] < peaks[8] + 0.25 * hw4 + 256 * 3 * (72 + 8)
+    assert peaks[256] < 0.2 * 256 * hw4               # far below one cost volume
+
+
+def _good():
+    K = np.array([[100.0, 0, 32], [0, 100.0, 24], [0, 0, 1]])
+    ref = np.zeros((48, 64), np.uint8)
+    return dict(ref=ref, sources=[ref], K_ref=K, K_sources=[K], R=[np.eye(3)],
+                t=[np.array([0.1, 0, 0])], depth_range=(1.0, 5.0))
+
+
+@pytest.mark.parametrize("change, word", [
+    (dict(ref=np.zeros((48, 64, 4))), "ref"),
+    (dict(ref=np.zeros((1, 64))), "ref"),
+    (dict(ref=np.zeros((48, 64), bool)), "ref"),
+    (dict(ref=np.full((48, 64), np.nan)), "ref"),
+    (dict(sources=[]), "sources"),
+    (dict(sources=np.zeros((48, 64))), "sources"),
+    (dict(sources=[np.zeros((48, 64, 2))]), r"sources\[0\]"),
+    (dict(K_ref=np.eye(2)), "K_ref"),
+    (dict(K_ref=np.diag([-1.0, 1, 1])), "K_ref"),
+    (dict(K_sources=[np.eye(3), np.eye(3)]), "K_sources"),
+    (dict(K_sources=[np.full((3, 3), np.inf)]), r"K_sources\[0\]"),
+    (dict(R=[np.eye(3) * 2]), r"R\[0\]"),
+    (dict(R=[]), "R"),
+    (dict(t=[np.zeros(2)]), r"t\[0\]"),
+    (dict(t=[np.array([np.nan, 0, 0])]), r"t\[0\]"),
+    (dict(depth_range=(5.0, 1.0)), "depth_range"),
+    (dict(depth_range=(0.0, 1.0)), "depth_range"),
+    (dict(depth_range=(1.0, np.inf)), "depth_range"),
+    (dict(depth_range=3.0), "depth_range"),
+    (dict(n_planes=1), "n_planes"),
+    (dict(n_planes=2.5), "n_planes"),
+    (dict(window=4), "window"),
+    (dict(window=1), "window"),
+    (dict(top_k=0), "top_k"),
+    (dict(min_angle_deg=-1), "min_angle_deg"),
+    (dict(n_threads=0), "n_threads"),
+])
+def test_invalid_inputs_raise(change, word):
+    kw = _good()
+    kw.update(change)
+    extra = {k: kw.pop(k) for k in ("n_planes", "window", "top_k", "min_angle_deg", "n_threads")
+             if k in kw}
+    with pytest.raises(ValueError, match=word):
+        plane_sweep(kw["ref"], kw["sources"], kw["K_ref"], kw["K_sources"], kw["R"], kw["t"],
+                    kw["depth_range"], **extra)
+
+
+def test_geometry_helpers():
+    from mannequin.stereo_core import plane_homographies, triangulation_angles
+    K = np.array([[200.0, 0, 80], [0, 200.0, 60], [0, 0, 1]])
+    R = np.eye(3)
+    t = np.array([-0.5, 0.0, 0.0])
+    Hs = plane_homographies(K, [K], [R], [t], np.array([1 / 4.0]))
+    # pixel index (c, r) = (10, 20): centre (10.5, 20.5); depth 4 -> disparity f*b/z = 25 px
+    q = Hs[0, 0] @ np.array([10.0, 20.0, 1.0])
+    np.testing.assert_allclose(q[:2] / q[2], [10.0 - 25.0, 20.0], atol=1e-9)
+    ang = triangulation_angles([R], [t], 4.0)[0]
+    assert math.isclose(ang, math.degrees(math.atan(0.5 / 4.0)), rel_tol=1e-9)
+    # sideways motion: the same angle everywhere at this depth
+    grid = triangulation_angles([R], [t], 4.0, K, (120, 160))[0]
+    assert 0.9 * ang < grid < 1.1 * ang
+    # moving along the axis: no parallax at the epipole only, so the source keeps its vote
+    fwd = np.array([0.0, 0.0, -0.5])
+    assert triangulation_angles([R], [fwd], 4.0)[0] < 1e-9
+    assert triangulation_angles([R], [fwd], 4.0, K, (120, 160))[0] > 1.0
