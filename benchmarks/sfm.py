@@ -423,7 +423,7 @@ def machine_info() -> dict:
     return info
 
 
-def run_parent(names: list, keep: bool, timeout: float, quick: bool) -> int:
+def run_parent(names: list, keep: bool, timeout: float, quick: bool, results: Path = RESULTS) -> int:
     work = Path(tempfile.mkdtemp(prefix="mannequin-bench-sfm-"))
     rows = []
     t_all = time.perf_counter()
@@ -461,11 +461,11 @@ def run_parent(names: list, keep: bool, timeout: float, quick: bool) -> int:
            "git_commit": git_commit(), "machine": machine_info(), "quick": quick, "total_s": total,
            "data": str(DATA), "rows": rows,
            "targets_missed": {r["name"]: r["missed"] for r in rows if not r["met"]}}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_name(f".{RESULTS.name}.tmp-{os.getpid()}")
+    results.parent.mkdir(parents=True, exist_ok=True)
+    tmp = results.with_name(f".{results.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(doc, indent=2, default=float, allow_nan=True) + "\n")
-    os.replace(tmp, RESULTS)
-    print(f"wrote {RESULTS}")
+    os.replace(tmp, results)
+    print(f"wrote {results}")
     return 0
 
 
@@ -474,6 +474,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="subset: " + ", ".join(QUICK))
     ap.add_argument("--rows", help="comma-separated row names (default: all)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary work folder")
+    ap.add_argument("--out", type=Path, default=RESULTS, help=f"results JSON (default {RESULTS.relative_to(REPO)})")
     ap.add_argument("--timeout", type=float, default=900.0, help="per-row timeout in seconds")
     ap.add_argument("--row", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
@@ -502,7 +503,7 @@ def main(argv=None) -> int:
             print(f"[sfm bench] skipping {n}: {DATA / folder} not found", file=sys.stderr)
             continue
         keep_names.append(n)
-    return run_parent(keep_names, a.keep, a.timeout, a.quick)
+    return run_parent(keep_names, a.keep, a.timeout, a.quick, a.out)
 
 
 if __name__ == "__main__":
