@@ -53,6 +53,9 @@ class SfmConfig:
     min_triangulation_deg: fail when the median triangulation angle is below this (no parallax).
     intrinsics: "fx,fy,cx,cy[,k1,k2,p1,p2[,k3]]" in input-frame pixels, or a file; None = FOV prior.
     fov_deg: horizontal field of view used for the initial focal when intrinsics are not given.
+    fov_candidates: further field-of-view priors, tried when the first start's median triangulation
+    angle is below fov_check_below_deg (weak parallax, focal poorly observable); the spread of the
+    refined focal across starts measures how well it is determined.  max_focal_spread: warn above.
     refine_intrinsics: refine given intrinsics in bundle adjustment.
     """
 
@@ -68,6 +71,9 @@ class SfmConfig:
     min_triangulation_deg: float = 1.0
     intrinsics: Optional[str] = None
     fov_deg: float = 60.0
+    fov_candidates: Tuple[float, ...] = (45.0, 75.0)
+    fov_check_below_deg: float = 5.0
+    max_focal_spread: float = 0.05
     refine_intrinsics: bool = False
 
 
@@ -174,7 +180,8 @@ class Config:
             for k in value:
                 if k not in known:
                     raise InputError(f"{source}: unknown option {key}.{k} (known: {', '.join(known)})")
-            coerced = {k: _coerce(getattr(section, k), v, f"{source}: {key}.{k}") for k, v in value.items()}
+            coerced = {k: _coerce(getattr(section, k), v, f"{source}: {key}.{k}", "..." in str(known[k].type))
+                       for k, v in value.items()}
             updates[key] = dataclasses.replace(section, **coerced)
         return dataclasses.replace(base, **updates)
 
@@ -218,7 +225,7 @@ class Config:
         return Config.from_dict(sections, base=self, source="override")
 
 
-def _coerce(default, value, where):
+def _coerce(default, value, where, variable_length: bool = False):
     """Check ``value`` against the type of the default and convert lists to tuples."""
     if isinstance(default, bool):
         if not isinstance(value, bool):
@@ -233,8 +240,11 @@ def _coerce(default, value, where):
             raise InputError(f"{where} must be a number, got {value!r}")
         return float(value)
     if isinstance(default, tuple):
-        if not isinstance(value, (list, tuple)) or len(value) != len(default):
-            raise InputError(f"{where} must be a list of {len(default)} values, got {value!r}")
+        if not isinstance(value, (list, tuple)) or (not variable_length and len(value) != len(default)):
+            n = "numbers" if variable_length else f"{len(default)} numbers"
+            raise InputError(f"{where} must be a list of {n}, got {value!r}")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            raise InputError(f"{where} must be a list of numbers, got {value!r}")
         return tuple(float(v) for v in value)
     if isinstance(default, str):
         if not isinstance(value, str):
@@ -250,7 +260,7 @@ PRESETS = {
     "fast": {"frames": {"max_size": 384}, "sfm": {"max_features": 2048, "overlap": 6},
              "stereo": {"n_planes": 64, "n_sources": 4, "window": 5}},
     "default": {},
-    "quality": {"frames": {"max_size": 960}, "sfm": {"max_features": 8192, "overlap": 15},
+    "quality": {"frames": {"max_size": 960}, "sfm": {"max_features": 8192, "overlap": 15, "fov_check_below_deg": 90.0},
                 "stereo": {"n_planes": 192, "n_sources": 8, "window": 9, "top_k": 3}},
 }
 

@@ -116,6 +116,7 @@ def run_stage(ws: Workspace, stage: str, cfg: Config, *, input_path=None, poses=
     if stage == "sfm":
         report["poses"] = str(poses) if poses else None
     report.setdefault("stages", {})[stage] = {"seconds": round(seconds, 3), "peak_mb": round(mem.peak_mb, 1), **info}
+    report["warnings"] = [w for s in report["stages"].values() for w in (s.get("warnings") or [])]
     for later in STAGES[STAGES.index(stage) + 1:]:
         report["stages"].pop(later, None)
     if stage == "labels":
@@ -177,7 +178,7 @@ def _sfm(ws, cfg, *, poses, progress, **_):
     run_sfm(ws, cfg.sfm, poses=poses, seed=cfg.seed, progress=progress)
     s = read_json_or_empty(ws.sfm_dir / "summary.json")
     return {k: s.get(k) for k in ("registered", "total_frames", "registered_fraction", "points",
-                                  "focal_px", "median_triangulation_deg", "reprojection_error_px")}
+                                  "focal_px", "median_triangulation_deg", "reprojection_error_px", "warnings")}
 
 
 def _stereo(ws, cfg, *, progress, stage_hash, **_):

@@ -63,6 +63,9 @@ def _pycolmap():
 def parse_intrinsics(spec: str, width: int, height: int) -> tuple[Intrinsics, tuple]:
     """Parse ``fx,fy,cx,cy[,k1,k2,p1,p2[,k3]]`` (pixels of the input frames) or a file holding it.
 
+    The values follow OpenCV's convention (the centre of the top-left pixel is (0, 0)), as
+    calibration tools write them; the returned intrinsics use COLMAP's (+0.5).
+
     Returns the intrinsics for a ``width`` × ``height`` input frame and the distortion tuple
     (empty, 4 or 5 values, OpenCV order).
     """
@@ -80,7 +83,8 @@ def parse_intrinsics(spec: str, width: int, height: int) -> tuple[Intrinsics, tu
     fx, fy, cx, cy = nums[:4]
     if fx <= 0 or fy <= 0:
         raise InputError(f"--intrinsics {spec!r}: focal lengths must be positive")
-    return Intrinsics(fx, fy, cx, cy, width, height), tuple(nums[4:])
+    # Calibration tools (OpenCV, TUM) put pixel centres at integers; COLMAP at +0.5.
+    return Intrinsics(fx, fy, cx + 0.5, cy + 0.5, width, height), tuple(nums[4:])
 
 
 def _timestamps(ws: Workspace) -> dict:
@@ -173,6 +177,7 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, 
     poses are used exactly and sparse points are triangulated with the poses fixed.
     """
     pycolmap = _pycolmap()
+    pycolmap.set_random_seed(int(seed))
     names = ws.frame_names()
     if len(names) < 2:
         raise InputError(f"{ws.frames_dir}: need at least 2 frames for sfm, found {len(names)} (run the frames stage first)")
@@ -209,8 +214,11 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, 
         model_dir = work / "model"
         model_dir.mkdir()
         if cam_file is None:
-            rec = _map(pycolmap, db_path, ws.frames_dir, work / "maps", cfg, seed, len(names),
-                       fixed_intrinsics=bool(cfg.intrinsics) and not cfg.refine_intrinsics)
+            max_extra = max([1.0] + [2 * abs(v) for v in (intrinsics[1] if intrinsics else ())])
+            rec, calib = _map(pycolmap, db_path, ws.frames_dir, work / "maps", cfg, seed, len(names), width,
+                              fixed_intrinsics=bool(cfg.intrinsics) and not cfg.refine_intrinsics,
+                              max_extra_param=max_extra)
+            summary["calibration"] = calib
         else:
             rec = _triangulate_known(pycolmap, cam_file, names, width, height, db_path, ws.frames_dir, work)
         rec.write(str(model_dir))
@@ -261,6 +269,15 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, 
         "image_size": [int(cam.width), int(cam.height)],
         "timings": {**timings, "total_s": time.perf_counter() - t_all},
     })
+    spread = summary.get("calibration", {}).get("focal_spread")
+    warnings = []
+    if spread is not None and spread > cfg.max_focal_spread:
+        starts = ", ".join(f"{t['focal_px']:.0f} px from {t['fov_prior_deg']:g}°" for t in summary["calibration"]["starts"])
+        warnings.append(f"focal length poorly determined: refined focals spread {spread:.0%} across priors ({starts}); "
+                        "pass --intrinsics if the calibration is known")
+    summary["warnings"] = warnings
+    for w in warnings:
+        log.warning("%s: %s", ws.root.name, w)
     write_json(ws.sfm_dir / "summary.json", summary)
     shutil.rmtree(work / "undistorted", ignore_errors=True)
     return ws.sparse_dir
@@ -299,58 +316,117 @@ def _initial_camera(cfg: SfmConfig, cam_file, width: int, height: int, intrinsic
     raise InputError(f"sfm.camera_model {cfg.camera_model!r}: use SIMPLE_RADIAL, RADIAL, OPENCV, PINHOLE or SIMPLE_PINHOLE")
 
 
-def _map(pycolmap, db_path, image_dir, out_dir, cfg: SfmConfig, seed: int, n_frames: int,
-         fixed_intrinsics: bool = False):
-    """Mapping with staged self-calibration; returns the model with the most registered images.
+def _set_focal(pycolmap, db_path: Path, focal: float) -> None:
+    """Set the shared camera's initial focal length in the database (other parameters kept)."""
+    db = pycolmap.Database.open(str(db_path))
+    try:
+        cam = db.read_all_cameras()[0]
+        params = np.array(cam.params, dtype=np.float64)
+        for k in cam.focal_length_idxs():
+            params[k] = focal
+        cam.params = params
+        db.update_camera(cam)
+    finally:
+        db.close()
 
-    Registration runs with the intrinsics held at their initial values (the FOV prior or the
-    given calibration), which is far more robust on short, rotation-heavy clips than refining
-    them from the first pair.  Then, unless ``fixed_intrinsics``, bundle adjustment refines the
-    focal length alone, and the distortion terms only once at least ``cfg.min_registered`` of the
-    frames are registered with parallax.
+
+def _incremental(pycolmap, db_path, image_dir, out_dir, cfg: SfmConfig, seed: int, n_frames: int,
+                 max_extra_param: float):
+    """Incremental mapping with the intrinsics held at their database values; restarts with other
+    seeds while frames stay unregistered.  Returns the model with the most registered images."""
+    models = {}
+    for attempt in range(max(1, cfg.restarts)):
+        pycolmap.set_random_seed(int(seed) + attempt)
+        opts = pycolmap.IncrementalPipelineOptions()
+        opts.random_seed = int(seed) + attempt
+        opts.num_threads = 2
+        opts.max_extra_param = max_extra_param
+        opts.ba_refine_principal_point = False
+        opts.ba_refine_focal_length = False
+        opts.ba_refine_extra_params = False
+        opts.mapper.abs_pose_refine_focal_length = False
+        opts.mapper.abs_pose_refine_extra_params = False
+        opts.mapper.init_min_tri_angle = cfg.init_min_tri_angle
+        run_dir = out_dir / f"attempt{attempt}"
+        run_dir.mkdir(parents=True)
+        found = pycolmap.incremental_mapping(str(db_path), str(image_dir), str(run_dir), options=opts)
+        models.update({(attempt, k): m for k, m in found.items()})
+        if max((m.num_reg_images() for m in models.values()), default=0) >= n_frames:
+            break
+    if not models:
+        return None
+    return max(models.values(), key=lambda r: (r.num_reg_images(), r.num_points3D()))
+
+
+def _refine_intrinsics(pycolmap, rec, cfg: SfmConfig, n_frames: int) -> None:
+    """Staged self-calibration: focal length first, then distortion once enough frames registered."""
+    stages = [(True, False)]
+    if rec.num_reg_images() >= cfg.min_registered * n_frames:
+        stages.append((True, True))
+    for refine_focal, refine_extra in stages:
+        ba = pycolmap.BundleAdjustmentOptions()
+        ba.refine_focal_length = refine_focal
+        ba.refine_extra_params = refine_extra
+        ba.refine_principal_point = False
+        ba.print_summary = False
+        pycolmap.bundle_adjustment(rec, ba)
+
+
+def _map(pycolmap, db_path, image_dir, out_dir, cfg: SfmConfig, seed: int, n_frames: int,
+         width: int, fixed_intrinsics: bool = False, max_extra_param: float = 1.0):
+    """Mapping with staged self-calibration.  Returns (model, calibration report).
+
+    Registration runs with the intrinsics held at their initial values, which is far more robust
+    on short, rotation-heavy clips than refining them from the first pair.  Without given
+    intrinsics, it starts from each field of view in ``cfg.fov_candidates`` (the focal prior),
+    refines the focal length alone, then the distortion terms.  The further priors run only when
+    the first start has little parallax (median triangulation angle below
+    ``cfg.fov_check_below_deg``), where the focal is weakly observable; the first start is kept
+    unless another registers more frames, and the spread of the refined focal over the starts is
+    the reported uncertainty (``focal_spread``, a fraction of the focal).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.mapper == "global":
-        opts = pycolmap.GlobalPipelineOptions()
-        models = pycolmap.global_mapping(str(db_path), str(image_dir), str(out_dir), options=opts)
-    elif cfg.mapper == "incremental":
-        models = {}
-        # Restarts with other seeds only when a run leaves frames unregistered (the initial pair
-        # is chosen at random among good candidates; short rotation-heavy clips are sensitive).
-        for attempt in range(max(1, cfg.restarts)):
-            opts = pycolmap.IncrementalPipelineOptions()
-            opts.random_seed = int(seed) + attempt
-            opts.num_threads = 2
-            opts.ba_refine_principal_point = False
-            opts.ba_refine_focal_length = False
-            opts.ba_refine_extra_params = False
-            opts.mapper.abs_pose_refine_focal_length = False
-            opts.mapper.abs_pose_refine_extra_params = False
-            opts.mapper.init_min_tri_angle = cfg.init_min_tri_angle
-            run_dir = out_dir / f"attempt{attempt}"
-            run_dir.mkdir()
-            found = pycolmap.incremental_mapping(str(db_path), str(image_dir), str(run_dir), options=opts)
-            models.update({(attempt, k): m for k, m in found.items()})
-            best = max((m.num_reg_images() for m in models.values()), default=0)
-            if best >= n_frames:
-                break
-    else:
+    if cfg.mapper not in ("incremental", "global"):
         raise InputError(f"sfm.mapper {cfg.mapper!r}: use 'incremental' or 'global'")
-    if not models:
+    if cfg.mapper == "global":
+        pycolmap.set_random_seed(int(seed))
+        models = pycolmap.global_mapping(str(db_path), str(image_dir), str(out_dir), options=pycolmap.GlobalPipelineOptions())
+        rec = max(models.values(), key=lambda r: (r.num_reg_images(), r.num_points3D())) if models else None
+        if rec is None:
+            raise StageError(f"{image_dir}: structure from motion found no model ({n_frames} frames)")
+        return rec, {"starts": []}
+    fovs = [None] if fixed_intrinsics else [cfg.fov_deg] + [f for f in cfg.fov_candidates if f != cfg.fov_deg]
+    tries = []
+    for k, fov in enumerate(fovs):
+        if fov is not None:
+            if not 10 <= fov <= 170:
+                raise InputError(f"sfm field of view {fov}: expected degrees between 10 and 170")
+            if k > 0 and tries and _median_angle(tries[0]["rec"]) >= cfg.fov_check_below_deg:
+                break  # enough parallax: the focal is determined by the first start
+            _set_focal(pycolmap, db_path, 0.5 * width / math.tan(math.radians(fov) / 2))
+        rec = _incremental(pycolmap, db_path, image_dir, out_dir / f"start{k}", cfg, seed, n_frames, max_extra_param)
+        if rec is None:
+            continue
+        if not fixed_intrinsics:
+            _refine_intrinsics(pycolmap, rec, cfg, n_frames)
+        cam = rec.camera(rec.image(rec.reg_image_ids()[0]).camera_id)
+        tries.append({"fov_prior_deg": fov, "registered": rec.num_reg_images(), "points": rec.num_points3D(),
+                      "focal_px": float(cam.mean_focal_length()), "rec": rec})
+    if not tries:
         raise StageError(f"{image_dir}: structure from motion found no model ({n_frames} frames): "
                          "too little texture or overlap, or a camera that does not translate")
-    rec = max(models.values(), key=lambda r: (r.num_reg_images(), r.num_points3D()))
-    if not fixed_intrinsics and cfg.mapper == "incremental":
-        stages = [(True, False)]
-        if rec.num_reg_images() >= cfg.min_registered * n_frames:
-            stages.append((True, True))
-        for refine_focal, refine_extra in stages:
-            ba = pycolmap.BundleAdjustmentOptions()
-            ba.refine_focal_length = refine_focal
-            ba.refine_extra_params = refine_extra
-            ba.refine_principal_point = False
-            pycolmap.bundle_adjustment(rec, ba)
-    return rec
+    # The first start (the configured prior) wins unless another registers more frames.
+    best = max(tries, key=lambda t: t["registered"])
+    peers = [t["focal_px"] for t in tries if t["registered"] >= best["registered"]]
+    calib = {"starts": [{k: v for k, v in t.items() if k != "rec"} for t in tries],
+             "chosen_fov_prior_deg": best["fov_prior_deg"],
+             "focal_spread": float((max(peers) - min(peers)) / best["focal_px"]) if len(peers) > 1 else None}
+    return best["rec"], calib
+
+
+def _median_angle(rec) -> float:
+    angles = triangulation_angles(rec)
+    return float(np.median(angles)) if len(angles) else 0.0
 
 
 def _triangulate_known(pycolmap, cam_file, names, width, height, db_path, image_dir, work):

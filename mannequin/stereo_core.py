@@ -137,7 +137,7 @@ def _chunks(H: int, n_threads: int) -> np.ndarray:
 def plane_sweep(ref, sources: Sequence, K_ref, K_sources: Sequence, R: Sequence, t: Sequence,
                 depth_range, n_planes: int = 128, *, window: int = 7, top_k: int = 2,
                 min_angle_deg: float = 1.0, subpixel: bool = True, n_threads=None,
-                return_cost: bool = False):
+                return_cost: bool = False, shift: int = 0):
     """Fronto-parallel plane-sweep stereo of ``ref`` against ``sources`` (ZNCC, top-k views).
 
     Returns ``(depth, confidence)``: (H,W) float32, depth 0 = no estimate, confidence in [0,1].
@@ -191,6 +191,9 @@ def plane_sweep(ref, sources: Sequence, K_ref, K_sources: Sequence, R: Sequence,
     if isinstance(window, bool) or int(window) != window or window < 3 or window % 2 == 0:
         raise ValueError(f"window must be an odd integer >= 3, got {window!r}")
     window = int(window)
+    if isinstance(shift, bool) or int(shift) != shift or not 0 <= shift <= window // 2:
+        raise ValueError(f"shift must be an integer in [0, window // 2], got {shift!r}")
+    shift = int(shift)
     if isinstance(top_k, bool) or int(top_k) != top_k or top_k < 1:
         raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
     if not (math.isfinite(float(min_angle_deg)) and min_angle_deg >= 0):
@@ -238,9 +241,11 @@ def plane_sweep(ref, sources: Sequence, K_ref, K_sources: Sequence, R: Sequence,
     ring = np.empty((nc, S, window, W), np.float32)
     vring = np.empty((nc, S, window, W), np.float32)
     vsum = np.empty((nc, S, 3, W), np.float32)
-    work = np.empty((nc, 9, W), np.float32)
+    work = np.empty((nc, 10, W), np.float32)
     iwork = np.empty((nc, W), np.int32)
     topk = np.empty((nc, k, W), np.float32)
+    cring = np.empty((nc, 2 * shift + 1, W), np.float32)
+    oring = np.empty((nc, 2 * shift + 1, W), np.float32)
     var_floor = np.float32(window * window * MIN_STD ** 2)
 
     old_threads = numba.get_num_threads()
@@ -248,8 +253,8 @@ def plane_sweep(ref, sources: Sequence, K_ref, K_sources: Sequence, R: Sequence,
     try:
         with numba.parallel_chunksize(1):   # chunks go to whichever thread is free
             sweep.sweep_fronto(ref_c, ref_mean, ref_isd, src_flat, src_off, src_shape, homs, window, k,
-                               var_floor, chunks, best, bidx, second, bm1, bp1, hist,
-                               ring, vring, vsum, work, iwork, topk)
+                               var_floor, chunks, shift, best, bidx, second, bm1, bp1, hist,
+                               ring, vring, vsum, work, iwork, topk, cring, oring)
         sweep.finalize(best, bidx, second, bm1, bp1, inv_d, bool(subpixel), np.float32(CONF_SCALE),
                        depth, conf, cost)
     finally:

@@ -40,9 +40,9 @@ VALID_LIMIT = np.float32(10.0)
 
 @njit(parallel=True, fastmath=True, cache=True)
 def sweep_fronto(ref, ref_mean, ref_isd, src_flat, src_off, src_shape, homs, window, top_k,
-                 var_floor, chunk_start,
+                 var_floor, chunk_start, shift,
                  best, bidx, second, bm1, bp1, hist,
-                 ring, vring, vsum, work, iwork, topk):
+                 ring, vring, vsum, work, iwork, topk, cring, oring):
     """Plane sweep with ZNCC, top-k view aggregation and a running winner per pixel.
 
     ref (H,W) f32 grey (any offset); ref_mean (H,W) f32 window mean of ref; ref_isd (H,W) f32
@@ -64,6 +64,8 @@ def sweep_fronto(ref, ref_mean, ref_isd, src_flat, src_off, src_shape, homs, win
     P = homs.shape[0]
     S = homs.shape[1]
     h = window // 2
+    m = shift
+    nm = 2 * m + 1
     inv_n = np.float32(1.0 / (window * window))
     n_chunks = chunk_start.shape[0] - 1
     for ch in prange(n_chunks):
@@ -89,18 +91,22 @@ def sweep_fronto(ref, ref_mean, ref_isd, src_flat, src_off, src_shape, homs, win
         acnt = work[ch, 8]
         kid = iwork[ch]
         T = topk[ch]
+        vmin = work[ch, 9]
         for p in range(P):
             ring[ch] = 0.0
             vring[ch] = 0.0
             vsum[ch] = 0.0
             hp = p % 2
             hm1 = (p + 1) % 2
-            for rr in range(r0 - h, r1 + h):
+            rstart = r0 - m - h
+            for rr in range(rstart, r1 + m + h):
                 ry = min(max(rr, 0), H - 1)
                 ro = min(max(rr - window, 0), H - 1)
-                slot = (rr - r0 + h) % window
-                out = rr >= r0 + h
-                r = rr - h
+                slot = (rr - rstart) % window
+                rb = rr - h                      # centre row of the completed box
+                out = rb >= r0 - m
+                inb = (rb >= 0) & (rb < H)
+                r = rb
                 if out:
                     T[:, :] = BIG
                 In = ref[ry]
@@ -164,7 +170,7 @@ def sweep_fronto(ref, ref_mean, ref_isd, src_flat, src_off, src_shape, homs, win
                         vww[c] += wn * wn - wo * wo
                         viw[c] += In[c] * wn - Io[c] * wo
                         rs[c] = wn
-                    if not out:
+                    if not (out and inb):
                         continue
                     # --- horizontal running sums (edge columns replicated)
                     aw = np.float32(h + 1) * vw[0]
@@ -202,7 +208,7 @@ def sweep_fronto(ref, ref_mean, ref_isd, src_flat, src_off, src_shape, homs, win
                         aww += vww[W - 1] - vww[cout]
                         aiw += viw[W - 1] - viw[cout]
                     # --- ZNCC -> cost (BIG where the centre warp is outside or the ref is flat)
-                    vc = vring[ch, s, (rr - r0) % window]
+                    vc = vring[ch, s, (rb - rstart) % window]
                     mrow = ref_mean[r]
                     irow = ref_isd[r]
                     if top_k == 2:
@@ -236,7 +242,7 @@ def sweep_fronto(ref, ref_mean, ref_isd, src_flat, src_off, src_shape, homs, win
                                 cost[c] = max(t, v)
                 if not out:
                     continue
-                # --- plane cost of row r: mean of the valid costs among the k best
+                # --- plane cost of box row rb: mean of the valid costs among the k best
                 for c in range(W):
                     asum[c] = 0.0
                     acnt[c] = 0.0
@@ -247,6 +253,35 @@ def sweep_fronto(ref, ref_mean, ref_isd, src_flat, src_off, src_shape, homs, win
                         ok = t < VALID_LIMIT
                         asum[c] += t if ok else np.float32(0.0)
                         acnt[c] += np.float32(1.0) if ok else np.float32(0.0)
+                cslot = (rb - r0 + m) % nm
+                orow = oring[ch, cslot]
+                for c in range(W):
+                    n = acnt[c]
+                    a = asum[c] / max(n, np.float32(1.0))
+                    orow[c] = a if n > np.float32(0.5) else BIG
+                # --- shiftable windows: min over the window positions within +-m (rows, cols)
+                crow = cring[ch, cslot]
+                if m == 0:
+                    for c in range(W):
+                        crow[c] = orow[c]
+                else:
+                    for c in range(W):
+                        lo = max(c - m, 0)
+                        hi = min(c + m, W - 1)
+                        v = orow[lo]
+                        for cc in range(lo + 1, hi + 1):
+                            v = min(v, orow[cc])
+                        crow[c] = v
+                if rb < r0 + m:
+                    continue
+                r = rb - m
+                own = oring[ch, (r - r0 + m) % nm]
+                for c in range(W):
+                    vmin[c] = cring[ch, 0, c]
+                for j in range(1, nm):
+                    cj = cring[ch, j]
+                    for c in range(W):
+                        vmin[c] = min(vmin[c], cj[c])
                 # --- local minimum at plane p-1?  (needs the costs at p-2, p-1, p)
                 hold = hist[hp, r]      # cost at plane p-2, overwritten by plane p
                 hprev = hist[hm1, r]    # cost at plane p-1
@@ -257,9 +292,7 @@ def sweep_fronto(ref, ref_mean, ref_isd, src_flat, src_off, src_shape, homs, win
                 prow = bp1[r]
                 q = p - 1
                 for c in range(W):
-                    n = acnt[c]
-                    a = asum[c] / max(n, np.float32(1.0))
-                    a = a if n > np.float32(0.5) else BIG
+                    a = vmin[c] if own[c] < VALID_LIMIT else BIG
                     v = hprev[c]
                     cm = hold[c]
                     hold[c] = a

@@ -1,0 +1,470 @@
+"""Plane-sweep stereo benchmark: speed, two-view and many-view accuracy on real data, synthetic accuracy.
+
+Run by hand:  ``python benchmarks/stereo.py [--quick] [--threads N] [--out FILE]``
+
+Prints a table (name, measured, target, met) and writes ``benchmarks/results/stereo.json``
+(atomically: a temporary file, then a rename) with every number, the targets, the machine, the date
+and the git commit.  Every timing that is compared with a baseline is measured in the same run
+(the machine is shared and noisy: read the ratios, not the absolute seconds).  Only the public API
+is called: :func:`mannequin.stereo_core.plane_sweep`, :func:`mannequin.synth.render_clip`,
+:func:`mannequin.metrics.depth_metrics`.
+
+Sections
+1. ``throughput``: hypotheses/s (pixel × plane × source view) of ``plane_sweep`` at 640×480, 128
+   planes, 4 sources, ``--threads`` threads on the slanted textured plane of
+   ``benchmarks/numpy_sweep.plane_scene``; best of 3 timed calls after one warm-up call with the same
+   arguments.  Baseline: ``numpy_sweep.numpy_plane_sweep`` (same cost: map_coordinates +
+   uniform_filter, float64 volume) timed on a few planes and scaled per hypothesis.  Compile time:
+   the first call (small scene) in a fresh subprocess with ``NUMBA_CACHE_DIR`` an empty temporary
+   folder (cold compile), and in a fresh subprocess with the normal cache (cached load; run twice,
+   the second is reported, so that a cache made stale by an edit of the kernels is rebuilt first).
+2. ``motorcycle``: the scikit-image Middlebury 2014 pair (left = reference).  Calibration from its
+   PROVENANCE.md: f = 994.978 px, cx = 311.193, cy = 254.877, doffs = 31.086 px, baseline
+   193.001 mm.  The right camera sits at +baseline on the left camera's x axis, so
+   X_right = X_left − (B, 0, 0): R = I, t = (−B, 0, 0); its principal point is cx + doffs.  Then
+   x_left − x_right = f·B/Z − doffs, i.e. disparity d = f·B/Z − doffs and Z = f·B/(d + doffs)
+   (the Middlebury formula).  Planes are uniform in inverse depth = uniform in disparity over
+   ``MOTO_DISP`` with ``--moto-step`` px steps, top_k = 1.  Baseline: OpenCV StereoSGBM (MODE_SGBM,
+   colour input, blockSize 5, P1 = 8·3·5², P2 = 32·3·5², uniquenessRatio 10, disp12MaxDiff 1,
+   speckle filter window 100 / range 2, numDisparities 64 ≥ the GT maximum of 59.9 px), with
+   ``cv2.setNumThreads(--threads)``.  Both timed as the best of 3 after a warm-up.  bad-N = share of
+   the pixels with GT and a prediction where |d − d*| > N px; density = share of the GT pixels with
+   a prediction.  "bad-2 at SGBM's density": our GT pixels with a prediction, sorted by our
+   confidence, the most confident kept until our density equals SGBM's.
+3. ``cones``: Middlebury 2003 Cones, 9 collinear rectified views; references 2 and 6, sources the 8
+   other views.  Geometry (PROVENANCE.md): camera i at (i·b, 0, 0), identical K; we take b = 1 (one
+   view step), f = 450 px (arbitrary: no metric calibration exists), principal point at the image
+   centre, so depth is in view-step units and d_step = f/Z.  Source s of reference r: R = I,
+   t = (−(s − r), 0, 0).  GT value v: disparity between views 2 and 6 = v/4 px = 4·d_step, so our
+   disparity in GT units is 4·f/Z.  Planes: 128, uniform in d_step over ``CONES_DSTEP`` (≈ 0.49 px
+   steps in GT units).  ``min_angle_deg = 0``: with f arbitrary the triangulation angles are too
+   (the 1-step neighbours subtend < 1° at f = 450 and would otherwise be dropped).  Reported:
+   bad-1 (GT units) at several densities, obtained by thresholding our confidence (the most
+   confident share of the GT pixels; density = share of the GT pixels, 0 = unknown in the GT).
+4. ``synthetic``: ``render_clip(seed=0, n_frames=9, width=640, height=480)``, reference frame 4,
+   sources frames 0, 1, 2, 6, 7, 8 (baselines 2–4 frame steps of 45 mm, all above the default
+   1° triangulation-angle cut; the ±1 frames would be dropped by it), GT poses,
+   depth_range = (p1 · 0.85, p99 · 1.15) of the reference's GT depth, 128 planes, defaults
+   otherwise (top_k = 2, subpixel).  Reported: median relative error, δ(1.05) and density of the raw
+   depth (depth_metrics), and the same for a plain 128-plane winner-take-all (subpixel = False).
+
+``--quick``: one timed call instead of 3, 2 numpy planes instead of 4, no cold-compile subprocess,
+Cones reference 2 only.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+DATA = Path(os.environ.get("MANNEQUIN_DATA", REPO.parent / "shared" / "data"))
+RESULTS = REPO / "benchmarks" / "results" / "stereo.json"
+
+# skimage motorcycle calibration (PROVENANCE.md; valid for the 4x-downsampled pair)
+MOTO_F, MOTO_CX, MOTO_CY, MOTO_DOFFS, MOTO_B = 994.978, 311.193, 254.877, 31.086, 193.001
+MOTO_DISP = (4.0, 64.0)        # swept disparity range (px); GT spans 7.2 .. 59.9
+SGBM_NUM_DISP = 64             # multiple of 16 covering the GT maximum (59.9 px)
+SGBM_BLOCK = 5
+# Middlebury Cones geometry (our convention, see the docstring)
+CONES_F = 450.0
+CONES_DSTEP = (0.5, 16.0)      # swept disparity per view step (px); GT spans 1.1 .. 13.75
+CONES_PLANES = 128
+CONES_DENSITIES = (1.0, 0.9, 0.8, 0.7, 0.5)
+SYNTH_REF = 4
+SYNTH_SOURCES = (0, 1, 2, 6, 7, 8)
+
+TARGETS = {
+    "throughput_hyp_per_s": 2e8,
+    "speedup_vs_numpy": 20.0,
+    "moto_time_ratio_ours_over_sgbm": 1.0,
+    "moto_bad2_at_sgbm_density_minus_sgbm": 0.0,
+    "synth_median_rel_err": 0.0035,
+}
+
+
+# --------------------------------------------------------------------------- helpers
+def _best_time(fn, repeats: int):
+    """Best wall time of ``repeats`` calls after one warm-up call; returns (best, times, last result)."""
+    out = fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return min(times), times, out
+
+
+def _bad(pred_disp, gt_disp, thresholds=(1.0, 2.0)):
+    """bad-N over pixels with GT and a prediction, and density over the GT pixels."""
+    gt_ok = np.isfinite(gt_disp)
+    both = gt_ok & np.isfinite(pred_disp)
+    err = np.abs(pred_disp[both] - gt_disp[both])
+    out = {f"bad_{t:g}": float(np.mean(err > t)) if err.size else float("nan") for t in thresholds}
+    out["density"] = float(both.sum() / max(gt_ok.sum(), 1))
+    out["n"] = int(both.sum())
+    return out
+
+
+def _at_density(pred_disp, conf, gt_disp, density: float, threshold: float):
+    """bad-``threshold`` over our most confident GT pixels, as many as ``density`` of the GT pixels."""
+    gt_ok = np.isfinite(gt_disp)
+    both = gt_ok & np.isfinite(pred_disp)
+    c = conf[both]
+    e = np.abs(pred_disp[both] - gt_disp[both])
+    n = min(int(round(density * gt_ok.sum())), c.size)
+    if n == 0:
+        return {"bad": float("nan"), "density": 0.0, "conf_threshold": float("nan"), "n": 0}
+    order = np.argsort(-c, kind="stable")[:n]
+    return {"bad": float(np.mean(e[order] > threshold)), "density": float(n / gt_ok.sum()),
+            "conf_threshold": float(c[order[-1]]), "n": int(n)}
+
+
+def _imread_rgb(path: Path) -> np.ndarray:
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise FileNotFoundError(path)
+    return np.ascontiguousarray(img[:, :, ::-1])
+
+
+# --------------------------------------------------------------------------- 1. throughput
+_FIRST_CALL = (
+    "import sys,time,json;sys.path.insert(0,{repo!r});sys.path.insert(0,{bench!r});"
+    "t0=time.perf_counter();from mannequin.stereo_core import plane_sweep;t1=time.perf_counter();"
+    "import numpy_sweep as b;sc=b.plane_scene(48,64,2);"
+    "t2=time.perf_counter();plane_sweep(sc['ref'],sc['sources'],sc['K_ref'],sc['K_sources'],"
+    "sc['R'],sc['t'],sc['depth_range'],8,n_threads={threads});t3=time.perf_counter();"
+    "print(json.dumps(dict(import_s=t1-t0,first_call_s=t3-t2)))")
+
+
+def _first_call(threads: int, cache_dir=None) -> dict:
+    code = _FIRST_CALL.format(repo=str(REPO), bench=str(REPO / "benchmarks"), threads=threads)
+    env = dict(os.environ)
+    if cache_dir is not None:
+        env["NUMBA_CACHE_DIR"] = cache_dir
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
+    if out.returncode != 0:
+        raise RuntimeError("first-call subprocess failed: " + " | ".join(out.stderr.strip().splitlines()[-3:]))
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_throughput(threads: int, quick: bool) -> dict:
+    from mannequin.stereo_core import plane_sweep
+    import numpy_sweep as nb
+
+    res = {"shape": [480, 640], "planes": 128, "sources": 4, "threads": threads}
+    if not quick:
+        with tempfile.TemporaryDirectory(prefix="mannequin-numba-cold-") as d:
+            res["cold"] = _first_call(threads, d)
+    H, W, S, P = 480, 640, 4, 128
+    sc = nb.plane_scene(H, W, S, slant_deg=20, uint8=True)
+    call = (sc["ref"], sc["sources"], sc["K_ref"], sc["K_sources"], sc["R"], sc["t"], sc["depth_range"])
+    best, times, (depth, conf) = _best_time(lambda: plane_sweep(*call, P, n_threads=threads),
+                                            1 if quick else 3)
+    res.update(kernel_s=best, kernel_times=times, hyp_per_s=H * W * P * S / best)
+    good = (depth > 0) & (sc["gt"] > 0)
+    res["kernel_median_rel_err_plane"] = float(np.median(np.abs(depth[good] - sc["gt"][good]) / sc["gt"][good]))
+    Pn = 2 if quick else 4
+    t0 = time.perf_counter()
+    nb.numpy_plane_sweep(*call, Pn, 7, 2)
+    res["numpy_s"] = time.perf_counter() - t0
+    res["numpy_planes"] = Pn
+    res["numpy_hyp_per_s"] = H * W * Pn * S / res["numpy_s"]
+    res["speedup"] = res["hyp_per_s"] / res["numpy_hyp_per_s"]
+    # cached load: normal cache (the warm-up above has written it if it was stale); first run
+    # re-validates it, the second is the one reported
+    _first_call(threads)
+    res["cached"] = _first_call(threads)
+    return res
+
+
+# --------------------------------------------------------------------------- 2. motorcycle
+def bench_motorcycle(threads: int, quick: bool, step: float) -> dict:
+    import cv2
+    from mannequin.stereo_core import plane_sweep
+
+    d = DATA / "skimage_motorcycle"
+    left = _imread_rgb(d / "motorcycle_left.png")
+    right = _imread_rgb(d / "motorcycle_right.png")
+    gt = np.load(d / "motorcycle_disp.npz")["arr_0"].astype(np.float64)
+    gt[~np.isfinite(gt)] = np.nan
+    f, B, doffs = MOTO_F, MOTO_B, MOTO_DOFFS
+    K_ref = np.array([[f, 0, MOTO_CX], [0, f, MOTO_CY], [0, 0, 1.0]])
+    K_src = K_ref.copy()
+    K_src[0, 2] += doffs
+    dmin, dmax = MOTO_DISP
+    n_planes = int(math.ceil((dmax - dmin) / step)) + 1
+    near, far = f * B / (dmax + doffs), f * B / (dmin + doffs)
+    reps = 1 if quick else 3
+
+    def ours():
+        return plane_sweep(left, [right], K_ref, [K_src], [np.eye(3)], [np.array([-B, 0.0, 0.0])],
+                           (near, far), n_planes, top_k=1, n_threads=threads)
+
+    t_ours, times_ours, (depth, conf) = _best_time(ours, reps)
+    with np.errstate(divide="ignore"):
+        disp = np.where(depth > 0, f * B / np.where(depth > 0, depth, 1.0) - doffs, np.nan)
+
+    old = cv2.getNumThreads()
+    cv2.setNumThreads(threads)
+    try:
+        bs = SGBM_BLOCK
+        sgbm = cv2.StereoSGBM_create(minDisparity=0, numDisparities=SGBM_NUM_DISP, blockSize=bs,
+                                     P1=8 * 3 * bs * bs, P2=32 * 3 * bs * bs, disp12MaxDiff=1,
+                                     uniquenessRatio=10, speckleWindowSize=100, speckleRange=2,
+                                     mode=cv2.STEREO_SGBM_MODE_SGBM)
+        lb, rb = np.ascontiguousarray(left[:, :, ::-1]), np.ascontiguousarray(right[:, :, ::-1])
+        t_sgbm, times_sgbm, raw = _best_time(lambda: sgbm.compute(lb, rb), reps)
+    finally:
+        cv2.setNumThreads(old)
+    sd = raw.astype(np.float64) / 16.0
+    sd[raw < 0] = np.nan            # invalid = (minDisparity - 1) * 16
+
+    m_ours, m_sgbm = _bad(disp, gt), _bad(sd, gt)
+    at = _at_density(disp, conf, gt, m_sgbm["density"], 2.0)
+    return {"n_planes": n_planes, "disp_range": list(MOTO_DISP), "disp_step": (dmax - dmin) / (n_planes - 1),
+            "depth_range": [near, far], "threads": threads,
+            "ours": dict(m_ours, seconds=t_ours, times=times_ours),
+            "sgbm": dict(m_sgbm, seconds=t_sgbm, times=times_sgbm,
+                         params=dict(mode="MODE_SGBM", minDisparity=0, numDisparities=SGBM_NUM_DISP,
+                                     blockSize=SGBM_BLOCK, P1=8 * 3 * SGBM_BLOCK ** 2,
+                                     P2=32 * 3 * SGBM_BLOCK ** 2, disp12MaxDiff=1, uniquenessRatio=10,
+                                     speckleWindowSize=100, speckleRange=2, input="colour")),
+            "ours_bad_2_at_sgbm_density": at["bad"], "ours_conf_threshold_at_sgbm_density": at["conf_threshold"],
+            "time_ratio_ours_over_sgbm": t_ours / t_sgbm}
+
+
+# --------------------------------------------------------------------------- 3. cones
+def bench_cones(threads: int, quick: bool) -> dict:
+    import cv2
+    from mannequin.stereo_core import plane_sweep
+
+    d = DATA / "middlebury_cones"
+    ims = [_imread_rgb(d / f"im{i}.ppm") for i in range(9)]
+    H, W = ims[0].shape[:2]
+    f = CONES_F
+    K = np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1.0]])
+    lo, hi = CONES_DSTEP
+    near, far = f / hi, f / lo
+    out = {"f": f, "baseline": 1.0, "dstep_range": list(CONES_DSTEP), "n_planes": CONES_PLANES,
+           "gt_step": 4 * (hi - lo) / (CONES_PLANES - 1), "refs": {}}
+    for ref in ((2,) if quick else (2, 6)):
+        raw = cv2.imread(str(d / f"disp{ref}.pgm"), cv2.IMREAD_UNCHANGED)
+        if raw is None:
+            raise FileNotFoundError(d / f"disp{ref}.pgm")
+        gt = raw.astype(np.float64) / 4.0            # disparity between views 2 and 6
+        gt[raw == 0] = np.nan
+        srcs = [s for s in range(9) if s != ref]
+        t0 = time.perf_counter()
+        depth, conf = plane_sweep(ims[ref], [ims[s] for s in srcs], K, [K] * len(srcs),
+                                  [np.eye(3)] * len(srcs), [np.array([-(s - ref), 0.0, 0.0]) for s in srcs],
+                                  (near, far), CONES_PLANES, min_angle_deg=0.0, n_threads=threads)
+        secs = time.perf_counter() - t0
+        with np.errstate(divide="ignore"):
+            disp = np.where(depth > 0, 4 * f / np.where(depth > 0, depth, 1.0), np.nan)
+        curve = [dict(_at_density(disp, conf, gt, dens, 1.0), target_density=dens) for dens in CONES_DENSITIES]
+        out["refs"][str(ref)] = {"sources": srcs, "seconds": secs, "all": _bad(disp, gt, (1.0, 2.0)),
+                                 "bad_1_curve": curve}
+    return out
+
+
+# --------------------------------------------------------------------------- 4. synthetic
+def bench_synthetic(threads: int, quick: bool) -> dict:
+    from mannequin.metrics import depth_metrics
+    from mannequin.stereo_core import plane_sweep, triangulation_angles
+    from mannequin.synth import render_clip
+
+    t0 = time.perf_counter()
+    clip = render_clip(seed=0, n_frames=9, width=640, height=480)
+    render_s = time.perf_counter() - t0
+    K = clip.intrinsics.K
+    gt = clip.depth[SYNTH_REF].astype(np.float64)
+    p1, p99 = np.percentile(gt[gt > 0], [1, 99])
+    near, far = p1 * 0.85, p99 * 1.15
+    P0 = clip.poses[SYNTH_REF]
+    Rs, ts = [], []
+    for s in SYNTH_SOURCES:          # source-from-reference: X_s = R_s R_0ᵀ (X_0 − t_0) + t_s
+        Ps = clip.poses[s]
+        R = Ps.R @ P0.R.T
+        Rs.append(R)
+        ts.append(Ps.t - R @ P0.t)
+    angles = triangulation_angles(Rs, ts, 2.0 / (1.0 / near + 1.0 / far), K, gt.shape)
+    srcs = [clip.images[s] for s in SYNTH_SOURCES]
+    out = {"ref": SYNTH_REF, "sources": list(SYNTH_SOURCES), "angles_deg": angles.tolist(),
+           "depth_range": [near, far], "render_s": render_s, "n_planes": 128}
+    for key, sub in (("ours", True), ("wta", False)):
+        t0 = time.perf_counter()
+        depth, conf = plane_sweep(clip.images[SYNTH_REF], srcs, K, [K] * len(srcs), Rs, ts, (near, far), 128,
+                                  subpixel=sub, n_threads=threads)
+        secs = time.perf_counter() - t0
+        m = depth_metrics(depth, gt)
+        both = (depth > 0) & (gt > 0)
+        rel = np.abs(depth[both] - gt[both]) / gt[both]
+        out[key] = {"subpixel": sub, "seconds": secs, "median_rel_err": float(np.median(rel)) if rel.size else float("nan"),
+                    **{k: m[k] for k in ("absrel", "delta_1.05", "delta_1.25", "density", "n")}}
+    return out
+
+
+# --------------------------------------------------------------------------- table, JSON
+def _f(v, fmt):
+    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
+
+
+def table_rows(res: dict) -> list:
+    """[(name, measured, target, met)] with met True/False/None (no target)."""
+    rows = []
+    tp = res.get("throughput", {})
+    if "error" in tp:
+        rows.append(("throughput", "ERROR: " + tp["error"], "", False))
+    elif tp:
+        hp = tp["hyp_per_s"]
+        rows.append((f"sweep hyp/s (640x480, 128 pl, 4 src, {tp['threads']} thr, best of {len(tp['kernel_times'])})",
+                     f"{hp:.3g} ({tp['kernel_s']:.3f} s)", ">= 2e8", hp >= TARGETS["throughput_hyp_per_s"]))
+        rows.append((f"numpy baseline hyp/s ({tp['numpy_planes']} planes, scaled)", f"{tp['numpy_hyp_per_s']:.3g}", "", None))
+        rows.append(("speed-up sweep / numpy", f"{tp['speedup']:.1f}x", ">= 20x", tp["speedup"] >= TARGETS["speedup_vs_numpy"]))
+        rows.append(("sweep median rel. err, slanted plane", f"{tp['kernel_median_rel_err_plane']:.2e}", "", None))
+        if "cold" in tp:
+            rows.append(("first call, cold compile (empty NUMBA_CACHE_DIR)", f"{tp['cold']['first_call_s']:.2f} s", "", None))
+        rows.append(("first call, cached load (normal cache)", f"{tp['cached']['first_call_s']:.2f} s "
+                     f"(+{tp['cached']['import_s']:.2f} s import)", "", None))
+    mo = res.get("motorcycle", {})
+    if "error" in mo:
+        rows.append(("motorcycle", "ERROR: " + mo["error"], "", False))
+    elif mo:
+        o, s = mo["ours"], mo["sgbm"]
+        rows.append((f"moto ours ({mo['n_planes']} pl, {mo['disp_step']:.2f} px step, top_k 1): time",
+                     f"{o['seconds']:.3f} s", "", None))
+        rows.append(("moto SGBM: time", f"{s['seconds']:.3f} s", "", None))
+        rows.append(("moto time ours / SGBM", f"{mo['time_ratio_ours_over_sgbm']:.2f}", "<= 1", mo["time_ratio_ours_over_sgbm"] <= 1.0))
+        rows.append(("moto ours bad-1 / bad-2 / density", f"{o['bad_1']:.1%} / {o['bad_2']:.1%} / {o['density']:.1%}", "", None))
+        rows.append(("moto SGBM bad-1 / bad-2 / density", f"{s['bad_1']:.1%} / {s['bad_2']:.1%} / {s['density']:.1%}", "", None))
+        b = mo["ours_bad_2_at_sgbm_density"]
+        rows.append((f"moto ours bad-2 at SGBM density ({s['density']:.1%})", f"{b:.1%}",
+                     f"<= SGBM {s['bad_2']:.1%}", bool(b <= s["bad_2"])))
+    co = res.get("cones", {})
+    if "error" in co:
+        rows.append(("cones", "ERROR: " + co["error"], "", False))
+    elif co:
+        for ref, r in co["refs"].items():
+            curve = " ".join(f"{c['target_density']:.0%}:{c['bad']:.1%}" for c in r["bad_1_curve"])
+            rows.append((f"cones ref {ref} (8 src) bad-1 at density", curve, "", None))
+    sy = res.get("synthetic", {})
+    if "error" in sy:
+        rows.append(("synthetic", "ERROR: " + sy["error"], "", False))
+    elif sy:
+        o, w = sy["ours"], sy["wta"]
+        rows.append(("synth ours median rel. err (128 pl, subpixel)", f"{o['median_rel_err']:.3%}", "<= 0.35%",
+                     o["median_rel_err"] <= TARGETS["synth_median_rel_err"]))
+        rows.append(("synth ours delta(1.05) / density", f"{o['delta_1.05']:.3f} / {o['density']:.3f}", "", None))
+        rows.append(("synth plain 128-plane WTA median rel. err", f"{w['median_rel_err']:.3%}", "", None))
+    return rows
+
+
+def print_table(rows) -> None:
+    hdr = ("name", "measured", "target", "met")
+    cells = [(n, m, t, "-" if ok is None else ("yes" if ok else "NO")) for n, m, t, ok in rows]
+    w = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(hdr)]
+    print("  ".join(h.ljust(x) for h, x in zip(hdr, w)))
+    print("  ".join("-" * x for x in w))
+    for c in cells:
+        print("  ".join(v.ljust(x) for v, x in zip(c, w)))
+
+
+def git_commit():
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              timeout=10).stdout.strip() or None
+        dirty = subprocess.run(["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
+        return head, bool(dirty)
+    except Exception:
+        return None, None
+
+
+def machine_info(threads: int) -> dict:
+    info = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "machine": platform.machine(), "threads_used": threads}
+    try:
+        info["sched_affinity"] = len(os.sched_getaffinity(0))
+    except Exception:
+        pass
+    try:
+        for ln in Path("/proc/cpuinfo").read_text().splitlines():
+            if ln.startswith("model name"):
+                info["cpu_model"] = ln.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    for mod in ("numpy", "scipy", "numba", "cv2"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except Exception:
+            pass
+    try:
+        import numba
+
+        info["numba_threading_layer"] = numba.threading_layer()
+    except Exception:
+        pass
+    return info
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="a fast subset (see the module docstring)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--moto-step", type=float, default=1.0, help="plane spacing in disparity px (motorcycle)")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+
+    t_all = time.perf_counter()
+    res = {}
+    sections = [("throughput", lambda: bench_throughput(args.threads, args.quick)),
+                ("motorcycle", lambda: bench_motorcycle(args.threads, args.quick, args.moto_step)),
+                ("cones", lambda: bench_cones(args.threads, args.quick)),
+                ("synthetic", lambda: bench_synthetic(args.threads, args.quick))]
+    for name, fn in sections:
+        print(f"[stereo bench] {name} ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        try:
+            res[name] = fn()
+        except Exception as e:          # keep the other sections; record the failure
+            res[name] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+            print(res[name]["traceback"], file=sys.stderr)
+        res[name]["section_s"] = time.perf_counter() - t0
+    total = time.perf_counter() - t_all
+    rows = table_rows(res)
+    print_table(rows)
+    print(f"total {total:.0f} s")
+    commit, dirty = git_commit()
+    doc = {"benchmark": "stereo", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "git_commit": commit, "git_dirty": dirty, "machine": machine_info(args.threads), "quick": args.quick,
+           "total_s": total, "data": str(DATA), "targets": TARGETS,
+           "table": [{"name": n, "measured": m, "target": t, "met": ok} for n, m, t, ok in rows],
+           "targets_missed": [n for n, _, _, ok in rows if ok is False], **res}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(f".{args.out.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(doc, indent=2, default=float) + "\n")
+    os.replace(tmp, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
