@@ -80,7 +80,22 @@ def test_parse_intrinsics(tmp_path):
     assert len(dist) == 5
     f = tmp_path / "K.txt"
     f.write_text("500 500 320 240\n")
-    assert parse_intrinsics(str(f), 640, 480)[0].cx == 320
+    assert parse_intrinsics(str(f), 640, 480)[0].cx == 320.5  # OpenCV centre convention -> COLMAP
     for bad in ["1,2,3", "a,b,c,d", "-5,5,1,1", "1,1,1,1,nan,0,0,0"]:
         with pytest.raises(InputError, match="--intrinsics"):
             parse_intrinsics(bad, 640, 480)
+
+
+def test_self_calibration_recovers_focal_and_distortion(tmp_path):
+    """A clip rendered through radial distortion: focal within 1%, k1 within 0.02 (issue 10)."""
+    out = synth(tmp_path / "dist", seed=3, n_frames=16, width=384, height=288, video=True, k1=-0.12)
+    ws = _frames(out, tmp_path)
+    run_sfm(ws, SfmConfig(max_features=2048))
+    import json
+
+    summary = json.loads((ws.sfm_dir / "summary.json").read_text())
+    f, _, _, k = summary["camera_params_distorted"]
+    f_true = read_cameras(out / "cameras.txt").frames[0].fx * 384
+    assert abs(f / f_true - 1) < 0.01
+    assert abs(k - (-0.12)) < 0.02
+    assert summary["warnings"] == []
