@@ -18,6 +18,7 @@ setup(
         "imageio>=2.31,<3",
         "imageio-ffmpeg>=0.4.9,<1",
         "tqdm>=4.60,<5",
+        "matplotlib>=3.7,<4",
     ],
     extras_require={
         "dev": ["pytest>=7", "hypothesis>=6.80", "ruff>=0.4", "pytest-timeout>=2"],

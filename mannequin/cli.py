@@ -134,6 +134,28 @@ def _stage_command(stage: str):
     return cmd
 
 
+def cmd_eval(args) -> int:
+    from .evaluate import evaluate, to_json, write_eval_plots
+    from .sfm import parse_intrinsics
+    from .workspace import Workspace
+
+    ws = Workspace(args.workspace)
+    src = ws.labels_dir if args.which == "labels" else ws.depth_dir
+    if not src.is_dir() or not ws.sparse_dir.is_dir():
+        raise InputError(f"{ws.root}: no {args.which} to evaluate (run 'mannequin run' first)")
+    if args.depth_scale <= 0:
+        raise InputError(f"--depth-scale {args.depth_scale}: must be positive")
+    gt_camera = None
+    if args.gt_intrinsics:
+        intr, dist = parse_intrinsics(args.gt_intrinsics, 1, 1)
+        gt_camera = (intr.fx, intr.fy, intr.cx - 0.5, intr.cy - 0.5, dist)
+    result = evaluate(ws, args.gt_depth, depth_scale=args.depth_scale, gt_camera=gt_camera,
+                      gt_poses=args.gt_poses, which=args.which)
+    write_eval_plots(ws, result)
+    print(to_json(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mannequin",
@@ -171,6 +193,17 @@ def build_parser() -> argparse.ArgumentParser:
         _config_args(p)
         _add_common(p)
         p.set_defaults(func=_stage_command(stage))
+
+    p = sub.add_parser("eval", help="accuracy of the labels against ground-truth depth (JSON on stdout)")
+    p.add_argument("workspace", type=Path, help="workspace folder with labels")
+    p.add_argument("--gt-depth", type=Path, required=True, help="folder of GT depth <name>.npy|.png|.pfm")
+    p.add_argument("--gt-poses", type=Path, help="GT poses (MC camera file or TUM trajectory), one per frame")
+    p.add_argument("--depth-scale", type=float, default=1.0, help="PNG depth units per metre (TUM: 5000)")
+    p.add_argument("--gt-intrinsics", help="GT camera fx,fy,cx,cy[,k1,k2,p1,p2[,k3]] (OpenCV convention): "
+                   "compare through 3-D points, for GT registered to distorted images")
+    p.add_argument("--which", choices=["labels", "depth"], default="labels", help="labels (default) or raw depth")
+    _add_common(p)
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("synth", help="render a synthetic frozen scene with exact depth and cameras")
     p.add_argument("out", type=Path, help="output folder")

@@ -139,6 +139,10 @@ def _write_cloud(path: Path, clouds, colours, cfg: FuseConfig, geo) -> int:
         if len(pcd.points) > 50:
             pcd, _ = pcd.remove_statistical_outlier(nb_neighbors=20, std_ratio=2.0)
     with atomic_path(path) as tmp:
+        if len(pcd.points) == 0:  # open3d refuses to write an empty cloud; a valid empty PLY says it all
+            tmp.write_text("ply\nformat ascii 1.0\nelement vertex 0\nproperty float x\nproperty float y\n"
+                           "property float z\nend_header\n")
+            return 0
         ply = tmp.with_name(tmp.name + ".ply")
         if not o3d.io.write_point_cloud(str(ply), pcd, write_ascii=False):
             raise OSError(f"{path}: open3d could not write the point cloud")

@@ -1,0 +1,109 @@
+"""The command line: help lists working commands, errors are one line with exit code != 0."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from mannequin.cli import build_parser
+
+EXE = [sys.executable, "-m", "mannequin"]
+
+
+def run(*args, **kw):
+    return subprocess.run([*EXE, *map(str, args)], capture_output=True, text=True, timeout=600, **kw)
+
+
+def test_help_lists_only_working_commands():
+    out = run("--help")
+    assert out.returncode == 0
+    listed = {c for c in build_parser()._subparsers._group_actions[0].choices}
+    assert listed == {"run", "frames", "sfm", "stereo", "fuse", "labels", "eval", "synth"}
+    for cmd in listed:
+        assert cmd in out.stdout
+        assert run(cmd, "--help").returncode == 0
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["run", "/no/such/video.mp4", "--out", "{tmp}/ws"], "input not found"),
+    (["run", "{tmp}/fake.mp4", "--out", "{tmp}/ws"], "fake.mp4"),
+    (["run", "{tmp}/fake.mp4", "--out", "{tmp}/ws", "--preset", "turbo"], "unknown preset"),
+    (["run", "{tmp}/fake.mp4", "--out", "{tmp}/ws", "--max-size", "-3"], "--max-size"),
+    (["stereo", "{tmp}/nows"], "workspace not found"),
+    (["synth", "{tmp}/s", "--frames", "0"], "n_frames"),
+])
+def test_errors_are_one_line(tmp_path, args, needle):
+    (tmp_path / "fake.mp4").write_text("this is not a video")
+    out = run(*[a.format(tmp=tmp_path) for a in args])
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in out.stderr
+    assert not (tmp_path / "ws" / "labels").exists()
+
+
+def test_debug_shows_traceback(tmp_path):
+    (tmp_path / "fake.mp4").write_text("nope")
+    out = run("run", tmp_path / "fake.mp4", "--out", tmp_path / "ws", "--debug")
+    assert out.returncode != 0 and "Traceback" in out.stderr
+
+
+def test_cli_run_and_eval(tiny_clip, tmp_path):
+    cfg = tmp_path / "cfg.json"
+    from conftest import fast_config
+
+    cfg.write_text(fast_config().to_json())
+    ws = tmp_path / "ws"
+    out = run("run", tiny_clip / "video.mp4", "--out", ws, "--poses", tiny_clip / "cameras.txt", "--config", cfg)
+    assert out.returncode == 0, out.stderr
+    assert "report.html" in out.stdout
+    ev = run("eval", ws, "--gt-depth", tiny_clip / "depth")
+    assert ev.returncode == 0, ev.stderr
+    result = json.loads(ev.stdout)
+    # An independent computation of the clip AbsRel from the files.
+    num, den = 0.0, 0
+    for f in sorted((ws / "labels").glob("??????.npy")):
+        p, g = np.load(f), np.load(tiny_clip / "depth" / f.name)
+        m = (p > 0) & (g > 0)
+        num += float((np.abs(p[m] - g[m]) / g[m]).sum())
+        den += int(m.sum())
+    assert result["clip"]["absrel"] == pytest.approx(num / den, rel=1e-4)
+    assert result["clip"]["scale"] == 1.0 and len(result["frames"]) == 10
+    assert (ws / "preview" / "eval_per_frame.png").exists()
+
+
+def test_kill_mid_stereo_then_resume_matches_uninterrupted(tiny_clip, tiny_run, tmp_path):
+    from conftest import fast_config
+
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(fast_config().to_json())
+    ws = tmp_path / "ws"
+    args = [*EXE, "run", str(tiny_clip / "video.mp4"), "--out", str(ws), "--poses", str(tiny_clip / "cameras.txt"),
+            "--config", str(cfg), "--quiet"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if len(list((ws / "depth").glob("*.conf.npy"))) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    # After the kill: nothing that looks finished is half-written.
+    for f in (ws / "depth").glob("*.npy"):
+        np.load(f)
+    assert not (ws / "stamps" / "labels.json").exists()
+    out = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    for n in tiny_run.image_names():
+        np.testing.assert_array_equal(np.load(ws / "labels" / f"{n}.npy"), np.load(tiny_run.label_path(n)))
+    assert not [p for p in ws.rglob(".*tmp-*")]
+
+
+def test_module_entry_point_matches_console_script():
+    exe = os.path.join(os.path.dirname(sys.executable), "mannequin")
+    a = subprocess.run([exe, "--help"], capture_output=True, text=True)
+    b = run("--help")
+    assert a.returncode == b.returncode == 0 and a.stdout.replace("mannequin", "") == b.stdout.replace("mannequin", "")
