@@ -1,0 +1,97 @@
+"""Stage fuse/labels: moving people masked, frame QC, atomic label files, exports."""
+import json
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from conftest import fast_config
+from mannequin.labels import read_index
+from mannequin.pipeline import run_video
+from mannequin.synth import synth
+
+
+@pytest.fixture(scope="module")
+def moving_run(tmp_path_factory):
+    clip = synth(tmp_path_factory.mktemp("mv"), seed=0, n_frames=10, width=192, height=144, video=True, moving=True)
+    ws = run_video(clip / "video.mp4", tmp_path_factory.mktemp("mvrun") / "ws", poses=clip / "cameras.txt",
+                   config=fast_config())
+    return clip, ws
+
+
+def test_moving_person_is_masked_and_unlabelled(moving_run):
+    clip, ws = moving_run
+    hits, covered = [], []
+    for n in ws.image_names():
+        dyn = iio.imread(ws.labels_dir / f"{n}.dynamic.png") > 0
+        label = np.load(ws.label_path(n))
+        truth = iio.imread(clip / "dynamic" / f"{n}.png") > 0
+        assert not (label[dyn] > 0).any()  # masked pixels get no label
+        if truth.sum() > 50:
+            covered.append((label[truth] > 0).mean())  # the mover is (almost) never labelled
+            hits.append((dyn & truth).sum() / truth.sum())
+    assert np.median(covered) < 0.2
+    assert np.median(hits) > 0.2
+
+
+def test_frame_under_20_percent_is_dropped_with_reason(tiny_run, tmp_path):
+    from mannequin.config import Config
+    from mannequin.pipeline import run_stage
+
+    ws = tiny_run
+    cfg = Config.from_dict(json.loads(ws.config_json.read_text()))
+    victim = ws.image_names()[3]
+    conf = np.load(ws.conf_path(victim))
+    np.save(ws.conf_path(victim), np.zeros_like(conf))  # no confident depth at all in this frame
+    try:
+        run_stage(ws, "fuse", cfg, force=True)
+        run_stage(ws, "labels", cfg, force=True)
+        rows = {r["name"]: r for r in read_index(ws.labels_dir / "index.csv")}
+        assert rows[victim]["kept"] is False and "valid fraction" in rows[victim]["reason"]
+        assert sum(r["kept"] for r in rows.values()) >= 8
+        assert (ws.labels_dir / f"{victim}.npy").exists()  # dropped frames still get their file
+        report = json.loads(ws.report_json.read_text())
+        assert report["stages"]["labels"]["kept"] == sum(r["kept"] for r in rows.values())
+    finally:
+        np.save(ws.conf_path(victim), conf)
+        run_stage(ws, "fuse", cfg, force=True)
+        run_stage(ws, "labels", cfg, force=True)
+
+
+def test_png_labels_match_npy_and_scale(tiny_run):
+    ws = tiny_run
+    rows = read_index(ws.labels_dir / "index.csv")
+    for r in rows[:3]:
+        label = np.load(ws.label_path(r["name"]))
+        png = iio.imread(ws.labels_dir / f"{r['name']}.png")
+        assert png.dtype == np.uint16
+        np.testing.assert_allclose(png / r["png_scale"], label, atol=0.6 / r["png_scale"])
+        assert ((png == 0) == (label == 0)).all()
+
+
+def test_colmap_depth_maps_are_readable(tiny_run):
+    import pycolmap
+
+    n = tiny_run.image_names()[0]
+    dm = pycolmap.DepthMap()
+    dm.read(str(tiny_run.stereo_dir / "depth_maps" / f"{n}.png.geometric.bin"))
+    np.testing.assert_allclose(dm.to_array(), np.load(tiny_run.label_path(n)), rtol=1e-6)
+
+
+def test_label_writes_are_atomic(tiny_run, monkeypatch, tmp_path):
+    """A failure while writing a label leaves the previous file intact and no temporary behind."""
+    from mannequin import workspace
+
+    target = tmp_path / "x.npy"
+    workspace.save_npy(target, np.ones((4, 4), np.float32))
+
+    def boom(fh, arr):
+        fh.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "save", boom)
+    with pytest.raises(OSError, match="No space"):
+        workspace.save_npy(target, np.zeros((4, 4), np.float32))
+    monkeypatch.undo()
+    np.testing.assert_array_equal(np.load(target), 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
