@@ -21,6 +21,9 @@ from . import sweep
 MIN_STD = 0.5 / 255.0
 #: Cost gap (second-best local minimum more than 2 planes away, minus best) giving full distinctness.
 CONF_SCALE = 0.5
+#: With shiftable windows, a pixel takes the shifted-window winner instead of the centred one
+#: when the two differ by more than this many plane steps (a depth edge: the centred window fattens).
+SHIFT_SWITCH_PLANES = 3.0
 #: Rows per parallel chunk, roughly (the chunk count is rounded to a multiple of the threads).
 CHUNK_ROWS = 60
 
@@ -232,12 +235,13 @@ def plane_sweep(ref, sources: Sequence, K_ref, K_sources: Sequence, R: Sequence,
     chunks = _chunks(H, n_threads)
     nc = len(chunks) - 1
 
-    best = np.empty((H, W), np.float32)
-    bidx = np.empty((H, W), np.int32)
-    second = np.empty((H, W), np.float32)
-    bm1 = np.empty((H, W), np.float32)
-    bp1 = np.empty((H, W), np.float32)
-    hist = np.empty((2, H, W), np.float32)
+    nv = 2 if shift > 0 else 1
+    best = np.empty((nv, H, W), np.float32)
+    bidx = np.empty((nv, H, W), np.int32)
+    second = np.empty((nv, H, W), np.float32)
+    bm1 = np.empty((nv, H, W), np.float32)
+    bp1 = np.empty((nv, H, W), np.float32)
+    hist = np.empty((nv, 2, H, W), np.float32)
     ring = np.empty((nc, S, window, W), np.float32)
     vring = np.empty((nc, S, window, W), np.float32)
     vsum = np.empty((nc, S, 3, W), np.float32)
@@ -255,8 +259,21 @@ def plane_sweep(ref, sources: Sequence, K_ref, K_sources: Sequence, R: Sequence,
             sweep.sweep_fronto(ref_c, ref_mean, ref_isd, src_flat, src_off, src_shape, homs, window, k,
                                var_floor, chunks, shift, best, bidx, second, bm1, bp1, hist,
                                ring, vring, vsum, work, iwork, topk, cring, oring)
-        sweep.finalize(best, bidx, second, bm1, bp1, inv_d, bool(subpixel), np.float32(CONF_SCALE),
-                       depth, conf, cost)
+        sweep.finalize(best[0], bidx[0], second[0], bm1[0], bp1[0], inv_d, bool(subpixel),
+                       np.float32(CONF_SCALE), depth, conf, cost)
+        if nv > 1:
+            d1 = np.zeros((H, W), np.float32)
+            c1 = np.zeros((H, W), np.float32)
+            k1 = np.zeros((H, W), np.float32)
+            sweep.finalize(best[1], bidx[1], second[1], bm1[1], bp1[1], inv_d, bool(subpixel),
+                           np.float32(CONF_SCALE), d1, c1, k1)
+            step = abs(inv_d[-1] - inv_d[0]) / (n_planes - 1)
+            with np.errstate(divide="ignore"):
+                jump = np.abs(1.0 / depth - 1.0 / d1) > SHIFT_SWITCH_PLANES * step
+            use = jump & (depth > 0) & (d1 > 0)
+            depth[use] = d1[use]
+            conf[use] = c1[use]
+            cost[use] = k1[use]
     finally:
         numba.set_num_threads(old_threads)
     if return_cost:

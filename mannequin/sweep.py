@@ -66,20 +66,22 @@ def sweep_fronto(ref, ref_mean, ref_isd, src_flat, src_off, src_shape, homs, win
     h = window // 2
     m = shift
     nm = 2 * m + 1
+    nv = best.shape[0]
     inv_n = np.float32(1.0 / (window * window))
     n_chunks = chunk_start.shape[0] - 1
     for ch in prange(n_chunks):
         r0 = chunk_start[ch]
         r1 = chunk_start[ch + 1]
-        for r in range(r0, r1):
-            for c in range(W):
-                best[r, c] = BIG
-                bidx[r, c] = -1
-                second[r, c] = BIG
-                bm1[r, c] = BIG
-                bp1[r, c] = BIG
-                hist[0, r, c] = BIG
-                hist[1, r, c] = BIG
+        for v_ in range(nv):
+            for r in range(r0, r1):
+                for c in range(W):
+                    best[v_, r, c] = BIG
+                    bidx[v_, r, c] = -1
+                    second[v_, r, c] = BIG
+                    bm1[v_, r, c] = BIG
+                    bp1[v_, r, c] = BIG
+                    hist[v_, 0, r, c] = BIG
+                    hist[v_, 1, r, c] = BIG
         wrow = work[ch, 0]
         fxs = work[ch, 1]
         fys = work[ch, 2]
@@ -283,41 +285,48 @@ def sweep_fronto(ref, ref_mean, ref_isd, src_flat, src_off, src_shape, homs, win
                     for c in range(W):
                         vmin[c] = min(vmin[c], cj[c])
                 # --- local minimum at plane p-1?  (needs the costs at p-2, p-1, p)
-                hold = hist[hp, r]      # cost at plane p-2, overwritten by plane p
-                hprev = hist[hm1, r]    # cost at plane p-1
-                brow = best[r]
-                irow2 = bidx[r]
-                srow = second[r]
-                mrow2 = bm1[r]
-                prow = bp1[r]
-                q = p - 1
-                for c in range(W):
-                    a = vmin[c] if own[c] < VALID_LIMIT else BIG
-                    v = hprev[c]
-                    cm = hold[c]
-                    hold[c] = a
-                    b = brow[c]
-                    bi = irow2[c]
-                    sc = srow[c]
-                    lm = (v < cm) & (v <= a) & (v < VALID_LIMIT) & (q >= 0)
-                    better = lm & (v < b)
-                    far = (q - bi) > 2
-                    s_if_better = b if far else sc
-                    s_else = min(sc, v) if (lm & far) else sc
-                    srow[c] = s_if_better if better else s_else
-                    brow[c] = v if better else b
-                    irow2[c] = q if better else bi
-                    mrow2[c] = cm if better else mrow2[c]
-                    prow[c] = a if better else prow[c]
+                _track_row(p, own, hist[0, hp, r], hist[0, hm1, r], best[0, r], bidx[0, r],
+                           second[0, r], bm1[0, r], bp1[0, r])
+                if nv > 1:
+                    for c in range(W):
+                        vmin[c] = vmin[c] if own[c] < VALID_LIMIT else BIG
+                    _track_row(p, vmin, hist[1, hp, r], hist[1, hm1, r], best[1, r], bidx[1, r],
+                               second[1, r], bm1[1, r], bp1[1, r])
         # plane P-1 is a local minimum when it beats P-2 (a missing plane P costs BIG)
-        hl = hist[(P - 1) % 2]
-        hb = hist[P % 2]
-        for r in range(r0, r1):
-            for c in range(W):
-                v = hl[r, c]
-                if v < hb[r, c] and v < VALID_LIMIT:
-                    _offer(P - 1, v, hb[r, c], BIG, best[r], bidx[r], second[r], bm1[r],
-                           bp1[r], c)
+        for v_ in range(nv):
+            hl = hist[v_, (P - 1) % 2]
+            hb = hist[v_, P % 2]
+            for r in range(r0, r1):
+                for c in range(W):
+                    v = hl[r, c]
+                    if v < hb[r, c] and v < VALID_LIMIT:
+                        _offer(P - 1, v, hb[r, c], BIG, best[v_, r], bidx[v_, r], second[v_, r],
+                               bm1[v_, r], bp1[v_, r], c)
+
+
+@njit(inline="always", fastmath=True, cache=True)
+def _track_row(p, arow, hold, hprev, brow, irow, srow, mrow, prow):
+    """Feed the cost row ``arow`` of plane p to one row of running state: is plane p-1 a local
+    minimum (costs at p-2 = ``hold``, p-1 = ``hprev``, p = ``arow``)?  ``hold`` becomes plane p."""
+    q = p - 1
+    for c in range(arow.shape[0]):
+        a = arow[c]
+        v = hprev[c]
+        cm = hold[c]
+        hold[c] = a
+        b = brow[c]
+        bi = irow[c]
+        sc = srow[c]
+        lm = (v < cm) & (v <= a) & (v < VALID_LIMIT) & (q >= 0)
+        better = lm & (v < b)
+        far = (q - bi) > 2
+        s_if_better = b if far else sc
+        s_else = min(sc, v) if (lm & far) else sc
+        srow[c] = s_if_better if better else s_else
+        brow[c] = v if better else b
+        irow[c] = q if better else bi
+        mrow[c] = cm if better else mrow[c]
+        prow[c] = a if better else prow[c]
 
 
 @njit(inline="always", fastmath=True, cache=True)

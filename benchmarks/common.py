@@ -1,0 +1,66 @@
+"""Shared helpers of the benchmark scripts: machine info, git commit, tables, atomic JSON."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine_info() -> dict:
+    cpu = "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = None
+    return {"cpu_count": os.cpu_count(), "cpu_model": cpu, "platform": platform.platform(),
+            "python": sys.version.split()[0], "load_1min_at_start": load}
+
+
+def header(name: str) -> dict:
+    return {"benchmark": name, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "git_commit": git_commit(), "machine": machine_info()}
+
+
+def write_results(name: str, data: dict) -> Path:
+    """benchmarks/results/<name>.json, atomically."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def print_table(rows: list, columns: list) -> None:
+    """Print dict rows as an aligned text table (columns: list of (key, title, format))."""
+    cells = [[t for _, t, _ in columns]]
+    for r in rows:
+        cells.append([("" if r.get(k) is None else (f.format(r[k]) if f else str(r[k]))) for k, _, f in columns])
+    widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
+    for i, c in enumerate(cells):
+        print("  ".join(v.ljust(w) for v, w in zip(c, widths)))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))

@@ -1,0 +1,96 @@
+"""End-to-end pipeline benchmark (issue 6): `mannequin run` on synthetic videos, SfM included.
+
+Rows: wall time per frame overall and per stage for a 30-frame 640×360 video (target ≤ 1.5 s/frame
+on a 2-core machine); peak memory for 30 against 120 frames (should stay flat); a second run on the
+same workspace (a no-op, target < 5 s); one stereo option changed (only stereo, fuse and labels
+re-run).  Every run is a separate `mannequin run` process.  Writes benchmarks/results/pipeline.json.
+Usage: python benchmarks/pipeline.py [--quick]   (--quick skips the 120-frame run)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import header, print_table, write_results  # noqa: E402
+
+STAGES = ["frames", "sfm", "stereo", "fuse", "labels"]
+
+
+def mannequin(*args) -> tuple[float, subprocess.CompletedProcess]:
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "mannequin", *map(str, args)], capture_output=True, text=True)
+    return time.perf_counter() - t0, out
+
+
+def run_clip(tmp: Path, n_frames: int, seed: int = 0) -> dict:
+    clip = tmp / f"clip{n_frames}"
+    _, out = mannequin("synth", clip, "--seed", seed, "--frames", n_frames, "--size", "640x360", "--video")
+    if out.returncode:
+        raise SystemExit(out.stderr)
+    ws = tmp / f"ws{n_frames}"
+    wall, out = mannequin("run", clip / "video.mp4", "--out", ws, "--quiet")
+    if out.returncode:
+        return {"frames": n_frames, "status": "failed", "error": out.stderr.strip()}
+    report = json.loads((ws / "report.json").read_text())
+    row = {"frames": n_frames, "status": "ok", "wall_s": wall, "s_per_frame": wall / n_frames,
+           "peak_mb": max(report["stages"][s]["peak_mb"] for s in STAGES), "ws": str(ws), "clip": str(clip)}
+    for s in STAGES:
+        row[f"{s}_s_per_frame"] = report["stages"][s]["seconds"] / n_frames
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    result = header("pipeline")
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        # Warm the Numba cache first so the timed run measures the pipeline, not compilation.
+        mannequin("synth", tmp / "warm", "--frames", "6", "--size", "160x120", "--video")
+        t_warm, _ = mannequin("run", tmp / "warm" / "video.mp4", "--out", tmp / "warm_ws", "--preset", "fast", "--quiet")
+        rows = [run_clip(tmp, 30)]
+        first = rows[0]
+        if first["status"] == "ok":
+            rerun_s, _ = mannequin("run", Path(first["clip"]) / "video.mp4", "--out", first["ws"], "--quiet")
+            cfg = tmp / "stereo_change.json"
+            cfg.write_text(json.dumps({"stereo": {"n_planes": 96}}))
+            change_s, _ = mannequin("run", Path(first["clip"]) / "video.mp4", "--out", first["ws"], "--config", cfg, "--quiet")
+            report = json.loads((Path(first["ws"]) / "report.json").read_text())
+            stamps = {s: json.loads((Path(first["ws"]) / "stamps" / f"{s}.json").read_text())["finished"] for s in STAGES}
+            result["rerun"] = {"seconds": rerun_s, "target_s": 5.0, "met": rerun_s < 5.0}
+            result["stereo_option_change"] = {
+                "seconds": change_s, "stages_rerun": [s for s in STAGES if not report["stages"][s].get("skipped", False)
+                                                      and report["stages"][s].get("seconds") is not None
+                                                      and stamps[s] >= stamps["stereo"]],
+                "expected": ["stereo", "fuse", "labels"]}
+        if not args.quick:
+            rows.append(run_clip(tmp, 120, seed=1))
+    result["warmup_s"] = t_warm
+    result["rows"] = rows
+    ok = [r for r in rows if r["status"] == "ok"]
+    result["target_s_per_frame"] = 1.5
+    result["met_s_per_frame"] = bool(ok) and ok[0]["s_per_frame"] <= 1.5
+    if len(ok) == 2:
+        result["memory_ratio_120_vs_30"] = ok[1]["peak_mb"] / ok[0]["peak_mb"]
+    cols = [("frames", "frames", None), ("status", "status", None), ("s_per_frame", "s/frame", "{:.2f}")]
+    cols += [(f"{s}_s_per_frame", f"{s} s/f", "{:.2f}") for s in STAGES] + [("peak_mb", "peak MB", "{:.0f}")]
+    print_table(rows, cols)
+    if "rerun" in result:
+        print(f"second run (no-op): {result['rerun']['seconds']:.1f} s (target < 5 s)")
+        print(f"stereo option changed: re-ran {result['stereo_option_change']['stages_rerun']} in "
+              f"{result['stereo_option_change']['seconds']:.1f} s")
+    if "memory_ratio_120_vs_30" in result:
+        print(f"peak memory 120 vs 30 frames: x{result['memory_ratio_120_vs_30']:.2f}")
+    print(f"target <= 1.5 s/frame end to end: {'met' if result['met_s_per_frame'] else 'NOT met'}")
+    print(write_results("pipeline", result))
+
+
+if __name__ == "__main__":
+    main()
