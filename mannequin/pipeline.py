@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Dict, Optional
 
 from .config import STAGES, Config
-from .errors import InputError
+from .errors import InputError, MannequinError
 from .workspace import Workspace, clean_temporaries, read_json_or_empty, write_json
 
 log = logging.getLogger("mannequin.pipeline")
@@ -156,7 +156,13 @@ def run_video(input, out, poses=None, config: Optional[Config] = None, *, progre
     for stage in STAGES:
         if on_stage:
             on_stage(stage, "running")
-        state = run_stage(ws, stage, cfg, input_path=input_path, poses=poses, progress=progress)
+        try:
+            state = run_stage(ws, stage, cfg, input_path=input_path, poses=poses, progress=progress)
+        except MannequinError as exc:
+            if str(input_path) in str(exc) or (poses is not None and str(poses) in str(exc)):
+                raise
+            # Name the input the user gave, not only the workspace path inside the message.
+            raise type(exc)(f"{input_path}: {stage}: {exc}") from exc
         if on_stage:
             on_stage(stage, state)
     return ws

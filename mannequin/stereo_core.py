@@ -268,9 +268,10 @@ def plane_sweep(ref, sources: Sequence, K_ref, K_sources: Sequence, R: Sequence,
             sweep.finalize(best[1], bidx[1], second[1], bm1[1], bp1[1], inv_d, bool(subpixel),
                            np.float32(CONF_SCALE), d1, c1, k1)
             step = abs(inv_d[-1] - inv_d[0]) / (n_planes - 1)
-            with np.errstate(divide="ignore"):
-                jump = np.abs(1.0 / depth - 1.0 / d1) > SHIFT_SWITCH_PLANES * step
-            use = jump & (depth > 0) & (d1 > 0)
+            ok = (depth > 0) & (d1 > 0)
+            u0 = 1.0 / np.where(ok, depth, 1.0)
+            u1 = 1.0 / np.where(ok, d1, 1.0)
+            use = ok & (np.abs(u0 - u1) > SHIFT_SWITCH_PLANES * step)
             depth[use] = d1[use]
             conf[use] = c1[use]
             cost[use] = k1[use]

@@ -1,0 +1,227 @@
+"""Hardening: a corpus of bad inputs through `mannequin run`, each with a clear one-line answer.
+
+Every case: exit code != 0, at most three lines on stderr naming the input and the reason, no
+traceback, and no label file.  The corpus is listed in the README ("Bad inputs").
+"""
+import shutil
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+CASES = {}
+
+
+def case(name, needle):
+    def deco(fn):
+        CASES[name] = (fn, needle)
+        return fn
+    return deco
+
+
+def _texture(rng, h, w):
+    from scipy import ndimage
+
+    return (ndimage.gaussian_filter(rng.random((h, w, 3)), (2, 2, 0)) * 255).clip(0, 255).astype(np.uint8)
+
+
+def _video(path, frames):
+    iio.imwrite(path, np.asarray(frames), extension=".mp4", codec="libx264", fps=30, macro_block_size=1)
+    return path
+
+
+@case("empty file", "empty")
+def _(tmp, clip):
+    (tmp / "empty.mp4").write_bytes(b"")
+    return [tmp / "empty.mp4"]
+
+
+@case("text file named .mp4", "decode")
+def _(tmp, clip):
+    (tmp / "notes.mp4").write_text("just some text\n" * 50)
+    return [tmp / "notes.mp4"]
+
+
+@case("truncated mp4", "truncated.mp4")
+def _(tmp, clip):
+    data = (clip / "video.mp4").read_bytes()
+    (tmp / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    return [tmp / "truncated.mp4"]
+
+
+@case("random bytes named .mov", "noise.mov")
+def _(tmp, clip):
+    (tmp / "noise.mov").write_bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes())
+    return [tmp / "noise.mov"]
+
+
+@case("one-frame video", "at least 2 frames")
+def _(tmp, clip):
+    return [_video(tmp / "one.mp4", _texture(np.random.default_rng(1), 96, 128)[None])]
+
+
+@case("static camera", "static.mp4")
+def _(tmp, clip):
+    frame = iio.imread(clip / "frames" / "000000.png")
+    return [_video(tmp / "static.mp4", [frame] * 8)]
+
+
+@case("images of mixed sizes", "size")
+def _(tmp, clip):
+    d = tmp / "mixed"
+    d.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(4):
+        iio.imwrite(d / f"{i:03d}.png", _texture(rng, 96, 128 if i != 2 else 120))
+    return [d]
+
+
+@case("corrupt image among good ones", "002.png")
+def _(tmp, clip):
+    d = tmp / "corrupt"
+    shutil.copytree(clip / "frames", d)
+    (d / "000002.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    return [d]
+
+
+@case("folder with no images", "no images")
+def _(tmp, clip):
+    d = tmp / "empty_dir"
+    d.mkdir()
+    (d / "readme.txt").write_text("no images here")
+    return [d]
+
+
+@case("single image file", "image")
+def _(tmp, clip):
+    return [clip / "frames" / "000000.png"]
+
+
+@case("missing input", "not found")
+def _(tmp, clip):
+    return [tmp / "nowhere.mp4"]
+
+
+def _cams(tmp, clip, edit):
+    lines = (clip / "cameras.txt").read_text().splitlines()
+    lines = edit(lines)
+    p = tmp / "cams.txt"
+    p.write_text("\n".join(lines) + "\n")
+    return [clip / "video.mp4", "--poses", p]
+
+
+@case("camera file: wrong column count", "expected 19 columns")
+def _(tmp, clip):
+    return _cams(tmp, clip, lambda ls: ls[:3] + [" ".join(ls[3].split()[:12])] + ls[4:])
+
+
+@case("camera file: not a number", "is not a number")
+def _(tmp, clip):
+    return _cams(tmp, clip, lambda ls: ls[:2] + [ls[2].replace(ls[2].split()[1], "abc", 1)] + ls[3:])
+
+
+@case("camera file: NaN", "NaN or inf")
+def _(tmp, clip):
+    return _cams(tmp, clip, lambda ls: ls[:2] + [" ".join(ls[2].split()[:8] + ["nan"] + ls[2].split()[9:])] + ls[3:])
+
+
+@case("camera file: R not a rotation", "not a rotation")
+def _(tmp, clip):
+    return _cams(tmp, clip, lambda ls: ls[:2] + [" ".join(ls[2].split()[:7] + ["3.0"] + ls[2].split()[8:])] + ls[3:])
+
+
+@case("camera file: fewer lines than frames", "camera lines for 10 frames")
+def _(tmp, clip):
+    return _cams(tmp, clip, lambda ls: ls[:-3])
+
+
+@case("camera file: missing", "camera file not found")
+def _(tmp, clip):
+    return [clip / "video.mp4", "--poses", tmp / "nocams.txt"]
+
+
+@case("camera file: empty", "cams.txt")
+def _(tmp, clip):
+    return _cams(tmp, clip, lambda ls: [])
+
+
+@case("output path is an existing file", "not a folder")
+def _(tmp, clip):
+    (tmp / "taken").write_text("x")
+    return [clip / "video.mp4", "--out-override", tmp / "taken"]
+
+
+@case("negative --max-size", "--max-size")
+def _(tmp, clip):
+    return [clip / "video.mp4", "--max-size", "-640"]
+
+
+@case("absurd --max-size", "--max-size")
+def _(tmp, clip):
+    return [clip / "video.mp4", "--max-size", "999999"]
+
+
+@case("unknown --preset", "unknown preset")
+def _(tmp, clip):
+    return [clip / "video.mp4", "--preset", "ultra"]
+
+
+@case("missing --config file", "config file not found")
+def _(tmp, clip):
+    return [clip / "video.mp4", "--config", tmp / "nocfg.json"]
+
+
+@case("malformed --config JSON", "not a valid JSON")
+def _(tmp, clip):
+    (tmp / "bad.json").write_text("{stereo: 1")
+    return [clip / "video.mp4", "--config", tmp / "bad.json"]
+
+
+@case("unknown option in --config", "unknown option stereo.planes")
+def _(tmp, clip):
+    (tmp / "bad.json").write_text('{"stereo": {"planes": 12}}')
+    return [clip / "video.mp4", "--config", tmp / "bad.json"]
+
+
+@case("malformed --intrinsics", "--intrinsics")
+def _(tmp, clip):
+    return [clip / "video.mp4", "--intrinsics", "500,500"]
+
+
+@case("workspace inside the input folder", "inside the input folder")
+def _(tmp, clip):
+    d = tmp / "frames_in"
+    shutil.copytree(clip / "frames", d)
+    return [d, "--out-override", d / "ws"]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_input(name, tmp_path, tiny_clip):
+    make, needle = CASES[name]
+    args = [str(a) for a in make(tmp_path, tiny_clip)]
+    out = tmp_path / "ws"
+    if "--out-override" in args:
+        i = args.index("--out-override")
+        out = args[i + 1]
+        del args[i:i + 2]
+    from conftest import fast_config
+
+    cfg = tmp_path / "fast.json"
+    if "--config" not in args:
+        cfg.write_text(fast_config().to_json())
+        args += ["--config", str(cfg)]
+    proc = subprocess.run([sys.executable, "-m", "mannequin", "run", *args, "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0, f"{name}: exit 0\n{proc.stderr}"
+    assert 1 <= len(lines) <= 3 and "Traceback" not in proc.stderr, proc.stderr
+    assert needle.lower() in proc.stderr.lower(), proc.stderr
+    from pathlib import Path
+
+    assert not list(Path(out).glob("labels/*.npy")) if Path(out).is_dir() else True
+
+
+def test_corpus_size():
+    assert len(CASES) >= 25
