@@ -47,8 +47,10 @@ test: install
 lint: install
 	$(BIN)/ruff check mannequin tests benchmarks
 
+BENCHES := sfm stereo labels pipeline batch
 bench: install
-	@set -e; for b in benchmarks/[a-z]*.py; do echo "== $$b"; $(BIN)/python $$b; done
+	@set -e; for b in $(BENCHES); do echo "== benchmarks/$$b.py"; $(BIN)/python benchmarks/$$b.py; done
+	$(BIN)/python benchmarks/summary.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

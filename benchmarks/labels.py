@@ -158,6 +158,25 @@ def main() -> None:
         r["met"] = _met(r)
         r.pop("ws", None)
     result["rows"] = rows
+    result["table"] = []
+    for r in rows:
+        if r.get("status") != "ok":
+            result["table"].append({"name": f"labels {r['name']}", "measured": f"failed: {r.get('error', '')[:80]}",
+                                    "target": "", "met": False})
+            continue
+        t = r["targets"]
+        target = ", ".join([f"AbsRel <= {t['absrel']:.1%}"] + ([f"d1.05 >= {t['delta_1.05']:.0%}"] if "delta_1.05" in t else [])
+                           + [f"density >= {t['density']:.0%}"])
+        result["table"].append({"name": f"labels {r['name']}: AbsRel / d1.05 / density",
+                                "measured": f"{r['lab_absrel']:.2%} / {r['lab_delta_1.05']:.1%} / {r['lab_density']:.1%} "
+                                            f"(raw {r['raw_absrel']:.2%} / {r['raw_delta_1.05']:.1%} / {r['raw_density']:.1%})",
+                                "target": target, "met": r["met"]})
+    cf = result.get("colmap_fusion", {})
+    if cf.get("status") == "ok":
+        result["table"].append({"name": "filter vs pycolmap.stereo_fusion (same raw maps)",
+                                "measured": f"ours {cf['ours_points']} px, AbsRel {cf['ours_absrel']:.2%}; COLMAP "
+                                            f"{cf['colmap_points']} pts, median err {cf['colmap_median_rel_err']:.2%}",
+                                "target": "", "met": None})
     cols = [("name", "set", None), ("lab_absrel", "AbsRel", "{:.2%}"), ("lab_delta_1.05", "d1.05", "{:.1%}"),
             ("lab_density", "density", "{:.1%}"), ("raw_absrel", "raw AbsRel", "{:.2%}"),
             ("raw_delta_1.05", "raw d1.05", "{:.1%}"), ("raw_density", "raw dens", "{:.1%}"),

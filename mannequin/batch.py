@@ -98,7 +98,8 @@ def _read_csv_manifest(path: Path) -> List[Job]:
     if "video" in header:
         unknown = [c for c in header if c not in ("video", "cameras", "name")]
         if unknown:
-            raise InputError(f"{path}: unknown manifest column(s) {', '.join(unknown)} (known: video, cameras, name)")
+            raise InputError(f"{path}: unknown manifest column(s) {', '.join(unknown)} "
+                             f"(known: video, cameras, name)")
         col = {c: header.index(c) for c in header}
         body = list(zip([n for n, _ in lines[1:]], rows[1:]))
     else:
@@ -157,7 +158,8 @@ def expand_inputs(inputs: Iterable) -> List[Job]:
         if path.is_dir():
             found = sorted((p for p in path.iterdir() if p.is_file() and is_video(p)), key=lambda p: p.name)
             if not found:
-                raise InputError(f"{path}: no videos in this folder (extensions: {', '.join(VIDEO_EXTENSIONS)})")
+                raise InputError(f"{path}: no videos in this folder "
+                                 f"(extensions: {', '.join(VIDEO_EXTENSIONS)})")
             jobs += [Job(p.stem, p.absolute(), None, str(path)) for p in found]
         elif not path.exists():
             raise InputError(f"{path}: input not found")
@@ -183,9 +185,9 @@ def expand_inputs(inputs: Iterable) -> List[Job]:
             unique.append(job)
         elif (other.video.resolve(), other.cameras and other.cameras.resolve()) != \
                 (job.video.resolve(), job.cameras and job.cameras.resolve()):
-            raise InputError(f"two videos share the workspace name {job.name!r}: {other.video} ({other.source}) "
-                             f"and {job.video} ({job.source}); rename one, or list them in a CSV manifest "
-                             f"with a 'name' column")
+            raise InputError(f"two videos share the workspace name {job.name!r}: {other.video} "
+                             f"({other.source}) and {job.video} ({job.source}); rename one, or list them "
+                             f"in a CSV manifest with a 'name' column")
     return unique
 
 
@@ -258,7 +260,8 @@ class _ThreadFilter(logging.Filter):
         return threading.get_ident() == self.ident
 
 
-def process_video(job: Job, root, config: Optional[dict] = None, threads_by_host: Optional[dict] = None) -> dict:
+def process_video(job: Job, root, config: Optional[dict] = None,
+                  threads_by_host: Optional[dict] = None) -> dict:
     """Run one video into ``root/<name>`` and return its status row; never raises an Exception.
 
     The pipeline's log records (INFO and up) and Python warnings of this task go to
@@ -305,7 +308,8 @@ def process_video(job: Job, root, config: Optional[dict] = None, threads_by_host
         log.warning("%s: failed: %s", job.name, reason, exc_info=True)
     except Exception as exc:  # noqa: BLE001 - isolate every failure to its own video
         state = "failed"
-        reason = f"internal error: {type(exc).__name__}: {exc} (traceback in {ws_root / 'logs' / 'batch.log'})"
+        reason = (f"internal error: {type(exc).__name__}: {exc} "
+                  f"(traceback in {ws_root / 'logs' / 'batch.log'})")
         log.error("%s: %s\n%s", job.name, reason, traceback.format_exc())
     finally:
         if handler is not None:
@@ -352,8 +356,8 @@ def local_cluster(workers: Optional[int] = None, *, retries: int = 2):
            "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     before = {k: os.environ.get(k) for k in dask.config.get("distributed.nanny.pre-spawn-environ", {})}
     with dask.config.set({"distributed.scheduler.allowed-failures": max(0, int(retries))}):
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                               silence_logs=logging.ERROR, env=env)
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=logging.ERROR, env=env)
     cluster._mannequin_env_before = before
     return cluster
 
@@ -457,12 +461,12 @@ def _line(row: dict) -> str:
     if row["state"] == "failed":
         return f"failed   {row['name']}: {row['reason']}"
     extra = f", {row['verdict']}" if row.get("verdict") and row["verdict"] != "accepted" else ""
-    return (f"{row['state']:<8} {row['name']}: {row.get('frames') or 0} frames, {row.get('labels') or 0} labels"
-            f"{extra}, {row['seconds']:.1f} s")
+    return (f"{row['state']:<8} {row['name']}: {row.get('frames') or 0} frames, "
+            f"{row.get('labels') or 0} labels{extra}, {row['seconds']:.1f} s")
 
 
-def run_batch(inputs, out_root, *, config: Optional[Config] = None, scheduler=None, workers: Optional[int] = None,
-              progress: bool = False, retries: int = 2) -> List[dict]:
+def run_batch(inputs, out_root, *, config: Optional[Config] = None, scheduler=None,
+              workers: Optional[int] = None, progress: bool = False, retries: int = 2) -> List[dict]:
     """Run every video of ``inputs`` into ``out_root/<name>/`` on a Dask cluster; returns the status rows.
 
     ``inputs``: video files, folders of videos, ``.csv``/``.txt`` manifests (see the module doc).

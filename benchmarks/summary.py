@@ -1,0 +1,66 @@
+"""Collect benchmarks/results/*.json into benchmarks/RESULTS.md: one table, every figure with its
+target and whether it is met, plus the machine, date and commit of each run."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, git_commit, machine_info  # noqa: E402
+
+ORDER = ["sfm", "stereo", "labels", "pipeline", "batch"]
+
+
+def sfm_table(data: dict) -> list:
+    rows = []
+    for r in data.get("rows", []):
+        t = r.get("targets", {})
+        if r.get("status") != "ok":
+            rows.append({"name": f"sfm {r['name']}", "measured": f"failed: {str(r.get('error', ''))[:80]}",
+                         "target": ", ".join(f"{k} {v}" for k, v in t.items()), "met": False})
+            continue
+        if "max_pose_diff" in t:
+            measured = f"max pose diff {r.get('max_pose_diff', 0):.1e}"
+        else:
+            measured = f"reg {r['registered_fraction']:.0%}, RMSE {r['rmse_pct']:.2f}% of path, rot {r['rot_err_mean_deg']:.2f}°, focal {r['focal_err_pct']:+.1f}%"
+        target = ", ".join(filter(None, [
+            f"reg >= {t['min_reg']:.0%}" if "min_reg" in t else "",
+            f"RMSE <= {t['max_rmse_pct']}%" if "max_rmse_pct" in t else "",
+            f"focal within {t['max_focal_pct']}%" if "max_focal_pct" in t else "",
+            f"pose diff <= {t['max_pose_diff']:g}" if "max_pose_diff" in t else ""]))
+        rows.append({"name": f"sfm {r['name']}", "measured": measured, "target": target, "met": r.get("met")})
+    return rows
+
+
+def main() -> None:
+    lines = ["# Benchmark results", "",
+             f"Collected by `benchmarks/summary.py` at commit `{git_commit()}` on {machine_info()['cpu_count']} cores "
+             f"({machine_info()['cpu_model']}). Each script's own run is listed below the table; timings are from a "
+             "shared, noisy machine, so speeds are quoted as ratios against a baseline of the same run where one exists.",
+             "", "| benchmark | figure | measured | target | met |", "|---|---|---|---|---|"]
+    runs = []
+    for name in ORDER:
+        path = RESULTS / f"{name}.json"
+        if not path.exists():
+            lines.append(f"| {name} | (not run) | | | |")
+            continue
+        data = json.loads(path.read_text())
+        table = data.get("table") or (sfm_table(data) if name == "sfm" else [])
+        for row in table:
+            met = {True: "yes", False: "**no**", None: ""}[row.get("met")]
+            lines.append(f"| {name} | {row['name']} | {row['measured']} | {row.get('target', '')} | {met} |")
+        m = data.get("machine", {})
+        runs.append(f"- `{name}`: {data.get('date', '?')}, commit `{data.get('git_commit', '?')}`, "
+                    f"{m.get('cpu_count', '?')} cores, {data.get('total_s', 0) or 0:.0f} s"
+                    + (", quick" if data.get("quick") else ""))
+    lines += ["", "## Runs", *runs, ""]
+    out = Path(__file__).resolve().parent / "RESULTS.md"
+    tmp = out.with_name(".RESULTS.md.tmp")
+    tmp.write_text("\n".join(lines))
+    tmp.replace(out)
+    print(out)
+
+
+if __name__ == "__main__":
+    main()
