@@ -15,6 +15,12 @@ _API = {
     "synth": "synth", "render_clip": "synth",
     "extract_frames": "frames",
     "plane_sweep": "stereo_core",
+    "run_video": "pipeline", "run_stage": "pipeline",
+    "run_sfm": "sfm", "run_stereo": "stereo", "run_fuse": "fusion", "run_labels": "labels",
+    "run_batch": "batch",
+    "depth_metrics": "metrics", "ate_rmse": "metrics", "median_scale": "metrics",
+    "evaluate": "evaluate",
+    "check_geometric_consistency": "consistency", "filter_depth": "consistency",
 }
 
 __all__ = sorted(_API) + ["__version__"]

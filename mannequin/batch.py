@@ -23,8 +23,10 @@ Failures.  A task never raises: a :class:`MannequinError` (or any other exceptio
 ``failed`` row with a one-line reason; tracebacks of unexpected errors and the pipeline's log go to
 ``ROOT/<name>/logs/batch.log``, not to the terminal.  A worker process that dies (killed, crashed,
 out of memory) is replaced by its nanny and the scheduler re-runs its task on a live worker, up to
-``retries`` times (the embedded cluster's ``distributed.scheduler.allowed-failures``; the futures
-are submitted with ``retries`` too); the re-run resumes from the finished stages.  After the last
+``retries`` times (the embedded cluster's ``distributed.scheduler.allowed-failures``; an external
+scheduler applies its own setting, default 3), then the video is ``failed``; the re-run resumes from
+the finished stages.  The futures are also submitted with ``retries=retries``, which re-runs a
+task whose error escaped it (e.g. it could not be unpickled on the worker).  After the last
 task, ``ROOT/status.csv`` and ``ROOT/status.json`` are written atomically.  A video whose stage
 stamps all match its input, camera file and config is ``skipped`` without starting a worker, so
 re-running a batch redoes only what failed or changed.
@@ -274,6 +276,7 @@ def process_video(job: Job, root, config: Optional[dict] = None,
     root = Path(root)
     ws_root = root / job.name
     t0 = time.perf_counter()
+    cpu0 = _cpu_seconds()
     pkg_log = logging.getLogger("mannequin")
     handler = None
     saved = (pkg_log.level, pkg_log.propagate)
@@ -317,7 +320,16 @@ def process_video(job: Job, root, config: Optional[dict] = None,
             handler.close()
         pkg_log.setLevel(saved[0])
         pkg_log.propagate = saved[1]
-    return _row(job, root, state, reason, time.perf_counter() - t0)
+    row = _row(job, root, state, reason, time.perf_counter() - t0)
+    row["cpu_seconds"] = round(_cpu_seconds() - cpu0, 2)   # status.json only: this process + its children
+    return row
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 # --- the cluster ---------------------------------------------------------------------------------
@@ -474,7 +486,8 @@ def run_batch(inputs, out_root, *, config: Optional[Config] = None, scheduler=No
     None for an embedded ``LocalCluster`` of ``workers`` processes (default: usable cores, at most
     one per video to run), else a scheduler address, a ``distributed.Client`` or a cluster.
     ``progress``: an overall bar and one line per finished video on stderr.  ``retries``: how
-    often a video is re-run after its worker process died.
+    often a video is re-run after its worker process died (embedded cluster; an external
+    scheduler uses its own ``allowed-failures``).
 
     Each row: name, state (done | failed | skipped), reason (one line; empty unless failed),
     frames, labels (kept frames), seconds (of this run), verdict, input, cameras, workspace.  The
@@ -484,6 +497,12 @@ def run_batch(inputs, out_root, *, config: Optional[Config] = None, scheduler=No
     """
     cfg = config or Config()
     root = Path(out_root)
+    if workers is not None and (isinstance(workers, bool) or int(workers) != workers or workers < 1):
+        raise InputError(f"--workers {workers}: must be a positive integer")
+    if isinstance(retries, bool) or int(retries) != retries or retries < 0:
+        raise InputError(f"--retries {retries}: must be 0 or more")
+    if scheduler is not None and workers is not None:
+        log.warning("--workers %s is ignored with --scheduler: the cluster has its own workers", workers)
     if root.exists() and not root.is_dir():
         raise InputError(f"{root}: output root exists and is not a folder")
     jobs = expand_inputs(inputs)

@@ -164,6 +164,24 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_batch(args) -> int:
+    import time
+
+    from .batch import format_summary, run_batch
+
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers {args.workers}: must be at least 1")
+    t0 = time.perf_counter()
+    rows = run_batch(args.inputs, args.out, config=resolve_config(args), scheduler=args.scheduler,
+                     workers=args.workers, progress=_progress(args), retries=args.retries)
+    print(format_summary(rows, time.perf_counter() - t0))
+    failed = sum(r["state"] == "failed" for r in rows)
+    if failed:
+        print(f"mannequin batch: error: {failed} of {len(rows)} videos failed "
+              f"(reasons in {args.out / 'status.csv'})", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mannequin",
@@ -201,6 +219,17 @@ def build_parser() -> argparse.ArgumentParser:
         _config_args(p)
         _add_common(p)
         p.set_defaults(func=_stage_command(stage))
+
+    p = sub.add_parser("batch", help="many videos on a Dask cluster: ROOT/<name>/ each, status.csv/json, resumable")
+    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+                   help="video, folder of videos, or manifest (.csv: video[,cameras][,name]; .txt: VIDEO [CAMERAS])")
+    p.add_argument("--out", type=Path, required=True, help="output root")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler of a running cluster (default: embedded)")
+    p.add_argument("--workers", type=int, help="embedded worker processes (default: cores, at most one per video)")
+    p.add_argument("--retries", type=int, default=2, help="re-runs of a video whose worker process died (default 2)")
+    _config_args(p)
+    _add_common(p)
+    p.set_defaults(func=cmd_batch)
 
     p = sub.add_parser("eval", help="accuracy of the labels against ground-truth depth (JSON on stdout)")
     p.add_argument("workspace", type=Path, help="workspace folder with labels")

@@ -46,11 +46,19 @@ class SfmConfig:
     """Structure from motion with pycolmap on the CPU (or import of known poses).
 
     camera_model: COLMAP model of the single shared camera (SIMPLE_RADIAL, OPENCV, PINHOLE, ...).
-    max_features: SIFT cap per image.  overlap / quadratic_overlap: sequential matching window.
+    max_features: SIFT cap per image.  overlap / quadratic_overlap: sequential matching window (with
+    quadratic_overlap COLMAP matches frame i with i+1, i+2, i+4, ... i+2^(overlap-1) only, not i+1..i+overlap).
+    exhaustive_max_frames: clips with at most this many frames match every pair instead (cheap there,
+    and it gives short, rotation-heavy clips all their wide-baseline pairs); 0 = always sequential.
     vocab_tree: local vocabulary-tree file enabling loop detection (None = off; never downloads).
-    mapper: "incremental" or "global".  init_min_tri_angle: degrees required of the initial pair.
-    restarts: mapping attempts (other seeds) while frames stay unregistered.  min_registered: fail below this registered share.
+    mapper: "incremental" or "global".  init_min_tri_angle: degrees required of the initial pair;
+    restarts after the first halve it (down to 1°), as small-baseline clips rarely offer 4° pairs.
+    restarts: mapping attempts (other seeds) while frames stay unregistered or the model is thin (fewer
+    than min_points_per_frame 3-D points per registered frame).  min_registered: fail below this registered share.
+    min_points: fail when the model has fewer 3-D points (a degenerate initial pair).
     min_triangulation_deg: fail when the median triangulation angle is below this (no parallax).
+    max_rotation_rate_deg_s: warn when the camera turns faster than this one way and then the other
+    (rolling-shutter distortion flips sign: frames across the reversal disagree and poses are unreliable).
     intrinsics: "fx,fy,cx,cy[,k1,k2,p1,p2[,k3]]" in input-frame pixels, or a file; None = FOV prior.
     fov_deg: horizontal field of view used for the initial focal when intrinsics are not given.
     fov_candidates: further field-of-view priors, tried when the first start's median triangulation
@@ -63,12 +71,16 @@ class SfmConfig:
     max_features: int = 4096
     overlap: int = 10
     quadratic_overlap: bool = True
+    exhaustive_max_frames: int = 50
     vocab_tree: Optional[str] = None
     mapper: str = "incremental"
     init_min_tri_angle: float = 4.0
     restarts: int = 3
+    min_points_per_frame: float = 20.0
     min_registered: float = 0.6
+    min_points: int = 50
     min_triangulation_deg: float = 1.0
+    max_rotation_rate_deg_s: float = 30.0
     intrinsics: Optional[str] = None
     fov_deg: float = 60.0
     fov_candidates: Tuple[float, ...] = (45.0, 75.0)

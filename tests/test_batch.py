@@ -222,3 +222,27 @@ def test_killed_worker_is_replaced_and_its_video_completes(clips, tmp_path):
     log = (root / victim[1] / "logs" / "batch.log").read_text()
     assert log.count(": start (") == 2, log          # ran twice: killed, then retried
     assert [r["state"] for r in csv.DictReader(open(root / "status.csv"))] == ["done", "done"]
+
+
+def test_worker_dying_beyond_retries_fails_only_that_video(clips, tmp_path):
+    root = tmp_path / "out"
+    v, c = clips["clips"][2]
+    manifest = touch(tmp_path / "one.txt", f"{v} {c}\n")
+    with local_cluster(1, retries=0) as cluster:
+        from distributed import Client
+
+        with Client(cluster, set_as_default=False) as client:
+            pid = next(iter(client.run(os.getpid).values()))
+            result = {}
+            runner = threading.Thread(target=lambda: result.update(
+                rows=run_batch([manifest], root, config=FAST, scheduler=client, retries=0)))
+            runner.start()
+            deadline = time.time() + 60
+            while not (root / "video" / "logs" / "batch.log").exists() and time.time() < deadline:
+                time.sleep(0.02)
+            os.kill(pid, signal.SIGKILL)
+            runner.join(60)
+            assert not runner.is_alive()
+    [row] = result["rows"]
+    assert row["state"] == "failed" and "worker process died" in row["reason"], row
+    assert json.loads((root / "status.json").read_text())["videos"][0]["state"] == "failed"
