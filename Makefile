@@ -31,14 +31,13 @@ apt:
 	  fi; \
 	fi
 
-# The demo: a real 30-frame TUM RGB-D clip (data/samples/tum_fr1_rpy) through the whole pipeline,
-# then its labels against the Kinect depth (compared through 3-D points; one scale per clip).
-DEMO := data/samples/tum_fr1_rpy
+# The demo: 9 real views of Middlebury "Cones" (data/samples/middlebury_cones) through the whole
+# pipeline (SfM included), then the labels against the structured-light ground truth.
+DEMO := data/samples/middlebury_cones
 DEMO_WS := data/work/demo
 demo: install
-	$(MANNEQUIN) run $(DEMO)/video.mp4 --out $(DEMO_WS) --intrinsics $(DEMO)/intrinsics.txt
-	$(MANNEQUIN) eval $(DEMO_WS) --gt-depth $(DEMO)/depth --depth-scale 5000 \
-	  --gt-intrinsics $(DEMO)/intrinsics.txt --gt-poses $(DEMO)/groundtruth.txt > $(DEMO_WS)/eval.json
+	$(MANNEQUIN) run $(DEMO)/images --out $(DEMO_WS)
+	$(MANNEQUIN) eval $(DEMO_WS) --gt-depth $(DEMO)/gt > $(DEMO_WS)/eval.json
 	@echo "details: $(DEMO_WS)/eval.json; plots: $(DEMO_WS)/preview/eval_per_frame.png"
 
 test: install

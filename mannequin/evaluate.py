@@ -148,7 +148,7 @@ def evaluate(ws: Workspace, gt_dir, *, depth_scale: float = 1.0, gt_camera=None,
     if fit_scale is None:
         fit_scale = summary.get("mode", "sfm") == "sfm"
     if fit_scale:
-        ratios = np.concatenate([(g / p)[(p > 0) & (g > 0)] for p, g, _ in pairs])
+        ratios = np.concatenate([g[(p > 0) & (g > 0)] / p[(p > 0) & (g > 0)] for p, g, _ in pairs])
         scale = float(np.median(ratios)) if ratios.size else float("nan")
     else:
         scale = 1.0
