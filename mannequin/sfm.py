@@ -140,8 +140,13 @@ def triangulation_angles(rec) -> np.ndarray:
 
 
 def _database(pycolmap, db_path: Path, image_dir: Path, names, cfg: SfmConfig, camera_model: str,
-              camera_params: str, progress_file=None):
-    """Create the database: import (ids follow sorted names), extract SIFT, match sequentially."""
+              camera_params: str, progress_file=None, fixed_camera: bool = False):
+    """Create the database: import (ids follow sorted names), extract SIFT, match.
+
+    Matching is exhaustive for a short clip (``cfg.exhaustive_max_frames``) whose camera is held
+    fixed (given calibration or known poses), else sequential.  Self-calibration keeps sequential
+    matching: the extra far pairs biased the refined focal (1.3 % vs 0.5 % on the synthetic clips).
+    """
     if db_path.exists():
         db_path.unlink()
     reader = pycolmap.ImageReaderOptions()
@@ -158,7 +163,7 @@ def _database(pycolmap, db_path: Path, image_dir: Path, names, cfg: SfmConfig, c
                               extraction_options=ext, device=pycolmap.Device.cpu)
     matching = pycolmap.FeatureMatchingOptions()
     matching.num_threads = _threads()
-    if len(names) <= cfg.exhaustive_max_frames and not cfg.vocab_tree:
+    if fixed_camera and len(names) <= cfg.exhaustive_max_frames and not cfg.vocab_tree:
         # Short clip: every pair.  Sequential matching with quadratic_overlap only pairs i with
         # i + 2^k, which starves short, rotation-heavy clips of the pairs that give them parallax.
         pycolmap.match_exhaustive(str(db_path), matching_options=matching, device=pycolmap.Device.cpu)
@@ -220,7 +225,9 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, 
         bar = tqdm(total=len(steps), desc="sfm", unit="step", file=term, disable=not progress)
         camera_model, params = _initial_camera(cfg, cam_file, width, height, intrinsics)
         t0 = time.perf_counter()
-        _database(pycolmap, db_path, ws.frames_dir, [f"{n}.png" for n in names], cfg, camera_model, params)
+        fixed_camera = cam_file is not None or (bool(cfg.intrinsics) and not cfg.refine_intrinsics)
+        _database(pycolmap, db_path, ws.frames_dir, [f"{n}.png" for n in names], cfg, camera_model, params,
+                  fixed_camera=fixed_camera)
         timings["features_matching_s"] = time.perf_counter() - t0
         bar.update(1)
         t0 = time.perf_counter()
@@ -250,8 +257,9 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, 
     _check_registration(rec, names, cfg, cam_file is not None, summary)
     if cam_file is None and rec.num_points3D() < cfg.min_points:
         raise StageError(
-            f"{ws.frames_dir}: the model has only {rec.num_points3D()} 3-D points for {rec.num_reg_images()} frames "
-            f"(< {cfg.min_points}): a degenerate reconstruction (too little texture or parallax)")
+            f"{ws.frames_dir}: the model has only {rec.num_points3D()} 3-D points for "
+            f"{rec.num_reg_images()} frames (< {cfg.min_points}): a degenerate reconstruction "
+            "(too little texture or parallax)")
     angles = triangulation_angles(rec)
     median_angle = float(np.median(angles)) if len(angles) else 0.0
     if cam_file is None and median_angle < cfg.min_triangulation_deg:
@@ -292,10 +300,10 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, 
     warnings = []
     if cam_file is None and motion.get("reversal"):
         warnings.append(
-            f"the camera turns at up to {motion['rate_before_deg_s']:.0f}°/s one way and {motion['rate_after_deg_s']:.0f}°/s "
-            f"the other (reversal at frame {motion['reversal_frame']}): with a rolling-shutter camera the image "
-            "distortion flips sign there, so frames on the two sides disagree and poses and depth are unreliable; "
-            f"split the clip at that frame")
+            f"the camera turns at up to {motion['rate_before_deg_s']:.0f}°/s one way and "
+            f"{motion['rate_after_deg_s']:.0f}°/s the other (reversal at frame {motion['reversal_frame']}): "
+            "with a rolling-shutter camera the image distortion flips sign there, so frames on the two "
+            "sides disagree and poses and depth are unreliable; split the clip at that frame")
     if spread is not None and spread > cfg.max_focal_spread:
         starts = ", ".join(f"{t['focal_px']:.0f} px from {t['fov_prior_deg']:g}°" for t in summary["calibration"]["starts"])
         warnings.append(f"focal length poorly determined: refined focals spread {spread:.0%} across priors ({starts}); "
@@ -340,7 +348,8 @@ def rotation_reversal(rec, timestamps: dict, max_rate_deg_s: float = 30.0) -> di
     if s[hi] > max_rate_deg_s and -s[lo] > max_rate_deg_s:
         a, b = sorted((hi, lo))
         cross = next((k for k in range(a + 1, b + 1) if np.sign(s[k]) != np.sign(s[a])), b)
-        out.update({"reversal": True, "reversal_frame": Path(names[min(cross + (step + 1) // 2, len(names) - 1)]).stem,
+        first_after = names[min(cross + (step + 1) // 2, len(names) - 1)]
+        out.update({"reversal": True, "reversal_frame": Path(first_after).stem,
                     "rate_before_deg_s": float(abs(s[a])), "rate_after_deg_s": float(abs(s[b]))})
     return out
 

@@ -99,3 +99,39 @@ def test_self_calibration_recovers_focal_and_distortion(tmp_path):
     assert abs(f / f_true - 1) < 0.01
     assert abs(k - (-0.12)) < 0.02
     assert summary["warnings"] == []
+
+
+def _turning_rec(rates_deg_s, fps=30.0):
+    """A model whose camera pitches at the given rates (deg/s, one per frame step), no points."""
+    from scipy.spatial.transform import Rotation
+
+    from mannequin.cameras import CameraFrame, Intrinsics, Pose, to_reconstruction
+
+    angles = np.concatenate([[0.0], np.cumsum(np.asarray(rates_deg_s, float) / fps)])
+    intr = Intrinsics(500, 500, 320, 240, 640, 480)
+    rots = Rotation.from_euler("x", angles[:, None], degrees=True).as_matrix()
+    poses = [Pose(R, [0.01 * k, 0, 0]) for k, R in enumerate(rots)]
+    frames = [CameraFrame.from_intrinsics(int(k * 1e6 / fps), intr, p) for k, p in enumerate(poses)]
+    names = [f"{k:06d}.png" for k in range(len(frames))]
+    return to_reconstruction(frames, names, 640, 480), {n: f.timestamp_us for n, f in zip(names, frames)}
+
+
+def test_rotation_reversal_flags_fast_turn_back():
+    """TUM fr1/rpy: +55°/s pitch, then -50°/s from frame 12: rolling-shutter frames disagree (warned)."""
+    from mannequin.sfm import rotation_reversal
+
+    rec, ts = _turning_rec([55] * 10 + [20, -10] + [-50] * 12)
+    out = rotation_reversal(rec, ts, 30.0)
+    assert out["reversal"] and out["reversal_frame"] in ("000011", "000012")
+    assert out["rate_before_deg_s"] == pytest.approx(55, abs=1)
+    assert out["rate_after_deg_s"] == pytest.approx(50, abs=1)
+    for rates in ([55] * 20, [20] * 8 + [-20] * 8, [60] * 8 + [0] * 8):  # one way, slow, or stopping
+        assert not rotation_reversal(*_turning_rec(rates), 30.0)["reversal"]
+
+
+def test_init_angle_schedule():
+    """Restarts lower the initial-pair angle (4°, 2°, 1°) but never below 1° or the configured angle."""
+    from mannequin.sfm import _init_angle
+
+    assert [_init_angle(SfmConfig(), k) for k in range(4)] == [4.0, 2.0, 1.0, 1.0]
+    assert _init_angle(SfmConfig(init_min_tri_angle=0.5), 2) == 0.5
