@@ -48,8 +48,9 @@ class SfmConfig:
     camera_model: COLMAP model of the single shared camera (SIMPLE_RADIAL, OPENCV, PINHOLE, ...).
     max_features: SIFT cap per image.  overlap / quadratic_overlap: sequential matching window (with
     quadratic_overlap COLMAP matches frame i with i+1, i+2, i+4, ... i+2^(overlap-1) only, not i+1..i+overlap).
-    exhaustive_max_frames: clips with at most this many frames match every pair instead (cheap there,
-    and it gives short, rotation-heavy clips all their wide-baseline pairs); 0 = always sequential.
+    exhaustive_max_frames: clips with at most this many frames and a fixed camera (given intrinsics or
+    known poses) match every pair instead (cheap there, and it gives short, rotation-heavy clips all their
+    wide-baseline pairs); 0 = always sequential.
     vocab_tree: local vocabulary-tree file enabling loop detection (None = off; never downloads).
     mapper: "incremental" or "global".  init_min_tri_angle: degrees required of the initial pair;
     restarts after the first halve it (down to 1°), as small-baseline clips rarely offer 4° pairs.
@@ -100,7 +101,7 @@ class StereoConfig:
     widened by the margin (fraction).  color: match on RGB instead of grey.
     """
 
-    n_planes: int = 128
+    n_planes: int = 96
     n_sources: int = 6
     window: int = 7
     top_k: int = 2
@@ -118,18 +119,25 @@ class FuseConfig:
     min_views: agreeing neighbours needed.  n_neighbors: neighbours checked per frame.
     average: replace a kept depth with the mean of the agreeing depths.
     min_confidence: raw-depth confidence threshold.  speckle_px: blobs smaller than this are removed.
+    edge_px / edge_rel: no label within edge_px pixels of a raw-depth neighbour farther by more
+    than edge_rel (relative): the near side of depth edges, where window matching fattens.
+    max_behind_frac: drop a pixel that more than this fraction of its agreeing views see through
+    (free-space violations, n_behind > max_behind_frac * n_agree); negative disables.
     min_valid_fraction: a frame with fewer labelled pixels is dropped (MC paper: 0.2).
     min_kept_frames: a clip with fewer kept frames is rejected.  voxel_size: fused-cloud voxel as a
     fraction of the median scene depth.
     """
 
-    rel_depth: float = 0.01
+    rel_depth: float = 0.015
     reproj_px: float = 1.5
     min_views: int = 2
     n_neighbors: int = 6
     average: bool = True
-    min_confidence: float = 0.1
+    min_confidence: float = 0.02
     speckle_px: int = 100
+    edge_px: int = 2
+    edge_rel: float = 0.05
+    max_behind_frac: float = 0.34
     min_valid_fraction: float = 0.2
     min_kept_frames: int = 30
     voxel_size: float = 0.005

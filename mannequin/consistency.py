@@ -515,6 +515,61 @@ def remove_speckles(depth, max_size_px: int, max_diff_rel: float = 0.02) -> np.n
     return np.where(small[labels] | ~(np.isfinite(src) & (src > 0)), out_dtype.type(0), src)
 
 
+@njit(parallel=True, fastmath=True, cache=True)
+def _erode_edges_kernel(depth, radius, max_rel, out):
+    h, w = depth.shape
+    for r in prange(h):
+        for c in range(w):
+            d = depth[r, c]
+            if d <= 0.0:
+                out[r, c] = 0.0
+                continue
+            lim = d * (1.0 + max_rel)
+            far = False
+            for rr in range(max(r - radius, 0), min(r + radius + 1, h)):
+                for cc in range(max(c - radius, 0), min(c + radius + 1, w)):
+                    far = far | (depth[rr, cc] > lim)
+            out[r, c] = 0.0 if far else d
+
+
+def erode_depth_edges(depth, radius_px: int, max_rel: float = 0.05) -> np.ndarray:
+    """Remove the near side of depth discontinuities (foreground fattening of window matching).
+
+    A valid pixel is set to 0 when a pixel of its ``(2 radius_px + 1)``-square neighbourhood is
+    farther by more than ``max_rel`` (relative).  Window-based stereo paints the foreground's depth
+    a few pixels beyond its silhouette, and these rims are consistent across views, so the
+    geometric check alone keeps them; this drops them (and ``radius_px`` pixels of true foreground).
+
+    Args:
+        depth: (H, W) depth map (0 / NaN / inf = none).  radius_px: >= 0 (0 returns a copy).
+        max_rel: relative depth jump that counts as a discontinuity (> 0).
+
+    Returns:
+        (H, W) float32 copy of ``depth`` with the rims set to 0 (invalid entries 0).
+    """
+    d = _check_depth(depth, "depth")
+    if int(radius_px) != radius_px or radius_px < 0:
+        raise ValueError(f"radius_px must be a non-negative integer, got {radius_px}")
+    if not (np.isfinite(max_rel) and max_rel > 0):
+        raise ValueError(f"max_rel must be > 0, got {max_rel}")
+    if radius_px == 0:
+        return np.where(d > 0, d, np.float32(0)).astype(np.float32)
+    out = np.empty_like(d)
+    _erode_edges_kernel(d, int(radius_px), float(max_rel), out)
+    return out
+
+
+def free_space_mask(votes: "Votes", max_frac: float = 0.5) -> np.ndarray:
+    """Pixels with too many free-space violations: ``n_behind > max_frac * n_agree``.
+
+    A source that sees *through* the reference point (``n_behind``) is direct evidence against
+    it; a few are tolerated when enough sources agree.  Returns (H, W) bool (True = reject).
+    """
+    if not (np.isfinite(max_frac) and max_frac >= 0):
+        raise ValueError(f"max_frac must be >= 0, got {max_frac}")
+    return votes.n_behind > max_frac * votes.n_agree
+
+
 def depth_to_points(depth, K, E, colors: Optional[np.ndarray] = None):
     """Back-project the valid pixels of a depth map into world points.
 

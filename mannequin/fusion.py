@@ -1,8 +1,10 @@
 """Stage ``fuse``: raw depth → filtered labels, frame QC, moving-people masks and ``fused.ply``.
 
-Per frame: confidence threshold, multi-view geometric consistency against the frame's
+Per frame: confidence threshold, removal of the near-side rims of depth edges (foreground
+fattening), multi-view geometric consistency against the frame's
 neighbours (:mod:`mannequin.consistency`, pure), removal of pixels that consistently disagree
-(moving people: ``WS/labels/<name>.dynamic.png``), speckle removal, then QC (the share of
+(moving people: ``WS/labels/<name>.dynamic.png``) and of pixels that other views see through
+(free-space violations), speckle removal, then QC (the share of
 labelled pixels).  The labelled points of every frame are fused into an open3d point cloud,
 voxel-downsampled and cleaned of statistical outliers.
 Outputs: ``WS/labels/<name>.npy`` (float32, 0 = no label), ``<name>.conf.npy``,
@@ -18,7 +20,15 @@ from pathlib import Path
 import numpy as np
 
 from .config import FuseConfig
-from .consistency import consistency_votes, depth_to_points, dynamic_mask, remove_speckles, votes_to_depth
+from .consistency import (
+    consistency_votes,
+    depth_to_points,
+    dynamic_mask,
+    erode_depth_edges,
+    free_space_mask,
+    remove_speckles,
+    votes_to_depth,
+)
 from .errors import InputError
 from .views import sparse_geometry
 from .workspace import Workspace, atomic_path, save_image, save_npy, write_json
@@ -69,7 +79,8 @@ def run_fuse(ws: Workspace, cfg: FuseConfig, *, progress: bool = False) -> dict:
     names = [n for n in geo.names if ws.depth_path(Path(n).stem).exists()]
     if not names:
         raise InputError(f"{ws.depth_dir}: no depth maps (run 'mannequin stereo {ws.root}' first)")
-    views = json.loads((ws.stereo_dir / "views.json").read_text()) if (ws.stereo_dir / "views.json").exists() else {}
+    views_path = ws.stereo_dir / "views.json"
+    views = json.loads(views_path.read_text()) if views_path.exists() else {}
     index = {n: k for k, n in enumerate(geo.names)}
     E = {}
     for n in names:
@@ -97,11 +108,18 @@ def run_fuse(ws: Workspace, cfg: FuseConfig, *, progress: bool = False) -> dict:
         votes = consistency_votes(depth, geo.K[index[name]], E[name], neighbours,
                                   max_rel_depth=cfg.rel_depth, max_reproj_px=cfg.reproj_px)
         filtered = votes_to_depth(depth, votes, min_views=cfg.min_views, average=cfg.average)
+        if cfg.edge_px > 0:
+            # the near side of depth edges (foreground fattening) gets no label; the neighbours
+            # keep their rims for the check, so moving people stay visible to the dynamic mask
+            filtered[erode_depth_edges(depth, cfg.edge_px, cfg.edge_rel) <= 0] = 0
         # Moving people: sources see *through* the claimed surface (or the round trip fails);
         # ordinary occlusions (something in front in the source) are not evidence of motion.
         dyn = dynamic_mask(votes.n_agree, votes.n_behind + votes.n_other,
-                           votes.n_agree + votes.n_behind + votes.n_other, min_checked=min(3, len(neighbours)))
+                           votes.n_agree + votes.n_behind + votes.n_other,
+                           min_checked=min(3, len(neighbours)))
         filtered[dyn] = 0
+        if cfg.max_behind_frac >= 0:
+            filtered[free_space_mask(votes, cfg.max_behind_frac)] = 0
         if cfg.speckle_px > 0:
             filtered = remove_speckles(filtered, cfg.speckle_px)
         label = filtered.astype(np.float32)
@@ -115,7 +133,8 @@ def run_fuse(ws: Workspace, cfg: FuseConfig, *, progress: bool = False) -> dict:
                    "dynamic_fraction": round(float(dyn.mean()), 4)})
         if kept:
             # Subsample the points of each frame so the cloud stays small on long clips.
-            pts, col = depth_to_points(label, geo.K[index[name]], E[name], colors=load_image(ws.images_dir / name))
+            pts, col = depth_to_points(label, geo.K[index[name]], E[name],
+                                       colors=load_image(ws.images_dir / name))
             take = rng.random(len(pts)) < min(1.0, 60000 / max(len(pts), 1))
             clouds.append(pts[take].astype(np.float32))
             colours.append(col[take])

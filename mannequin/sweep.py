@@ -18,6 +18,10 @@ Design (see ``sweep_fronto``):
 * Source costs of a pixel are folded into a branch-free sorted top-k list as they are produced
   (fused into the ZNCC loop for the default top_k = 2);
   the plane cost is the mean of the valid ones among the k best.
+* Shiftable windows (``shift`` > 0): the plane cost rows of the pixels (mean of the top k) go
+  through a separable min filter over ±shift columns and rows (a ring of ``2 shift + 1`` rows,
+  so chunks warp ``shift`` extra halo rows either side); the min-filtered curve gets its own
+  running winner (state index 1) next to the plain one (index 0).
 * No cost volume: per pixel the kernel keeps the costs of the last two planes (a 2-slot history),
   which is enough to spot the local minima of the cost curve as they pass.  Of those it keeps the
   best (cost, plane, costs either side for the parabola) and the lowest other local minimum more
@@ -43,7 +47,7 @@ def sweep_fronto(ref, ref_mean, ref_isd, src_flat, src_off, src_shape, homs, win
                  var_floor, chunk_start, shift,
                  best, bidx, second, bm1, bp1, hist,
                  ring, vring, vsum, work, iwork, topk, cring, oring):
-    """Plane sweep with ZNCC, top-k view aggregation and a running winner per pixel.
+    """Plane sweep with ZNCC, top-k view aggregation and running winners per pixel.
 
     ref (H,W) f32 grey (any offset); ref_mean (H,W) f32 window mean of ref; ref_isd (H,W) f32
     1/sqrt(Σ(I-Ī)²) over the window, 0 where the reference is too flat (pixel gets no vote).
@@ -53,12 +57,17 @@ def sweep_fronto(ref, ref_mean, ref_isd, src_flat, src_off, src_shape, homs, win
     window: odd box side; top_k >= 1; var_floor: floor of Σ(W-W̄)² (f32).
     chunk_start (n_chunks+1,) int64 row bounds of the parallel chunks.
 
-    Outputs (all (H,W) unless noted, written in place): best f32 aggregated cost of the winning
-    plane (BIG = none); bidx i32 winning plane (-1 = none); second f32 lowest *local minimum* of
-    the cost curve more than two planes from the winner (BIG = none); bm1 / bp1 f32 costs at
-    winner-1 / winner+1 (BIG when unknown); hist (2,H,W) f32 is working state.
+    shift: 0 <= shift <= window // 2, half-range of the shiftable-window min filter.
+
+    Outputs (all (V,H,W) unless noted, written in place; V = 1, or 2 when shift > 0: index 0 is
+    the plain window cost, index 1 the shiftable-window cost): best f32 aggregated cost of the
+    winning plane (BIG = none); bidx i32 winning plane (-1 = none); second f32 lowest *local
+    minimum* of the cost curve more than two planes from the winner (BIG = none); bm1 / bp1 f32
+    costs at winner-1 / winner+1 (BIG when unknown); hist (V,2,H,W) f32 is working state.
+    Shifted costs exist only where the plain cost is valid (same validity).
     Scratch: ring / vring (n_chunks,S,window,W) f32, vsum (n_chunks,S,3,W) f32,
-    work (n_chunks,9,W) f32, iwork (n_chunks,W) i32, topk (n_chunks,top_k,W) f32.
+    work (n_chunks,10,W) f32, iwork (n_chunks,W) i32, topk (n_chunks,top_k,W) f32,
+    cring / oring (n_chunks,2*shift+1,W) f32.
     """
     H, W = ref.shape
     P = homs.shape[0]

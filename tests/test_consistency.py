@@ -9,7 +9,9 @@ from mannequin.consistency import (
     consistency_votes,
     depth_to_points,
     dynamic_mask,
+    erode_depth_edges,
     filter_depth,
+    free_space_mask,
     remove_speckles,
     reproject,
 )
@@ -219,3 +221,44 @@ def test_votes_split_occlusion_from_free_space():
     assert dynamic_mask(v.n_agree, v.n_disagree)[blob].all()
     total = v.n_agree + v.n_disagree + v.n_no_src + v.n_outside
     assert (total[ref > 0] == 4).all()
+
+
+def test_erode_depth_edges_drops_the_near_side_only():
+    d = np.full((40, 50), 5.0, np.float32)
+    d[10:30, 15:35] = 2.0                      # a foreground square
+    d[0, 0] = np.nan                           # invalid stays invalid
+    d[35:38, 40:43] = 0.0                      # a hole is no depth edge
+    out = erode_depth_edges(d, 2)
+    assert out.dtype == np.float32 and out[0, 0] == 0
+    fg = np.zeros(d.shape, bool)
+    fg[10:30, 15:35] = True
+    inner = np.zeros(d.shape, bool)
+    inner[12:28, 17:33] = True
+    assert (out[inner] == 2.0).all()           # the square loses a 2-px rim ...
+    assert (out[fg & ~inner] == 0).all()
+    bg = ~fg & np.isfinite(d) & (d > 0)
+    assert np.array_equal(out[bg], d[bg])      # ... the background (far side) loses nothing
+    assert np.array_equal(out[34:39, 39:44], d[34:39, 39:44])
+    # small relative steps (slanted surfaces) are no edges; radius 0 only cleans
+    ramp = np.tile(np.linspace(3.0, 3.3, 50, dtype=np.float32), (10, 1))
+    assert np.array_equal(erode_depth_edges(ramp, 3), ramp)
+    assert np.array_equal(erode_depth_edges(d, 0), np.nan_to_num(d, nan=0.0))
+    with pytest.raises(ValueError):
+        erode_depth_edges(d, -1)
+    with pytest.raises(ValueError):
+        erode_depth_edges(d, 2, max_rel=0.0)
+
+
+def test_free_space_mask():
+    ref = DEPTHS[0].copy()
+    blob = np.zeros((H, W), bool)
+    blob[50:62, 70:82] = True
+    ref[blob] *= 0.8                     # a phantom surface in front: the sources see through it
+    v = consistency_votes(ref, K, CAMS[0], neighbours(DEPTHS, [1, 2, 3, 4]))
+    bad = free_space_mask(v)
+    assert bad[blob].all()
+    assert not bad[~blob & (ref > 0) & (v.n_agree >= 2)].any()
+    # tolerated while enough sources agree: n_behind <= max_frac * n_agree
+    assert not free_space_mask(v, max_frac=10.0)[(v.n_agree >= 1)].any()
+    with pytest.raises(ValueError):
+        free_space_mask(v, -1.0)

@@ -86,7 +86,8 @@ def test_agrees_with_numpy_baseline(shape, n_src, window, top_k):
     sc = nps.plane_scene(*shape, n_src=n_src, slant_deg=25.0, seed=4)
     args = _args(sc)
     depth, conf, cost = plane_sweep(*args, n_planes=16, window=window, top_k=top_k,
-                                    subpixel=False, n_threads=2, return_cost=True)
+                                    subpixel=False, n_threads=2, return_cost=True, shift=0,
+                                    smooth=0)
     d_np, c_np, vol = nps.numpy_plane_sweep(*args, n_planes=16, window=window, top_k=top_k,
                                             return_volume=True)
     both = (depth > 0) & (d_np > 0)
@@ -98,10 +99,120 @@ def test_agrees_with_numpy_baseline(shape, n_src, window, top_k):
     assert np.abs(cost[same] - best_np[same]).max() < 5e-3
     assert np.abs(conf[same] - c_np[same]).max() < 0.02
     # with refinement both sides use the same parabola
-    d2, _ = plane_sweep(*args, n_planes=16, window=window, top_k=top_k, n_threads=1)
+    d2, _ = plane_sweep(*args, n_planes=16, window=window, top_k=top_k, n_threads=1, shift=0,
+                        smooth=0)
     d2_np, _ = nps.numpy_plane_sweep(*args, n_planes=16, window=window, top_k=top_k,
                                      subpixel=True)
     assert np.mean(np.isclose(d2, d2_np, rtol=1e-3)) > 0.95
+
+
+@pytest.mark.parametrize("shape, n_src, window, top_k, shift", [
+    ((48, 64), 3, 5, 2, 1), ((40, 56), 4, 9, 3, 4), ((33, 21), 2, 3, 1, 1), ((40, 56), 3, 7, 2, 3)])
+def test_shiftable_windows_agree_with_numpy(monkeypatch, shape, n_src, window, top_k, shift):
+    """The shifted winner is the WTA of the numpy volume min-filtered over ±shift window positions."""
+    from scipy.ndimage import minimum_filter
+
+    import mannequin.stereo_core as sc_mod
+
+    monkeypatch.setattr(sc_mod, "SHIFT_SWITCH_REL", -1.0)     # always take the shifted winner
+    sc = nps.plane_scene(*shape, n_src=n_src, slant_deg=25.0, seed=4)
+    args = _args(sc)
+    depth, conf, cost = plane_sweep(*args, n_planes=16, window=window, top_k=top_k, subpixel=False,
+                                    n_threads=2, return_cost=True, shift=shift, smooth=0)
+    _, _, vol = nps.numpy_plane_sweep(*args, n_planes=16, window=window, top_k=top_k,
+                                      return_volume=True)
+    # windows centred outside the image do not exist; a pixel without a cost of its own gets none
+    shifted = minimum_filter(vol, size=(1, 2 * shift + 1, 2 * shift + 1), mode="constant",
+                             cval=np.inf)
+    shifted[~np.isfinite(vol)] = np.inf
+    inv_d = np.linspace(1 / sc["depth_range"][0], 1 / sc["depth_range"][1], 16)
+    d_np, c_np = nps.wta(shifted, inv_d)
+    both = (depth > 0) & (d_np > 0)
+    assert both.mean() > 0.95
+    assert np.isclose(depth, d_np, rtol=1e-5)[both].mean() > 0.98
+    assert np.median(np.abs(cost[both] - shifted.min(axis=0)[both])) < 1e-4
+
+
+def _two_planes(H=96, W=128, fg_depth=2.5, bg_depth=5.0, n_src=4, seed=7):
+    """A textured fronto-parallel square at fg_depth in front of a textured wall at bg_depth;
+    sources to the left and right of the reference (every background pixel is seen by some)."""
+    f = 1.0 * W
+    K = np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1.0]])
+    tex_bg = nps.make_texture(1024, seed=seed)
+    tex_fg = nps.make_texture(1024, seed=seed + 1)
+    e1, e2 = np.array([1.0, 0, 0]), np.array([0, 1.0, 0])
+    half = 0.3 * fg_depth * W / (2 * f)                    # the square spans ~30 % of the width
+
+    def render(R, t):
+        bg, zb = nps.render_plane(K, R, t, (H, W), np.array([0, 0, bg_depth]), e1, e2, tex_bg,
+                                  bg_depth / f * 0.8)
+        fg, zf = nps.render_plane(K, R, t, (H, W), np.array([0, 0, fg_depth]), e1, e2, tex_fg,
+                                  fg_depth / f * 0.8)
+        rr, cc = np.mgrid[0:H, 0:W].astype(np.float64)
+        rays = R.T @ np.linalg.inv(K) @ np.stack([cc.ravel() + 0.5, rr.ravel() + 0.5, np.ones(H * W)])
+        o = -R.T @ t
+        X = o[:, None] + (fg_depth - o[2]) / rays[2] * rays         # on the plane z = fg_depth
+        inside = ((np.abs(X[0]) < half) & (np.abs(X[1]) < half)).reshape(H, W)
+        return np.where(inside, fg, bg), np.where(inside, zf, zb)
+
+    ref, gt = render(np.eye(3), np.zeros(3))
+    rng = np.random.default_rng(seed)
+    Rs, ts, srcs = [], [], []
+    for i in range(n_src):
+        cx = (-1) ** i * 0.12 * (1 + i // 2) + rng.uniform(-0.02, 0.02)
+        t = -np.array([cx, rng.uniform(-0.03, 0.03), 0.0])
+        img, _ = render(np.eye(3), t)
+        Rs.append(np.eye(3))
+        ts.append(t)
+        srcs.append(img)
+    return dict(ref=ref, sources=srcs, K_ref=K, K_sources=[K] * n_src, R=Rs, t=ts,
+                depth_range=(fg_depth / 1.5, bg_depth * 1.5), gt=gt)
+
+
+def test_shiftable_windows_reduce_fattening():
+    sc = _two_planes()
+    gt = sc["gt"]
+    plain, _ = plane_sweep(*_args(sc), n_planes=64, shift=0, smooth=0, n_threads=2)
+    shifted, _ = plane_sweep(*_args(sc), n_planes=64, smooth=0, n_threads=2)   # shift = 3
+    from scipy.ndimage import minimum_filter
+    # background pixels within 2 px of the foreground silhouette
+    band = (gt > 4.0) & (minimum_filter(gt, 5) < 3.0)
+    band[:4], band[-4:], band[:, :4], band[:, -4:] = False, False, False, False
+
+    def fattened(d):
+        return float(np.mean(d[band] < 0.9 * gt[band]))
+
+    assert fattened(plain) > 0.25                 # the centred window paints the foreground
+    assert fattened(shifted) < 0.3 * fattened(plain)
+    # away from the edge the two agree (the centred winner is kept; float32 running sums
+    # start at other rows, hence not bit-identical)
+    inner = minimum_filter(np.abs(gt - gt[0, 0]) < 1e-6, 15) | minimum_filter(gt < 3.0, 15)
+    inner[:8], inner[-8:], inner[:, :8], inner[:, -8:] = False, False, False, False
+    ok = inner & (plain > 0) & (shifted > 0)
+    assert np.mean(np.isclose(plain[ok], shifted[ok], rtol=1e-4)) > 0.95
+
+
+def test_smoothing_lowers_noise_and_keeps_edges():
+    from mannequin.sweep import smooth_inverse
+    rng = np.random.default_rng(0)
+    H, W = 60, 80
+    gt = np.where(np.arange(W)[None, :] < 40, 2.0, 4.0) * np.ones((H, 1))
+    noisy = (gt * (1 + 0.005 * rng.standard_normal((H, W)))).astype(np.float32)
+    noisy[10:14, 10:14] = 0                        # holes stay holes
+    out = np.empty_like(noisy)
+    smooth_inverse(noisy, 7, np.float32(0.05), out)
+    assert (out[10:14, 10:14] == 0).all()
+    valid = noisy > 0
+    err_in = np.abs(noisy - gt)[valid].mean()
+    err_out = np.abs(out - gt)[valid].mean()
+    assert err_out < 0.4 * err_in
+    # no blending across the edge: columns next to it stay on their own side
+    assert np.abs(out[:, 37:40] - 2.0).max() < 0.05 and np.abs(out[:, 40:43] - 4.0).max() < 0.1
+    # through plane_sweep: on by default, and it lowers the error on a plane
+    sc = nps.plane_scene(96, 128, n_src=3, slant_deg=20.0, seed=6)
+    d0, _ = plane_sweep(*_args(sc), n_planes=48, smooth=0, n_threads=2)
+    d1, _ = plane_sweep(*_args(sc), n_planes=48, n_threads=2)
+    assert _rel_err(d1, sc["gt"], 8)[0] < _rel_err(d0, sc["gt"], 8)[0]
 
 
 def test_threads_give_identical_results(fronto):
@@ -188,14 +299,17 @@ def _good():
     (dict(window=4), "window"),
     (dict(window=1), "window"),
     (dict(top_k=0), "top_k"),
+    (dict(shift=4), "shift"),
+    (dict(shift=-1), "shift"),
+    (dict(smooth=-1), "smooth"),
     (dict(min_angle_deg=-1), "min_angle_deg"),
     (dict(n_threads=0), "n_threads"),
 ])
 def test_invalid_inputs_raise(change, word):
     kw = _good()
     kw.update(change)
-    extra = {k: kw.pop(k) for k in ("n_planes", "window", "top_k", "min_angle_deg", "n_threads")
-             if k in kw}
+    extra = {k: kw.pop(k) for k in ("n_planes", "window", "top_k", "min_angle_deg", "n_threads",
+                                    "shift", "smooth") if k in kw}
     with pytest.raises(ValueError, match=word):
         plane_sweep(kw["ref"], kw["sources"], kw["K_ref"], kw["K_sources"], kw["R"], kw["t"],
                     kw["depth_range"], **extra)
