@@ -165,8 +165,9 @@ def _first_call(threads: int, cache_dir=None) -> dict:
 
 
 def bench_throughput(threads: int, quick: bool) -> dict:
-    from mannequin.stereo_core import plane_sweep
     import numpy_sweep as nb
+
+    from mannequin.stereo_core import plane_sweep
 
     res = {"shape": [480, 640], "planes": 128, "sources": 4, "threads": threads}
     if not quick:
@@ -197,6 +198,7 @@ def bench_throughput(threads: int, quick: bool) -> dict:
 # --------------------------------------------------------------------------- 2. motorcycle
 def bench_motorcycle(threads: int, quick: bool, step: float) -> dict:
     import cv2
+
     from mannequin.stereo_core import plane_sweep
 
     d = DATA / "skimage_motorcycle"
@@ -253,6 +255,7 @@ def bench_motorcycle(threads: int, quick: bool, step: float) -> dict:
 # --------------------------------------------------------------------------- 3. cones
 def bench_cones(threads: int, quick: bool) -> dict:
     import cv2
+
     from mannequin.stereo_core import plane_sweep
 
     d = DATA / "middlebury_cones"

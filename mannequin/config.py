@@ -98,17 +98,20 @@ class StereoConfig:
     window: ZNCC window side (odd).  top_k: views averaged per pixel (best k of n).
     min_angle_deg: a source whose triangulation angle to the reference is below this gets no vote.
     depth_percentiles / depth_margin: depth range from robust percentiles of the sparse points,
-    widened by the margin (fraction).  color: match on RGB instead of grey.
+    widened by the margin (fraction).  Matching is on grey images.
+    shift: shiftable-window reach in px against fattening at depth edges (-1 = window // 2, 0 = off).
+    smooth: edge-aware smoothing of the inverse depth over smooth × smooth (-1 = window, 0 = off).
     """
 
     n_planes: int = 96
     n_sources: int = 6
     window: int = 7
     top_k: int = 2
+    shift: int = -1
+    smooth: int = -1
     min_angle_deg: float = 1.0
     depth_percentiles: Tuple[float, float] = (1.0, 99.0)
     depth_margin: float = 0.15
-    color: bool = False
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -90,7 +89,8 @@ def run_stereo(ws: Workspace, cfg: StereoConfig, *, stage_hash: str = "", progre
             depth, conf = plane_sweep(
                 image(name), [image(s) for s in srcs], geo.K[i], [geo.K[index[s]] for s in srcs],
                 list(Rs), list(ts), ranges[name], n_planes=cfg.n_planes, window=cfg.window,
-                top_k=cfg.top_k, min_angle_deg=cfg.min_angle_deg)
+                top_k=cfg.top_k, min_angle_deg=cfg.min_angle_deg,
+                shift=None if cfg.shift < 0 else cfg.shift, smooth=None if cfg.smooth < 0 else cfg.smooth)
             timings.append(time.perf_counter() - t0)
         save_npy(ws.conf_path(stem), conf.astype(np.float32))
         save_npy(ws.depth_path(stem), depth.astype(np.float32))  # depth last: it marks the frame done

@@ -4,8 +4,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
-from mannequin.cameras import (CameraFrame, Intrinsics, Pose, from_reconstruction, read_cameras,
-                               read_tum, to_reconstruction, write_cameras, write_tum)
+from mannequin.cameras import (
+    CameraFrame,
+    Intrinsics,
+    Pose,
+    from_reconstruction,
+    read_cameras,
+    read_tum,
+    to_reconstruction,
+    write_cameras,
+    write_tum,
+)
 from mannequin.errors import InputError
 
 finite = st.floats(-50, 50, allow_nan=False)
