@@ -61,27 +61,29 @@ clean:
 PRESET ?= default
 MANNEQUIN = $(BIN)/mannequin
 STAGE_ARGS = --preset $(PRESET) $(if $(CONFIG),--config $(CONFIG)) --quiet
-VIDEOS := $(sort $(filter-out %.txt %.md,$(wildcard data/videos/*.*)))
+VIDEO_DIR ?= data/videos
+WORK_DIR ?= data/work
+VIDEOS := $(sort $(filter-out %.txt %.md,$(wildcard $(VIDEO_DIR)/*.*)))
 VIDEO_NAMES := $(basename $(notdir $(VIDEOS)))
 
 .SECONDEXPANSION:
-data/work/%/stamps/frames.json: $$(firstword $$(filter-out %.txt %.md,$$(wildcard data/videos/$$*.*))) | $(STAMP)
-	@test -n "$<" || { echo "no video data/videos/$*.<ext>"; exit 1; }
-	$(MANNEQUIN) frames "$<" --out data/work/$* $(STAGE_ARGS)
-data/work/%/stamps/sfm.json: data/work/%/stamps/frames.json $$(wildcard data/videos/$$*.txt)
-	$(MANNEQUIN) sfm data/work/$* $(STAGE_ARGS) $(if $(wildcard data/videos/$*.txt),--poses data/videos/$*.txt)
-data/work/%/stamps/stereo.json: data/work/%/stamps/sfm.json
-	$(MANNEQUIN) stereo data/work/$* $(STAGE_ARGS)
-data/work/%/stamps/fuse.json: data/work/%/stamps/stereo.json
-	$(MANNEQUIN) fuse data/work/$* $(STAGE_ARGS)
-data/work/%/stamps/labels.json: data/work/%/stamps/fuse.json
-	$(MANNEQUIN) labels data/work/$* $(STAGE_ARGS)
-data/work/%/labels: data/work/%/stamps/labels.json
+$(WORK_DIR)/%/stamps/frames.json: $$(firstword $$(filter-out %.txt %.md,$$(wildcard $(VIDEO_DIR)/$$*.*))) | $(STAMP)
+	@test -n "$<" || { echo "no video $(VIDEO_DIR)/$*.<ext>"; exit 1; }
+	$(MANNEQUIN) frames "$<" --out $(WORK_DIR)/$* $(STAGE_ARGS)
+$(WORK_DIR)/%/stamps/sfm.json: $(WORK_DIR)/%/stamps/frames.json $$(wildcard $(VIDEO_DIR)/$$*.txt)
+	$(MANNEQUIN) sfm $(WORK_DIR)/$* $(STAGE_ARGS) $(if $(wildcard $(VIDEO_DIR)/$*.txt),--poses $(VIDEO_DIR)/$*.txt)
+$(WORK_DIR)/%/stamps/stereo.json: $(WORK_DIR)/%/stamps/sfm.json
+	$(MANNEQUIN) stereo $(WORK_DIR)/$* $(STAGE_ARGS)
+$(WORK_DIR)/%/stamps/fuse.json: $(WORK_DIR)/%/stamps/stereo.json
+	$(MANNEQUIN) fuse $(WORK_DIR)/$* $(STAGE_ARGS)
+$(WORK_DIR)/%/stamps/labels.json: $(WORK_DIR)/%/stamps/fuse.json
+	$(MANNEQUIN) labels $(WORK_DIR)/$* $(STAGE_ARGS)
+$(WORK_DIR)/%/labels: $(WORK_DIR)/%/stamps/labels.json
 	@touch $@
-	@echo "labels: $@  report: data/work/$*/preview/report.html"
+	@echo "labels: $@  report: $(WORK_DIR)/$*/preview/report.html"
 
-all-videos: $(addsuffix /labels,$(addprefix data/work/,$(VIDEO_NAMES)))
-	@test -n "$(VIDEO_NAMES)" || echo "no videos in data/videos/"
+all-videos: $(addsuffix /labels,$(addprefix $(WORK_DIR)/,$(VIDEO_NAMES)))
+	@test -n "$(VIDEO_NAMES)" || echo "no videos in $(VIDEO_DIR)/"
 
-.PRECIOUS: data/work/%/stamps/frames.json data/work/%/stamps/sfm.json data/work/%/stamps/stereo.json \
-	data/work/%/stamps/fuse.json data/work/%/stamps/labels.json
+.PRECIOUS: $(WORK_DIR)/%/stamps/frames.json $(WORK_DIR)/%/stamps/sfm.json $(WORK_DIR)/%/stamps/stereo.json \
+	$(WORK_DIR)/%/stamps/fuse.json $(WORK_DIR)/%/stamps/labels.json

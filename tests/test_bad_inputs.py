@@ -225,3 +225,32 @@ def test_bad_input(name, tmp_path, tiny_clip):
 
 def test_corpus_size():
     assert len(CASES) >= 25
+
+
+def test_positive_controls_spaces_unicode_grey_rgba_and_stray_files(tiny_clip, tmp_path):
+    """Must succeed: a path with spaces and non-ASCII characters, grey and RGBA frames, stray files."""
+    from conftest import fast_config
+
+    folder = tmp_path / "my clips" / "café ü frames"
+    folder.mkdir(parents=True)
+    for i, f in enumerate(sorted((tiny_clip / "frames").glob("*.png"))):
+        rgb = iio.imread(f)
+        if i < 3:
+            img = (rgb @ np.array([0.299, 0.587, 0.114])).round().astype(np.uint8)  # grayscale
+        elif i < 6:
+            img = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])  # RGBA
+        else:
+            img = rgb
+        iio.imwrite(folder / f.name, img)
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "Thumbs.db").write_bytes(b"\x00\x01")
+    cfg = tmp_path / "fast.json"
+    cfg.write_text(fast_config().to_json())
+    out_ws = tmp_path / "wörk space"
+    proc = subprocess.run([sys.executable, "-m", "mannequin", "run", str(folder), "--out", str(out_ws),
+                           "--poses", str(tiny_clip / "cameras.txt"), "--config", str(cfg), "--quiet"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    labels = sorted((out_ws / "labels").glob("??????.npy"))
+    assert len(labels) == 10
+    assert np.mean([(np.load(p) > 0).mean() for p in labels]) > 0.2

@@ -1,0 +1,35 @@
+"""The per-video make rules: data/videos/NAME.<ext> -> make data/work/NAME/labels, stamps in between."""
+import shutil
+import subprocess
+from pathlib import Path
+
+from conftest import REPO, fast_config  # noqa: I001
+
+
+def _make(*args):
+    return subprocess.run(["make", "--no-print-directory", "-C", str(REPO), *map(str, args)],
+                          capture_output=True, text=True, timeout=900)
+
+
+def test_make_rule_per_video(tiny_clip, tmp_path):
+    videos, work = tmp_path / "videos", tmp_path / "work"
+    videos.mkdir()
+    shutil.copy(tiny_clip / "video.mp4", videos / "tiny.mp4")
+    shutil.copy(tiny_clip / "cameras.txt", videos / "tiny.txt")  # a camera file beside the clip replaces SfM
+    cfg = tmp_path / "fast.json"
+    cfg.write_text(fast_config().to_json())
+    common = [f"VIDEO_DIR={videos}", f"WORK_DIR={work}", "PRESET=fast", f"CONFIG={cfg}"]
+    out = _make(*common, work / "tiny" / "labels")
+    assert out.returncode == 0, out.stdout + out.stderr
+    for stage in ("frames", "sfm", "stereo", "fuse", "labels"):
+        assert (work / "tiny" / "stamps" / f"{stage}.json").exists()
+    assert len(list((work / "tiny" / "labels").glob("??????.npy"))) == 10
+    assert "mannequin sfm" in out.stdout and "--poses" in out.stdout
+    # Up to date: make has nothing left to do.
+    assert _make("-q", *common, work / "tiny" / "labels").returncode == 0
+    # A newer video re-runs the chain from frames on.
+    Path(videos / "tiny.mp4").touch()
+    dry = _make("-n", *common, work / "tiny" / "labels")
+    assert "mannequin frames" in dry.stdout and "mannequin labels" in dry.stdout
+    # all-videos builds every clip in the folder (here: the one, already built).
+    assert _make(*common, "all-videos").returncode == 0
