@@ -58,18 +58,24 @@ def main() -> None:
         rows = [run_clip(tmp, 30)]
         first = rows[0]
         if first["status"] == "ok":
-            rerun_s, _ = mannequin("run", Path(first["clip"]) / "video.mp4", "--out", first["ws"], "--quiet")
+            ws = Path(first["ws"])
+
+            def stamps():
+                return {s: (ws / "stamps" / f"{s}.json").read_text() for s in STAGES}
+
+            before = stamps()
+            rerun_s, rerun = mannequin("run", Path(first["clip"]) / "video.mp4", "--out", ws, "--quiet")
+            unchanged = stamps() == before and rerun.returncode == 0
             cfg = tmp / "stereo_change.json"
-            cfg.write_text(json.dumps({"stereo": {"n_planes": 96}}))
-            change_s, _ = mannequin("run", Path(first["clip"]) / "video.mp4", "--out", first["ws"], "--config", cfg, "--quiet")
-            report = json.loads((Path(first["ws"]) / "report.json").read_text())
-            stamps = {s: json.loads((Path(first["ws"]) / "stamps" / f"{s}.json").read_text())["finished"] for s in STAGES}
-            result["rerun"] = {"seconds": rerun_s, "target_s": 5.0, "met": rerun_s < 5.0}
+            cfg.write_text(json.dumps({"stereo": {"n_planes": 64}}))  # the default is 96
+            before = stamps()
+            change_s, change = mannequin("run", Path(first["clip"]) / "video.mp4", "--out", ws, "--config", cfg, "--quiet")
+            after = stamps()
+            result["rerun"] = {"seconds": rerun_s, "target_s": 5.0, "nothing_rerun": unchanged,
+                               "met": rerun_s < 5.0 and unchanged}
             result["stereo_option_change"] = {
-                "seconds": change_s, "stages_rerun": [s for s in STAGES if not report["stages"][s].get("skipped", False)
-                                                      and report["stages"][s].get("seconds") is not None
-                                                      and stamps[s] >= stamps["stereo"]],
-                "expected": ["stereo", "fuse", "labels"]}
+                "seconds": change_s, "returncode": change.returncode,
+                "stages_rerun": [s for s in STAGES if after[s] != before[s]], "expected": ["stereo", "fuse", "labels"]}
         if not args.quick:
             rows.append(run_clip(tmp, 120, seed=1))
     result["warmup_s"] = t_warm
