@@ -38,6 +38,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import cpu_model, print_target_table  # noqa: E402
+
 RESULTS = REPO / "benchmarks" / "results" / "batch.json"
 TARGET_RATIO = 1.8
 
@@ -59,13 +62,7 @@ def machine_info() -> dict:
 
     info = {"cpu_count": os.cpu_count(), "usable_cores": cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "machine": platform.machine()}
-    try:
-        for ln in Path("/proc/cpuinfo").read_text().splitlines():
-            if ln.startswith("model name"):
-                info["cpu_model"] = ln.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    info["cpu_model"] = cpu_model()
     for mod in ("numpy", "numba", "dask", "distributed", "pycolmap", "open3d"):
         try:
             info[mod] = __import__(mod).__version__
@@ -79,16 +76,6 @@ def loadavg():
         return round(os.getloadavg()[0], 2)
     except OSError:
         return None
-
-
-def print_table(rows) -> None:
-    hdr = ("name", "measured", "target", "met")
-    cells = [(n, m, t, "-" if ok is None else ("yes" if ok else "NO")) for n, m, t, ok in rows]
-    w = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(hdr)]
-    print("  ".join(h.ljust(x) for h, x in zip(hdr, w)))
-    print("  ".join("-" * x for x in w))
-    for c in cells:
-        print("  ".join(v.ljust(x) for v, x in zip(c, w)))
 
 
 def main(argv=None) -> int:
@@ -169,7 +156,7 @@ def main(argv=None) -> int:
     rows.append(("speed-up 2 workers / 1 worker", f"{ratio:.2f}x" if ratio else "n/a", f">= {TARGET_RATIO}x",
                  None if ratio is None else ratio >= TARGET_RATIO))
     total = time.perf_counter() - t_all
-    print_table(rows)
+    print_target_table(rows)
     print(f"total {total:.0f} s")
     commit, dirty = git_commit()
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

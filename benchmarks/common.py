@@ -22,15 +22,30 @@ def git_commit() -> str:
         return "unknown"
 
 
-def machine_info() -> dict:
-    cpu = "unknown"
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, or "unknown"."""
     try:
         for line in open("/proc/cpuinfo"):
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return "unknown"
+
+
+def print_target_table(rows) -> None:
+    """Print (name, measured, target, met) rows; met None prints as '-'."""
+    hdr = ("name", "measured", "target", "met")
+    cells = [(n, m, t, "-" if ok is None else ("yes" if ok else "NO")) for n, m, t, ok in rows]
+    w = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(hdr)]
+    print("  ".join(h.ljust(x) for h, x in zip(hdr, w)))
+    print("  ".join("-" * x for x in w))
+    for c in cells:
+        print("  ".join(v.ljust(x) for v, x in zip(c, w)))
+
+
+def machine_info() -> dict:
+    cpu = cpu_model()
     try:
         load = os.getloadavg()[0]
     except OSError:

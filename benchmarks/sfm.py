@@ -52,6 +52,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import cpu_model  # noqa: E402
+
 DATA = Path(os.environ.get("MANNEQUIN_DATA", REPO.parent / "shared" / "data"))
 RESULTS = REPO / "benchmarks" / "results" / "sfm.json"
 MARK = "@@SFM_ROW "
@@ -413,13 +416,7 @@ def machine_info() -> dict:
         info["pycolmap"] = pycolmap.__version__
     except Exception:
         pass
-    try:
-        for ln in Path("/proc/cpuinfo").read_text().splitlines():
-            if ln.startswith("model name"):
-                info["cpu_model"] = ln.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    info["cpu_model"] = cpu_model()
     return info
 
 

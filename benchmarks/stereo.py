@@ -70,6 +70,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import cpu_model, print_target_table  # noqa: E402
+
 sys.path.insert(0, str(REPO / "benchmarks"))
 DATA = Path(os.environ.get("MANNEQUIN_DATA", REPO.parent / "shared" / "data"))
 RESULTS = REPO / "benchmarks" / "results" / "stereo.json"
@@ -379,16 +382,6 @@ def table_rows(res: dict) -> list:
     return rows
 
 
-def print_table(rows) -> None:
-    hdr = ("name", "measured", "target", "met")
-    cells = [(n, m, t, "-" if ok is None else ("yes" if ok else "NO")) for n, m, t, ok in rows]
-    w = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(hdr)]
-    print("  ".join(h.ljust(x) for h, x in zip(hdr, w)))
-    print("  ".join("-" * x for x in w))
-    for c in cells:
-        print("  ".join(v.ljust(x) for v, x in zip(c, w)))
-
-
 def git_commit():
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
@@ -407,13 +400,7 @@ def machine_info(threads: int) -> dict:
         info["sched_affinity"] = len(os.sched_getaffinity(0))
     except Exception:
         pass
-    try:
-        for ln in Path("/proc/cpuinfo").read_text().splitlines():
-            if ln.startswith("model name"):
-                info["cpu_model"] = ln.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    info["cpu_model"] = cpu_model()
     for mod in ("numpy", "scipy", "numba", "cv2"):
         try:
             info[mod] = __import__(mod).__version__
@@ -453,7 +440,7 @@ def main(argv=None) -> int:
         res[name]["section_s"] = time.perf_counter() - t0
     total = time.perf_counter() - t_all
     rows = table_rows(res)
-    print_table(rows)
+    print_target_table(rows)
     print(f"total {total:.0f} s")
     commit, dirty = git_commit()
     doc = {"benchmark": "stereo", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
