@@ -84,12 +84,16 @@ def _check_name(name: str, where: str) -> str:
     return name
 
 
-def _read_csv_manifest(path: Path) -> List[Job]:
-    base = path.parent.absolute()
+def _manifest_text(path: Path):
+    """(folder that relative paths resolve against, the manifest's text)."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        return path.parent.absolute(), path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read manifest ({exc})") from None
+
+
+def _read_csv_manifest(path: Path) -> List[Job]:
+    base, text = _manifest_text(path)
     lines = [(i, line) for i, line in enumerate(text.splitlines(), 1)
              if line.strip() and not line.lstrip().startswith("#")]
     rows = list(csv.reader(io.StringIO("\n".join(line for _, line in lines))))
@@ -122,11 +126,7 @@ def _read_csv_manifest(path: Path) -> List[Job]:
 
 
 def _read_txt_manifest(path: Path) -> List[Job]:
-    base = path.parent.absolute()
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read manifest ({exc})") from None
+    base, text = _manifest_text(path)
     jobs: List[Job] = []
     for lineno, line in enumerate(text.splitlines(), 1):
         where = f"{path}:{lineno}"
