@@ -589,10 +589,14 @@ def depth_to_points(depth, K, E, colors: Optional[np.ndarray] = None):
     Ew = _check_E(E, "E")
     rows, cols = np.nonzero(d > 0)
     z = d[rows, cols].astype(np.float64)
-    pix = np.stack([cols + 0.5, rows + 0.5, np.ones_like(z)], axis=1)
-    X_cam = (pix @ Kinv.T) * z[:, None]
-    R, t = Ew[:3, :3], Ew[:3, 3]
-    X_world = (X_cam - t) @ np.linalg.inv(R).T
+    u, v = cols + 0.5, rows + 0.5
+    # Elementwise 3×3 products: a (N, 3) @ (3, 3) matmul goes through BLAS, whose threads fight
+    # Numba's for the cores and made this 10× slower on a loaded 2-core machine.
+    cam = [(Kinv[i, 0] * u + Kinv[i, 1] * v + Kinv[i, 2]) * z - Ew[i, 3] for i in range(3)]
+    Rinv = np.linalg.inv(Ew[:3, :3])
+    X_world = np.empty((len(z), 3), np.float64)
+    for i in range(3):
+        X_world[:, i] = Rinv[i, 0] * cam[0] + Rinv[i, 1] * cam[1] + Rinv[i, 2] * cam[2]
     if colors is None:
         return X_world
     col = np.asarray(colors)

@@ -5,8 +5,9 @@ fattening), multi-view geometric consistency against the frame's
 neighbours (:mod:`mannequin.consistency`, pure), removal of pixels that consistently disagree
 (moving people: ``WS/labels/<name>.dynamic.png``) and of pixels that other views see through
 (free-space violations), speckle removal, then QC (the share of
-labelled pixels).  The labelled points of every frame are fused into an open3d point cloud,
-voxel-downsampled and cleaned of statistical outliers.
+labelled pixels).  The labelled points of every frame are fused into a voxel grid as the frames
+go by (:class:`VoxelAccumulator`: memory bounded by the scene, not the clip length), then written as
+an open3d point cloud cleaned of statistical outliers.
 Outputs: ``WS/labels/<name>.npy`` (float32, 0 = no label), ``<name>.conf.npy``,
 ``<name>.dynamic.png``, ``WS/labels/qc.json`` and ``WS/fused.ply``.
 """
@@ -54,6 +55,70 @@ class _LRU(OrderedDict):
         return value
 
 
+class VoxelAccumulator:
+    """Running voxel-grid average of coloured points: the streaming equivalent of
+    ``open3d.geometry.PointCloud.voxel_down_sample``.
+
+    Points are added a frame at a time; each voxel (edge ``voxel`` in world units, cells
+    ``floor(X / voxel)``) keeps the sum of its points, of their colours and their count, so the
+    result (the mean point and colour of each occupied voxel) does not depend on the order of
+    the frames, and memory stays O(occupied voxels + ``flush_points``) however long the clip.
+    Points farther than ``2**20`` voxels from the origin on any axis (over a thousand scene radii
+    at the default voxel) are dropped.
+    """
+
+    _BITS = 21
+    _HALF = 1 << 20
+
+    def __init__(self, voxel: float, flush_points: int = 1_000_000):
+        if not voxel > 0:
+            raise ValueError(f"VoxelAccumulator: voxel must be > 0, got {voxel}")
+        self.voxel, self.flush_points = float(voxel), int(flush_points)
+        self._keys = np.zeros(0, np.int64)
+        self._sums = np.zeros((0, 7), np.float64)  # x, y, z, r, g, b, count
+        self._pending: list = []
+        self._n_pending = 0
+
+    def add(self, points: np.ndarray, colours: np.ndarray) -> None:
+        """points: (N, 3) world coordinates; colours: (N, 3) uint8 (or any 0-255 values)."""
+        points = np.asarray(points, np.float64).reshape(-1, 3)
+        colours = np.asarray(colours, np.float64)
+        colours = colours.reshape(len(colours), -1)[:, :3] if colours.ndim > 1 else colours.reshape(-1, 3)
+        if len(points) != len(colours):
+            raise ValueError(f"VoxelAccumulator.add: {len(points)} points but {len(colours)} colours")
+        cells = np.floor(points / self.voxel)
+        ok = np.all(np.abs(cells) < self._HALF, axis=1) & np.all(np.isfinite(points), axis=1)
+        cells = cells[ok].astype(np.int64) + self._HALF
+        keys = (cells[:, 0] << (2 * self._BITS)) | (cells[:, 1] << self._BITS) | cells[:, 2]
+        rows = np.concatenate([points[ok], colours[ok], np.ones((len(keys), 1))], axis=1)
+        self._pending.append((keys, rows))
+        self._n_pending += len(keys)
+        if self._n_pending >= self.flush_points:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        keys = np.concatenate([self._keys] + [k for k, _ in self._pending])
+        rows = np.concatenate([self._sums] + [r for _, r in self._pending])
+        self._pending, self._n_pending = [], 0
+        self._keys, inverse = np.unique(keys, return_inverse=True)
+        sums = np.zeros((len(self._keys), rows.shape[1]), np.float64)
+        for c in range(rows.shape[1]):
+            sums[:, c] = np.bincount(inverse.ravel(), weights=rows[:, c], minlength=len(self._keys))
+        self._sums = sums
+
+    def __len__(self) -> int:
+        self._flush()
+        return len(self._keys)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(points (M, 3) float64, colours (M, 3) float64 in [0, 1]): each voxel's mean, sorted by cell."""
+        self._flush()
+        n = self._sums[:, 6:7]
+        return self._sums[:, :3] / n, self._sums[:, 3:6] / n / 255.0
+
+
 def neighbours_for(names, views: dict, name: str, n: int) -> list:
     """The frame's stereo sources first, then the nearest frames in sequence, up to ``n``."""
     out = [s for s in views.get(name, {}).get("sources", []) if s in names and s != name][:n]
@@ -65,6 +130,34 @@ def neighbours_for(names, views: dict, name: str, n: int) -> list:
             if 0 <= j < len(names) and names[j] not in out:
                 out.append(names[j])
     return out
+
+
+def filter_from_votes(depth: np.ndarray, votes, cfg: FuseConfig, n_neighbours: int):
+    """The label of one frame from its raw depth and its consistency votes (pure, no I/O).
+
+    ``depth`` (H, W) float32: the raw depth with the confidence threshold already applied (0 =
+    none); ``votes``: :func:`mannequin.consistency.consistency_votes` of it against its
+    ``n_neighbours`` neighbours with ``cfg.rel_depth`` / ``cfg.reproj_px``.  Applies
+    ``cfg.min_views`` (and ``average``), the depth-edge rims, the moving-people mask, the
+    free-space check and the speckle removal, as the ``fuse`` stage does.
+    Returns ``(label (H, W) float32 in depth units, 0 = none; dynamic (H, W) bool)``.
+    """
+    filtered = votes_to_depth(depth, votes, min_views=cfg.min_views, average=cfg.average)
+    if cfg.edge_px > 0:
+        # the near side of depth edges (foreground fattening) gets no label; the neighbours
+        # keep their rims for the check, so moving people stay visible to the dynamic mask
+        filtered[erode_depth_edges(depth, cfg.edge_px, cfg.edge_rel) <= 0] = 0
+    # Moving people: sources see *through* the claimed surface (or the round trip fails);
+    # ordinary occlusions (something in front in the source) are not evidence of motion.
+    dyn = dynamic_mask(votes.n_agree, votes.n_behind + votes.n_other,
+                       votes.n_agree + votes.n_behind + votes.n_other,
+                       min_checked=min(3, n_neighbours))
+    filtered[dyn] = 0
+    if cfg.max_behind_frac >= 0:
+        filtered[free_space_mask(votes, cfg.max_behind_frac)] = 0
+    if cfg.speckle_px > 0:
+        filtered = remove_speckles(filtered, cfg.speckle_px)
+    return filtered.astype(np.float32), dyn
 
 
 def run_fuse(ws: Workspace, cfg: FuseConfig, *, progress: bool = False) -> dict:
@@ -97,7 +190,8 @@ def run_fuse(ws: Workspace, cfg: FuseConfig, *, progress: bool = False) -> dict:
 
     cache = _LRU(load, 2 * cfg.n_neighbors + 2)
     ws.labels_dir.mkdir(parents=True, exist_ok=True)
-    qc, clouds, colours = [], [], []
+    qc = []
+    cloud = VoxelAccumulator(max(cfg.voxel_size * _scene_scale(geo), 1e-9))
     rng = np.random.default_rng(0)
     bar = tqdm(names, desc="fuse", unit="frame", disable=not progress, dynamic_ncols=True)
     for name in bar:
@@ -107,22 +201,7 @@ def run_fuse(ws: Workspace, cfg: FuseConfig, *, progress: bool = False) -> dict:
         neighbours = [(cache.get(s)[0], geo.K[index[s]], E[s]) for s in nbs]
         votes = consistency_votes(depth, geo.K[index[name]], E[name], neighbours,
                                   max_rel_depth=cfg.rel_depth, max_reproj_px=cfg.reproj_px)
-        filtered = votes_to_depth(depth, votes, min_views=cfg.min_views, average=cfg.average)
-        if cfg.edge_px > 0:
-            # the near side of depth edges (foreground fattening) gets no label; the neighbours
-            # keep their rims for the check, so moving people stay visible to the dynamic mask
-            filtered[erode_depth_edges(depth, cfg.edge_px, cfg.edge_rel) <= 0] = 0
-        # Moving people: sources see *through* the claimed surface (or the round trip fails);
-        # ordinary occlusions (something in front in the source) are not evidence of motion.
-        dyn = dynamic_mask(votes.n_agree, votes.n_behind + votes.n_other,
-                           votes.n_agree + votes.n_behind + votes.n_other,
-                           min_checked=min(3, len(neighbours)))
-        filtered[dyn] = 0
-        if cfg.max_behind_frac >= 0:
-            filtered[free_space_mask(votes, cfg.max_behind_frac)] = 0
-        if cfg.speckle_px > 0:
-            filtered = remove_speckles(filtered, cfg.speckle_px)
-        label = filtered.astype(np.float32)
+        label, dyn = filter_from_votes(depth, votes, cfg, len(neighbours))
         valid = float((label > 0).mean())
         kept = valid >= cfg.min_valid_fraction
         reason = "" if kept else f"valid fraction {valid:.2f} < {cfg.min_valid_fraction:.2f}"
@@ -133,28 +212,35 @@ def run_fuse(ws: Workspace, cfg: FuseConfig, *, progress: bool = False) -> dict:
                    "dynamic_fraction": round(float(dyn.mean()), 4)})
         if kept:
             # Subsample the points of each frame so the cloud stays small on long clips.
-            pts, col = depth_to_points(label, geo.K[index[name]], E[name],
+            # at most about 60000 points per frame, drawn before back-projection
+            take = rng.random(label.shape) < min(1.0, 60000 / max(int((label > 0).sum()), 1))
+            pts, col = depth_to_points(np.where(take, label, 0), geo.K[index[name]], E[name],
                                        colors=load_image(ws.images_dir / name))
-            take = rng.random(len(pts)) < min(1.0, 60000 / max(len(pts), 1))
-            clouds.append(pts[take].astype(np.float32))
-            colours.append(col[take])
+            cloud.add(pts, col)
     write_json(ws.labels_dir / "qc.json", qc)
-    n_points = _write_cloud(ws.fused_ply, clouds, colours, cfg, geo)
+    n_points = _write_cloud(ws.fused_ply, cloud)
     return {"frames": len(qc), "kept": sum(q["kept"] for q in qc), "fused_points": n_points,
             "mean_valid_fraction": round(float(np.mean([q["valid_fraction"] for q in qc])), 4)}
 
 
-def _write_cloud(path: Path, clouds, colours, cfg: FuseConfig, geo) -> int:
-    """Voxel-downsample, remove statistical outliers and write a PLY atomically; returns points."""
+def _scene_scale(geo) -> float:
+    """Median distance of the sparse points from the median camera centre (world units); 1 if none."""
+    if len(geo.points) == 0 or len(geo.centers) == 0:
+        return 1.0
+    d = np.linalg.norm(geo.points - np.median(geo.centers, axis=0), axis=1)
+    scale = float(np.median(d))
+    return scale if np.isfinite(scale) and scale > 0 else 1.0
+
+
+def _write_cloud(path: Path, cloud: VoxelAccumulator) -> int:
+    """Remove statistical outliers from the voxel means and write a PLY atomically; returns points."""
     import open3d as o3d
 
     pcd = o3d.geometry.PointCloud()
-    if clouds:
-        pts = np.concatenate(clouds).astype(np.float64)
+    pts, col = cloud.result()
+    if len(pts):
         pcd.points = o3d.utility.Vector3dVector(pts)
-        pcd.colors = o3d.utility.Vector3dVector(np.concatenate(colours).astype(np.float64)[:, :3] / 255.0)
-        scene = float(np.median(np.linalg.norm(pts - np.median(geo.centers, axis=0), axis=1)))
-        pcd = pcd.voxel_down_sample(max(cfg.voxel_size * scene, 1e-9))
+        pcd.colors = o3d.utility.Vector3dVector(col)
         if len(pcd.points) > 50:
             pcd, _ = pcd.remove_statistical_outlier(nb_neighbors=20, std_ratio=2.0)
     with atomic_path(path) as tmp:

@@ -13,6 +13,8 @@ import csv
 import io
 import json
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -27,25 +29,32 @@ INDEX_COLUMNS = ["name", "valid_fraction", "kept", "reason", "png_scale", "clip_
 
 
 def depth_normals(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """Unit normals (H, W, 3) in camera coordinates from a depth map (H, W), facing the camera.
+    """Unit normals (H, W, 3) float32 in camera coordinates from a depth map (H, W), facing the camera.
 
     Central differences of the back-projected points (pixel centres at +0.5); pixels without a
-    full neighbourhood get (0, 0, -1).
+    full neighbourhood (a 0 among their 4 neighbours, or the image border) get (0, 0, -1).
     """
+    depth = np.asarray(depth, np.float32)
     h, w = depth.shape
-    u, v = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
-    X = np.stack([(u - K[0, 2]) / K[0, 0] * depth, (v - K[1, 2]) / K[1, 1] * depth, depth], -1)
     n = np.zeros((h, w, 3), np.float32)
     n[..., 2] = -1
-    dx = X[1:-1, 2:] - X[1:-1, :-2]
-    dy = X[2:, 1:-1] - X[:-2, 1:-1]
-    c = np.cross(dx, dy)
+    if h < 3 or w < 3:
+        return n
+    fx, fy, cx, cy = (np.float32(v) for v in (K[0, 0], K[1, 1], K[0, 2], K[1, 2]))
+    xs = ((np.arange(w, dtype=np.float32) + np.float32(0.5)) - cx) / fx  # (W,)
+    ys = ((np.arange(h, dtype=np.float32) + np.float32(0.5)) - cy) / fy  # (H,)
+    X, Y = depth * xs[None, :], depth * ys[:, None]
+    # dx = P(v, u+1) - P(v, u-1), dy = P(v+1, u) - P(v-1, u) on the inner (H-2, W-2) pixels
+    ax, ay, az = (a[1:-1, 2:] - a[1:-1, :-2] for a in (X, Y, depth))
+    bx, by, bz = (a[2:, 1:-1] - a[:-2, 1:-1] for a in (X, Y, depth))
+    cx_, cy_, cz_ = ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx
+    norm = np.sqrt(cx_ * cx_ + cy_ * cy_ + cz_ * cz_)
     valid = (depth[1:-1, 2:] > 0) & (depth[1:-1, :-2] > 0) & (depth[2:, 1:-1] > 0) & (depth[:-2, 1:-1] > 0)
-    norm = np.linalg.norm(c, axis=-1, keepdims=True)
-    c = np.where(norm > 0, c / np.maximum(norm, 1e-12), 0)
-    c = np.where((c[..., 2:3] > 0), -c, c)  # face the camera (z towards it is negative)
+    valid &= norm > 0
+    sign = np.where(cz_ > 0, np.float32(-1), np.float32(1)) / np.where(valid, norm, np.float32(1))
     inner = n[1:-1, 1:-1]
-    inner[valid] = c[valid]
+    for k, c in enumerate((cx_, cy_, cz_)):
+        inner[..., k] = np.where(valid, c * sign, inner[..., k])
     return n
 
 
@@ -86,9 +95,7 @@ def run_labels(ws: Workspace, cfg: Config, *, progress: bool = False) -> dict:
     dm_dir, nm_dir = ws.stereo_dir / "depth_maps", ws.stereo_dir / "normal_maps"
     dm_dir.mkdir(parents=True, exist_ok=True)
     nm_dir.mkdir(parents=True, exist_ok=True)
-    items = []
-    bar = tqdm(qc, desc="labels", unit="frame", disable=not progress, dynamic_ncols=True)
-    for q in bar:
+    def export(q):
         stem = q["name"]
         label = np.load(ws.label_path(stem))
         save_image(ws.labels_dir / f"{stem}.png", np.round(label * scale).clip(0, 65535).astype(np.uint16))
@@ -96,17 +103,30 @@ def run_labels(ws: Workspace, cfg: Config, *, progress: bool = False) -> dict:
         raw = np.load(ws.depth_path(stem))
         for kind, d in (("photometric", raw), ("geometric", label)):
             _write_colmap_maps(dm_dir / f"{image_name}.{kind}.bin", nm_dir / f"{image_name}.{kind}.bin", d, K)
-        if cfg.labels.previews:
-            dyn_path = ws.labels_dir / f"{stem}.dynamic.png"
-            items.append({"name": stem, "image_path": ws.images_dir / image_name, "raw_path": ws.depth_path(stem),
-                          "label_path": ws.label_path(stem), "dynamic_path": dyn_path,
-                          "caption": f"{stem} {q['valid_fraction']:.0%}"})
+        return {"name": stem, "image_path": ws.images_dir / image_name, "raw_path": ws.depth_path(stem),
+                "label_path": ws.label_path(stem), "dynamic_path": ws.labels_dir / f"{stem}.dynamic.png",
+                "caption": f"{stem} {q['valid_fraction']:.0%}"}
+
+    # Frames are independent and the work (zlib, numpy, file writes) mostly releases the GIL:
+    # one thread per core.  map() keeps the frame order.
+    with ThreadPoolExecutor(max_workers=_threads()) as pool:
+        items = list(tqdm(pool.map(export, qc), total=len(qc), desc="labels", unit="frame",
+                          disable=not progress, dynamic_ncols=True))
     text = _index_csv(qc, scale, verdict, reasons)
     write_text(ws.labels_dir / "index.csv", text)
     if cfg.labels.previews:
         _previews(ws, items, load_image, progress)
     return {"frames": len(qc), "kept": sum(q["kept"] for q in qc), "png_scale": scale,
             "verdict": verdict, "reasons": reasons}
+
+
+def _threads() -> int:
+    """Worker threads for per-frame exports: NUMBA_NUM_THREADS or OMP_NUM_THREADS if set (batch
+    workers set them), otherwise the usable cores."""
+    for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS"):
+        if os.environ.get(var, "").isdigit() and int(os.environ[var]) > 0:
+            return int(os.environ[var])
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
 def _index_csv(qc, scale, verdict, reasons) -> str:

@@ -134,6 +134,23 @@ def ref_window_stats(grey: np.ndarray, window: int, min_std: float = MIN_STD):
     return m.astype(np.float32), isd.astype(np.float32)
 
 
+def shift_only_sources(homs: np.ndarray, tol: float = 1e-9) -> np.ndarray:
+    """(S,) uint8: 1 for a source whose plane homographies (P,S,3,3) are all pure horizontal shifts.
+
+    That is the rectified case: R = I, t along x, and K_src equal to K_ref but for cx (then
+    H = [[1, 0, a], [0, 1, 0], [0, 0, 1]] with a the x shift in px, up to float64 rounding).  Such
+    a source is warped by a 1-D interpolation (no y interpolation, no gather) in the kernel; the
+    result equals the bilinear warp up to float rounding.  ``tol``: allowed deviation of the
+    other entries (after dividing by H[2,2]); the position error it allows is below tol × the
+    image size in px.
+    """
+    h = homs / homs[:, :, 2:3, 2:3]
+    ref = np.array([[1.0, 0, 0], [0, 1, 0], [0, 0, 1]])
+    dev = np.abs(h - ref)
+    dev[:, :, 0, 2] = 0.0
+    return (dev.max(axis=(0, 2, 3)) <= tol).astype(np.uint8)
+
+
 def _chunks(H: int, n_threads: int) -> np.ndarray:
     n = n_threads * max(1, round(H / (n_threads * CHUNK_ROWS)))
     n = max(1, min(n, H))
@@ -253,6 +270,7 @@ def plane_sweep(ref, sources: Sequence, K_ref, K_sources: Sequence, R: Sequence,
     src_off = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     src_shape = np.array([greys[i].shape for i in keep], np.int64)
     S = len(keep)
+    rect = shift_only_sources(homs)
     chunks = _chunks(H, n_threads)
     nc = len(chunks) - 1
 
@@ -277,9 +295,9 @@ def plane_sweep(ref, sources: Sequence, K_ref, K_sources: Sequence, R: Sequence,
     numba.set_num_threads(n_threads)
     try:
         with numba.parallel_chunksize(1):   # chunks go to whichever thread is free
-            sweep.sweep_fronto(ref_c, ref_mean, ref_isd, src_flat, src_off, src_shape, homs, window, k,
-                               var_floor, chunks, shift, best, bidx, second, bm1, bp1, hist,
-                               ring, vring, vsum, work, iwork, topk, cring, oring)
+            sweep.sweep_fronto(ref_c, ref_mean, ref_isd, src_flat, src_off, src_shape, homs, rect,
+                               window, k, var_floor, chunks, shift, best, bidx, second, bm1, bp1,
+                               hist, ring, vring, vsum, work, iwork, topk, cring, oring)
         sweep.finalize(best[0], bidx[0], second[0], bm1[0], bp1[0], inv_d, bool(subpixel),
                        np.float32(CONF_SCALE), depth, conf, cost)
         if nv > 1:

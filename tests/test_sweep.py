@@ -333,3 +333,57 @@ def test_geometry_helpers():
     fwd = np.array([0.0, 0.0, -0.5])
     assert triangulation_angles([R], [fwd], 4.0)[0] < 1e-9
     assert triangulation_angles([R], [fwd], 4.0, K, (120, 160))[0] > 1.0
+
+
+def _rectified_pair(H=64, W=96, seed=11):
+    """A textured slanted plane seen by a reference and two x-translated sources (R = I, same K but
+    for cx): the plane homographies are pure horizontal shifts."""
+    sc = nps.plane_scene(H, W, n_src=2, slant_deg=20.0, seed=seed)
+    K = sc["K_ref"]
+    tex = nps.make_texture(1024, seed=seed)
+    f = K[0, 0]
+    Ks, ts, srcs = [], [], []
+    for i, (b, dcx) in enumerate(((-0.21, 0.0), (0.17, 3.3))):
+        Kc = K.copy()
+        Kc[0, 2] += dcx
+        t = np.array([b, 0.0, 0.0])
+        img, _ = nps.render_plane(Kc, np.eye(3), t, (H, W), np.array([0, 0, 4.0]),
+                                  np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), tex, 4.0 / f * 0.8)
+        Ks.append(Kc)
+        ts.append(t)
+        srcs.append(img.astype(np.float32))
+    ref, _ = nps.render_plane(K, np.eye(3), np.zeros(3), (H, W), np.array([0, 0, 4.0]),
+                              np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), tex, 4.0 / f * 0.8)
+    return dict(ref=ref.astype(np.float32), sources=srcs, K_ref=K, K_sources=Ks,
+                R=[np.eye(3)] * 2, t=ts, depth_range=(2.5, 7.0))
+
+
+@pytest.mark.parametrize("top_k, shift", [(1, 0), (2, 3), (1, 2)])
+def test_rectified_fast_path_equals_general_path(monkeypatch, top_k, shift):
+    """Pure x-shift homographies take the 1-D warp; it must give the bilinear path's result."""
+    import mannequin.stereo_core as sc_mod
+    from mannequin.stereo_core import plane_homographies, shift_only_sources
+
+    sc = _rectified_pair()
+    inv_d = np.linspace(1 / 2.5, 1 / 7.0, 8)
+    homs = plane_homographies(sc["K_ref"], sc["K_sources"], sc["R"], sc["t"], inv_d)
+    assert shift_only_sources(homs).tolist() == [1, 1]
+    # not a pure shift: a rotation, a y translation, another focal length
+    R = np.array([[1.0, 0, 0], [0, math.cos(0.01), -math.sin(0.01)], [0, math.sin(0.01), math.cos(0.01)]])
+    K2 = sc["K_ref"].copy()
+    K2[0, 0] *= 1.01
+    other = plane_homographies(sc["K_ref"], [sc["K_ref"], sc["K_ref"], K2],
+                               [R, np.eye(3), np.eye(3)],
+                               [np.array([0.2, 0, 0]), np.array([0.2, 0.01, 0]), np.array([0.2, 0, 0])], inv_d)
+    assert shift_only_sources(other).tolist() == [0, 0, 0]
+
+    kw = dict(n_planes=48, top_k=top_k, shift=shift, smooth=0, n_threads=2, return_cost=True)
+    fast = plane_sweep(*_args(sc), **kw)
+    monkeypatch.setattr(sc_mod, "shift_only_sources", lambda h: np.zeros(h.shape[1], np.uint8))
+    slow = plane_sweep(*_args(sc), **kw)
+    both = (fast[0] > 0) & (slow[0] > 0)
+    assert np.array_equal(fast[0] > 0, slow[0] > 0)
+    assert both.mean() > 0.9
+    assert np.isclose(fast[0], slow[0], rtol=1e-4)[both].mean() > 0.995
+    dc = np.abs(fast[2] - slow[2])[both]
+    assert np.median(dc) < 1e-5 and np.percentile(dc, 99) < 1e-3
