@@ -8,7 +8,13 @@ Rows:
   with the Kinect depth through 3-D points, one scale per clip.  Targets AbsRel ≤ 3%, density ≥ 40%.
 - our filter against `pycolmap.stereo_fusion` on the same raw depth maps (synthetic seed 0, GT
   poses): points kept and their accuracy against the exact depth.
-Usage: python benchmarks/labels.py [--quick]   (--quick: one seed, no TUM)
+- filter sweep (synthetic seed 0, GT poses): the fusion filter's settings (FuseConfig rel_depth ×
+  min_views, and min_confidence) re-applied to the raw depth maps already computed for the first
+  row, through the same pure functions as the ``fuse`` stage (no stereo re-run); AbsRel against
+  density per setting, in ``labels.json`` (``filter_sweep``) and ``results/labels_filter_sweep.png``.
+Usage: python benchmarks/labels.py [--quick] [--filter-only]
+  (--quick: one seed, no TUM; --filter-only: only the first row and the filter sweep, merged into
+  labels.json)
 """
 from __future__ import annotations
 
@@ -26,6 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, header, print_table, write_results  # noqa: E402
 
 TUM = REPO / "data" / "samples" / "tum_fr1_rpy"
+# The filter sweep: rel_depth × min_views at the default min_confidence, then min_confidence alone.
+SWEEP_REL_DEPTH = (0.005, 0.01, 0.015, 0.03, 0.06)
+SWEEP_MIN_VIEWS = (1, 2, 3, 4)
+SWEEP_MIN_CONFIDENCE = (0.0, 0.02, 0.1, 0.2, 0.3)
 
 
 def mannequin(*args) -> subprocess.CompletedProcess:
@@ -134,6 +144,182 @@ def colmap_fusion_row(ws: Path, clip: Path) -> dict:
             "ours_points": ours_pts, "ours_absrel": ours["absrel"], "ours_delta_1.05": ours["delta_1.05"]}
 
 
+def filter_sweep(ws: Path, gt_dir: Path, plot_path: Path) -> dict:
+    """AbsRel and density of the labels for several FuseConfig settings, on the raw depth of ``ws``.
+
+    Each setting goes through :func:`mannequin.consistency.consistency_votes` and
+    :func:`mannequin.fusion.filter_from_votes` (the ``fuse`` stage's own per-frame filter) with the
+    stage's neighbours; the votes are computed once per (min_confidence, rel_depth) and reused for
+    every min_views.  Metrics as ``mannequin eval`` with known poses (scale 1): AbsRel over all the
+    labelled GT pixels of the clip, density = mean over frames of the labelled share of GT pixels.
+    """
+    import dataclasses
+
+    import pycolmap
+
+    from mannequin.config import Config
+    from mannequin.consistency import consistency_votes
+    from mannequin.fusion import filter_from_votes, neighbours_for
+    from mannequin.views import sparse_geometry
+
+    t_start = time.perf_counter()
+    base = Config.load(ws / "config.json").fuse if (ws / "config.json").exists() else Config().fuse
+    geo = sparse_geometry(pycolmap.Reconstruction(str(ws / "sparse")))
+    index = {n: k for k, n in enumerate(geo.names)}
+    names = [n for n in geo.names if (ws / "depth" / f"{Path(n).stem}.npy").exists()]
+    views_path = ws / "stereo" / "views.json"
+    views = json.loads(views_path.read_text()) if views_path.exists() else {}
+    raw = {n: (np.load(ws / "depth" / f"{Path(n).stem}.npy"), np.load(ws / "depth" / f"{Path(n).stem}.conf.npy"))
+           for n in names}
+    gts = {n: np.load(gt_dir / f"{Path(n).stem}.npy") for n in names}
+    E = {}
+    for n in names:
+        M = np.eye(4)
+        M[:3, :3], M[:3, 3] = geo.R[index[n]], geo.t[index[n]]
+        E[n] = M
+    nbs = {n: neighbours_for(names, views, n, base.n_neighbors) for n in names}
+
+    def score(labels: dict) -> dict:
+        err_sum, n_px, d105, dens = 0.0, 0, 0, []
+        for n, lab in labels.items():
+            g = gts[n]
+            gt_ok = g > 0
+            both = gt_ok & (lab > 0)
+            rel = np.abs(lab[both].astype(np.float64) - g[both]) / g[both]
+            err_sum += float(rel.sum())
+            n_px += int(both.sum())
+            d105 += int((np.maximum(lab[both] / g[both], g[both] / lab[both]) < 1.05).sum())
+            dens.append(both.sum() / max(gt_ok.sum(), 1))
+        return {"absrel": err_sum / n_px if n_px else None, "delta_1.05": d105 / n_px if n_px else None,
+                "density": float(np.mean(dens)), "n": n_px}
+
+    points = []
+
+    def run(min_confidence: float, rel_depth: float, min_views_list, family: str) -> None:
+        depth = {n: np.where(c >= min_confidence, d, 0).astype(np.float32) for n, (d, c) in raw.items()}
+        votes = {n: consistency_votes(depth[n], geo.K[index[n]], E[n],
+                                      [(depth[s], geo.K[index[s]], E[s]) for s in nbs[n]],
+                                      max_rel_depth=rel_depth, max_reproj_px=base.reproj_px) for n in names}
+        for mv in min_views_list:
+            cfg = dataclasses.replace(base, min_confidence=min_confidence, rel_depth=rel_depth, min_views=mv)
+            labels = {n: filter_from_votes(depth[n], votes[n], cfg, len(nbs[n]))[0] for n in names}
+            is_default = (min_confidence, rel_depth, mv) == (base.min_confidence, base.rel_depth, base.min_views)
+            points.append({"family": family, "min_confidence": min_confidence, "rel_depth": rel_depth,
+                           "min_views": mv, "default": is_default, **score(labels)})
+
+    for rd in SWEEP_REL_DEPTH:
+        run(base.min_confidence, rd, SWEEP_MIN_VIEWS, "rel_depth x min_views")
+    for mc in SWEEP_MIN_CONFIDENCE:
+        if mc != base.min_confidence:
+            run(mc, base.rel_depth, [base.min_views], "min_confidence")
+    points.append({"family": "raw", "min_confidence": 0.0, "rel_depth": None, "min_views": 0, "default": False,
+                   **score({n: d for n, (d, _) in raw.items()})})
+    out = {"clip": "synth-0 (24 frames, 384x288, GT poses)", "frames": len(names),
+           "defaults": {"rel_depth": base.rel_depth, "min_views": base.min_views,
+                        "min_confidence": base.min_confidence, "reproj_px": base.reproj_px,
+                        "n_neighbors": base.n_neighbors},
+           "points": points, "seconds": time.perf_counter() - t_start}
+    out["plot"] = str(plot_filter_sweep(out, plot_path).relative_to(REPO))
+    return out
+
+
+def plot_filter_sweep(sweep: dict, path: Path) -> Path:
+    """AbsRel (log) against density, one line per min_views across rel_depth, plus min_confidence."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = sweep["points"]
+    d = sweep["defaults"]
+    fig, ax = plt.subplots(figsize=(8, 6.5))
+    grid = [p for p in pts if p["family"] == "rel_depth x min_views" and p["absrel"] is not None]
+    for k, mv in enumerate(sorted({p["min_views"] for p in grid})):
+        line = sorted((p for p in grid if p["min_views"] == mv), key=lambda p: p["rel_depth"])
+        ax.plot([100 * p["density"] for p in line], [100 * p["absrel"] for p in line], "o-", color=f"C{k}",
+                label=f"min_views {mv} (rel_depth {line[0]['rel_depth']:g} .. {line[-1]['rel_depth']:g})")
+        if mv == d["min_views"]:
+            for p in line:
+                ax.annotate(f"rel {p['rel_depth']:g}", (100 * p["density"], 100 * p["absrel"]), fontsize=7,
+                            xytext=(3, -10), textcoords="offset points", color=f"C{k}")
+    conf = sorted((p for p in pts if p["family"] == "min_confidence" or p["default"]),
+                  key=lambda p: p["min_confidence"])
+    if conf:
+        ax.plot([100 * p["density"] for p in conf], [100 * p["absrel"] for p in conf], "s--", color="0.3",
+                label=f"min_confidence {conf[0]['min_confidence']:g} .. {conf[-1]['min_confidence']:g} (defaults otherwise)")
+        for p in conf:
+            ax.annotate(f"c{p['min_confidence']:g}", (100 * p["density"], 100 * p["absrel"]), fontsize=7,
+                        xytext=(4, 4), textcoords="offset points", color="0.3")
+    for p in pts:
+        if p["default"]:
+            ax.plot(100 * p["density"], 100 * p["absrel"], "*", ms=16, mfc="gold", mec="k", zorder=5,
+                    label=f"default (rel_depth {d['rel_depth']:g}, min_views {d['min_views']}, "
+                          f"min_confidence {d['min_confidence']:g})")
+    raw = next((p for p in pts if p["family"] == "raw" and p["absrel"] is not None), None)
+    title = f"Fusion filter settings: AbsRel against density\n{sweep['clip']}"
+    if raw:  # far above the filtered points: quoted, not plotted
+        title += f"; raw sweep (no filter): AbsRel {100 * raw['absrel']:.2f}% at {100 * raw['density']:.1f}%"
+    ax.set_xlabel("density (% of GT pixels labelled)")
+    ax.set_ylabel("AbsRel (%)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def filter_sweep_table_row(fs: dict) -> dict:
+    pts = [p for p in fs["points"] if p["family"] != "raw" and p["absrel"] is not None]
+    dflt = next((p for p in pts if p["default"]), None)
+    dense = max((p for p in pts if p["absrel"] <= 0.005), key=lambda p: p["density"], default=None)
+    measured = f"{len(pts)} settings in {fs['seconds']:.0f} s"
+    if dflt:
+        measured += f"; default {dflt['absrel']:.2%} at {dflt['density']:.1%}"
+    if dense:
+        measured += (f"; densest with AbsRel <= 0.5%: {dense['density']:.1%} (rel_depth {dense['rel_depth']:g}, "
+                     f"min_views {dense['min_views']}, min_conf {dense['min_confidence']:g})")
+    return {"name": "filter sweep AbsRel vs density (synth-0, GT poses; plot)", "measured": measured,
+            "target": "", "met": None}
+
+
+def run_filter_sweep(ws: Path, gt_dir: Path) -> dict:
+    from common import RESULTS
+
+    t0 = time.perf_counter()
+    try:
+        fs = filter_sweep(ws, gt_dir, RESULTS / "labels_filter_sweep.png")
+    except Exception as exc:  # reported, not fatal
+        fs = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "seconds": time.perf_counter() - t0}
+    else:
+        fs["status"] = "ok"
+    print(f"filter sweep: {fs['status']} in {fs['seconds']:.1f} s", flush=True)
+    return fs
+
+
+def filter_only() -> None:
+    """Only the first synthetic row and the filter sweep, merged into an existing labels.json."""
+    from common import RESULTS
+
+    path = RESULTS / "labels.json"
+    result = json.loads(path.read_text()) if path.exists() else header("labels")
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        row = synthetic_row(tmp, 0, "gt")
+        if row.get("status") != "ok":
+            raise SystemExit(f"synth-0 failed: {row.get('error')}")
+        result["filter_sweep"] = run_filter_sweep(Path(row["ws"]), tmp / "syn0" / "depth")
+    result["filter_sweep"].update(merged=True, date=header("labels")["date"])
+    result["table"] = [r for r in result.get("table", []) if not r["name"].startswith("filter sweep")]
+    if result["filter_sweep"]["status"] == "ok":
+        result["table"].append(filter_sweep_table_row(result["filter_sweep"]))
+    print(write_results("labels", result))
+
+
 def colmap_only() -> None:
     from common import RESULTS
 
@@ -157,10 +343,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--colmap-only", action="store_true", help="only redo the stereo_fusion comparison (merged into labels.json)")
+    ap.add_argument("--filter-only", action="store_true", help="only redo the filter sweep (merged into labels.json)")
     args = ap.parse_args()
     if args.colmap_only:
         return colmap_only()
+    if args.filter_only:
+        return filter_only()
     result = header("labels")
+    t_all = time.perf_counter()
     rows = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -175,10 +365,12 @@ def main() -> None:
                 result["colmap_fusion"] = colmap_fusion_row(Path(rows[0]["ws"]), tmp / "syn0")
             except Exception as exc:  # reported, not fatal: the comparison needs COLMAP's workspace layout
                 result["colmap_fusion"] = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+            result["filter_sweep"] = run_filter_sweep(Path(rows[0]["ws"]), tmp / "syn0" / "depth")
     for r in rows:
         r["met"] = _met(r)
         r.pop("ws", None)
     result["rows"] = rows
+    result["total_s"] = time.perf_counter() - t_all
     result["table"] = []
     for r in rows:
         if r.get("status") != "ok":
@@ -198,6 +390,8 @@ def main() -> None:
                                 "measured": f"ours {cf['ours_points']} px, AbsRel {cf['ours_absrel']:.2%}; COLMAP "
                                             f"{cf['colmap_points']} pts, median err {cf['colmap_median_rel_err']:.2%}",
                                 "target": "", "met": None})
+    if result.get("filter_sweep", {}).get("status") == "ok":
+        result["table"].append(filter_sweep_table_row(result["filter_sweep"]))
     cols = [("name", "set", None), ("lab_absrel", "AbsRel", "{:.2%}"), ("lab_delta_1.05", "d1.05", "{:.1%}"),
             ("lab_density", "density", "{:.1%}"), ("raw_absrel", "raw AbsRel", "{:.2%}"),
             ("raw_delta_1.05", "raw d1.05", "{:.1%}"), ("raw_density", "raw dens", "{:.1%}"),

@@ -48,8 +48,15 @@ Sections
    otherwise (top_k = 2, subpixel).  Reported: median relative error, δ(1.05) and density of the raw
    depth (depth_metrics), and the same for a plain 128-plane winner-take-all (subpixel = False).
 
+5. ``scaling`` (skipped under ``--quick``): hypotheses/s of ``plane_sweep`` against the number of
+   planes ``SCALING_PLANES`` (at 4 sources) and against the number of source views
+   ``SCALING_SOURCES`` (at 128 planes), at ``SCALING_SHAPE`` (smaller than section 1 to stay cheap)
+   on the same slanted-plane scene with 8 sources, defaults otherwise (top_k 2, subpixel, shiftable
+   windows, smoothing), ``--threads`` threads, best of 3 after a warm-up.  Plotted in
+   ``results/stereo_throughput.png`` (next to ``--out``).
+
 ``--quick``: one timed call instead of 3, 2 numpy planes instead of 4, no cold-compile subprocess,
-Cones reference 2 only.
+Cones reference 2 only, no scaling section.
 """
 from __future__ import annotations
 
@@ -88,6 +95,9 @@ CONES_DSTEP = (0.5, 16.0)      # swept disparity per view step (px); GT spans 1.
 CONES_PLANES = 128
 CONES_DENSITIES = (1.0, 0.9, 0.8, 0.7, 0.5)
 SYNTH_REF = 4
+SCALING_SHAPE = (240, 320)
+SCALING_PLANES = (32, 64, 128, 192)
+SCALING_SOURCES = (1, 2, 4, 8)
 SYNTH_SOURCES = (0, 1, 2, 6, 7, 8)
 
 TARGETS = {
@@ -327,6 +337,63 @@ def bench_synthetic(threads: int, quick: bool) -> dict:
     return out
 
 
+# --------------------------------------------------------------------------- 5. scaling
+def bench_scaling(threads: int, quick: bool) -> dict:
+    import numpy_sweep as nb
+
+    from mannequin.stereo_core import plane_sweep
+
+    H, W = SCALING_SHAPE
+    sc = nb.plane_scene(H, W, max(SCALING_SOURCES), slant_deg=20, uint8=True)
+    settings = [(p, 4) for p in SCALING_PLANES] + [(128, s) for s in SCALING_SOURCES if (128, s) != (128, 4)]
+    points = []
+    for P, S in settings:
+        call = (sc["ref"], sc["sources"][:S], sc["K_ref"], sc["K_sources"][:S], sc["R"][:S], sc["t"][:S],
+                sc["depth_range"])
+        best, times, (depth, _) = _best_time(lambda: plane_sweep(*call, P, n_threads=threads), 1 if quick else 3)
+        points.append({"planes": P, "sources": S, "seconds": best, "times": times,
+                       "hyp_per_s": H * W * P * S / best, "density": float((depth > 0).mean())})
+    return {"shape": [H, W], "threads": threads, "points": points}
+
+
+def plot_scaling(sc: dict, path: Path) -> Path:
+    """hyp/s against planes (4 sources) and against source views (128 planes), two panels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = sc["points"]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), sharey=True)
+    for ax, key, fixed, other in ((axes[0], "planes", ("sources", 4), "sources"),
+                                  (axes[1], "sources", ("planes", 128), "planes")):
+        line = sorted((p for p in pts if p[fixed[0]] == fixed[1]), key=lambda p: p[key])
+        xs, ys = [p[key] for p in line], [p["hyp_per_s"] / 1e6 for p in line]
+        ax.plot(xs, ys, "o-")
+        for p, x, y in zip(line, xs, ys):
+            ax.annotate(f"{p['seconds']:.2f} s", (x, y), fontsize=7, xytext=(3, 5), textcoords="offset points")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(xs)
+        ax.set_xticklabels([str(x) for x in xs])
+        ax.set_xlabel(f"{key} ({fixed[0]} = {fixed[1]})")
+        ax.grid(True, alpha=0.3)
+        ax.margins(x=0.12)
+    axes[0].set_ylim(0, 1.15 * max(p["hyp_per_s"] for p in pts) / 1e6)
+    axes[0].set_ylabel("million hypotheses / s (pixel x plane x view)")
+    H, W = sc["shape"]
+    load = sc.get("load_1min_at_start")
+    fig.suptitle(f"plane_sweep throughput, {W}x{H}, {sc['threads']} threads, best of {len(pts[0]['times'])}"
+                 + (f", load {load:.1f} on {os.cpu_count()} cores" if load is not None else "")
+                 + " (labels: seconds per call)", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
 # --------------------------------------------------------------------------- table, JSON
 def _f(v, fmt):
     return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
@@ -379,6 +446,15 @@ def table_rows(res: dict) -> list:
                      o["median_rel_err"] <= TARGETS["synth_median_rel_err"]))
         rows.append(("synth ours delta(1.05) / density", f"{o['delta_1.05']:.3f} / {o['density']:.3f}", "", None))
         rows.append(("synth plain 128-plane WTA median rel. err", f"{w['median_rel_err']:.3%}", "", None))
+    scl = res.get("scaling", {})
+    if "error" in scl:
+        rows.append(("scaling", "ERROR: " + scl["error"], "", False))
+    elif scl:
+        H, W = scl["shape"]
+        for key, fixed in (("planes", ("sources", 4)), ("sources", ("planes", 128))):
+            line = sorted((p for p in scl["points"] if p[fixed[0]] == fixed[1]), key=lambda p: p[key])
+            rows.append((f"hyp/s vs {key} ({W}x{H}, {fixed[0]} {fixed[1]}; plot)",
+                         " ".join(f"{p[key]}:{p['hyp_per_s']:.2g}" for p in line), "", None))
     return rows
 
 
@@ -415,13 +491,56 @@ def machine_info(threads: int) -> dict:
     return info
 
 
+def _load_1min():
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+def _plot_scaling_into(res: dict, out: Path) -> None:
+    if "points" in res.get("scaling", {}):
+        png = plot_scaling(res["scaling"], out.with_name("stereo_throughput.png"))
+        res["scaling"]["plot"] = str(png.relative_to(REPO)) if png.is_relative_to(REPO) else str(png)
+
+
+def _write_json(doc: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(doc, indent=2, default=float) + "\n")
+    os.replace(tmp, out)
+    print(f"wrote {out}")
+
+
+def scaling_only(args) -> int:
+    """Section 5 alone, merged into the existing JSON (its own date and load recorded)."""
+    doc = json.loads(args.out.read_text()) if args.out.exists() else {"benchmark": "stereo"}
+    load = _load_1min()
+    t0 = time.perf_counter()
+    sc = bench_scaling(args.threads, False)
+    sc.update(section_s=time.perf_counter() - t0, load_1min_at_start=load,
+              date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), merged=True)
+    doc["scaling"] = sc
+    _plot_scaling_into(doc, args.out)
+    rows = table_rows(doc)
+    print_target_table(rows[-2:])
+    doc["table"] = [{"name": n, "measured": m, "target": t, "met": ok} for n, m, t, ok in rows]
+    doc["targets_missed"] = [n for n, _, _, ok in rows if ok is False]
+    _write_json(doc, args.out)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a fast subset (see the module docstring)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--moto-step", type=float, default=1.0, help="plane spacing in disparity px (motorcycle)")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--scaling-only", action="store_true",
+                    help="only redo section 5 (scaling) and its plot, merged into an existing --out JSON")
     args = ap.parse_args(argv)
+    if args.scaling_only:
+        return scaling_only(args)
 
     t_all = time.perf_counter()
     res = {}
@@ -429,8 +548,11 @@ def main(argv=None) -> int:
                 ("motorcycle", lambda: bench_motorcycle(args.threads, args.quick, args.moto_step)),
                 ("cones", lambda: bench_cones(args.threads, args.quick)),
                 ("synthetic", lambda: bench_synthetic(args.threads, args.quick))]
+    if not args.quick:
+        sections.append(("scaling", lambda: bench_scaling(args.threads, args.quick)))
     for name, fn in sections:
         print(f"[stereo bench] {name} ...", file=sys.stderr, flush=True)
+        load = _load_1min()
         t0 = time.perf_counter()
         try:
             res[name] = fn()
@@ -438,6 +560,8 @@ def main(argv=None) -> int:
             res[name] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
             print(res[name]["traceback"], file=sys.stderr)
         res[name]["section_s"] = time.perf_counter() - t0
+        res[name]["load_1min_at_start"] = load
+    _plot_scaling_into(res, args.out)
     total = time.perf_counter() - t_all
     rows = table_rows(res)
     print_target_table(rows)
@@ -448,11 +572,7 @@ def main(argv=None) -> int:
            "total_s": total, "data": str(DATA), "targets": TARGETS,
            "table": [{"name": n, "measured": m, "target": t, "met": ok} for n, m, t, ok in rows],
            "targets_missed": [n for n, _, _, ok in rows if ok is False], **res}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=2, default=float) + "\n")
-    os.replace(tmp, args.out)
-    print(f"wrote {args.out}")
+    _write_json(doc, args.out)
     return 0
 
 

@@ -10,6 +10,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, git_commit, machine_info  # noqa: E402
 
 ORDER = ["sfm", "stereo", "labels", "pipeline", "batch"]
+# Plots written by the scripts, with their captions; any other results/*.png is listed after them.
+PLOTS = {
+    "labels_filter_sweep.png": "Labels: AbsRel against density for the fusion filter's settings "
+                               "(`benchmarks/labels.py`, synthetic clip, GT poses)",
+    "stereo_throughput.png": "Stereo: plane-sweep hypotheses/s against planes and source views "
+                             "(`benchmarks/stereo.py`)",
+}
+
+
+def plot_lines(results: Path = RESULTS) -> list:
+    """Markdown lines of a "Plots" section linking the PNGs under ``results`` that exist (none: [])."""
+    pngs = sorted(p.name for p in results.glob("*.png") if not p.name.startswith("."))
+    names = [n for n in PLOTS if n in pngs] + [n for n in pngs if n not in PLOTS]
+    lines = []
+    for n in names:
+        caption = PLOTS.get(n, n)
+        lines += [f"**{caption}**", "", f"![{Path(n).stem}](results/{n})", ""]
+    return ["## Plots", "", *lines] if lines else []
 
 
 def sfm_table(data: dict) -> list:
@@ -53,8 +71,10 @@ def main() -> None:
         m = data.get("machine", {})
         runs.append(f"- `{name}`: {data.get('date', '?')}, commit `{data.get('git_commit', '?')}`, "
                     f"{m.get('cpu_count', '?')} cores, {data.get('total_s', 0) or 0:.0f} s"
-                    + (", quick" if data.get("quick") else ""))
-    lines += ["", "## Runs", *runs, ""]
+                    + (", quick" if data.get("quick") else "")
+                    + "".join(f"; section `{k}` re-run alone on {v.get('date', '?')}" for k, v in data.items()
+                              if isinstance(v, dict) and v.get("merged")))
+    lines += ["", *plot_lines(), "## Runs", *runs, ""]
     out = Path(__file__).resolve().parent / "RESULTS.md"
     tmp = out.with_name(".RESULTS.md.tmp")
     tmp.write_text("\n".join(lines))

@@ -150,7 +150,7 @@ def cmd_eval(args) -> int:
         intr, dist = parse_intrinsics(args.gt_intrinsics, 1, 1)
         gt_camera = (intr.fx, intr.fy, intr.cx - 0.5, intr.cy - 0.5, dist)
     result = evaluate(ws, args.gt_depth, depth_scale=args.depth_scale, gt_camera=gt_camera,
-                      gt_poses=args.gt_poses, which=args.which)
+                      gt_poses=args.gt_poses, which=args.which, gt_format=args.gt_format)
     write_eval_plots(ws, result)
     print(to_json(result))
     if not args.quiet:
@@ -233,9 +233,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="accuracy of the labels against ground-truth depth (JSON on stdout)")
     p.add_argument("workspace", type=Path, help="workspace folder with labels")
-    p.add_argument("--gt-depth", type=Path, required=True, help="folder of GT depth <name>.npy|.png|.pfm")
+    p.add_argument("--gt-depth", type=Path, required=True,
+                   help="folder of GT depth <name>.npy|.png|.pfm, or of Middlebury disparity (see --gt-format)")
+    p.add_argument("--gt-format", choices=["auto", "depth", "middlebury"], default="auto",
+                   help="depth; middlebury: disparity <name>|disp<N>.pfm (for frame im<N>) with calib.txt "
+                        "(depth in mm), or without (2003 .png/.pgm: up to scale); auto (default): middlebury "
+                        "if DIR/calib.txt exists")
     p.add_argument("--gt-poses", type=Path, help="GT poses (MC camera file or TUM trajectory), one per frame")
-    p.add_argument("--depth-scale", type=float, default=1.0, help="PNG depth units per metre (TUM: 5000)")
+    p.add_argument("--depth-scale", type=float, default=1.0, help="GT units per pose unit: PNG depth (TUM: 5000), "
+                   "Middlebury mm (1000 for poses in metres)")
     p.add_argument("--gt-intrinsics", help="GT camera fx,fy,cx,cy[,k1,k2,p1,p2[,k3]] (OpenCV convention): "
                    "compare through 3-D points, for GT registered to distorted images")
     p.add_argument("--which", choices=["labels", "depth"], default="labels", help="labels (default) or raw depth")

@@ -9,11 +9,21 @@ to compare:
   and crops then don't matter.
 With poses from SfM the scale is free: one scale per clip, the median of d*/d over all pixels of all
 frames (never one per frame).  With known poses the scale is 1.
+
+GT formats (``gt_format``): "depth" (above), or "middlebury": disparity maps with a Middlebury 2014
+``calib.txt`` in ``gt_dir`` (depth Z = baseline·f / (d + doffs), in the baseline's units, mm), or
+without one (Middlebury 2003 and earlier: depth only up to scale, 1/d, so the scale is always
+fitted).  "auto" picks "middlebury" when ``gt_dir/calib.txt`` exists.  A disparity file belongs to
+the frame of the same name, ``disp<N>`` to frame ``im<N>``, and a lone ``disp0`` with no other
+match to the first frame (Middlebury's view 0, the left view of a pair).  Disparity maps of another
+size than the labels (the frames were resized) are converted to depth first and then sampled at the
+label pixel centres (nearest neighbour), since depth does not change with the image size.
 """
 from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -24,6 +34,9 @@ from .metrics import ate_rmse, depth_metrics
 from .workspace import Workspace, read_json_or_empty
 
 GT_EXTS = (".npy", ".png", ".pfm")
+DISP_EXTS = (".pfm", ".npy", ".png", ".pgm")
+GT_FORMATS = ("auto", "depth", "middlebury")
+_CALIB_NUMBERS = ("doffs", "baseline", "width", "height", "ndisp", "isint", "vmin", "vmax", "dyavg", "dymax")
 
 
 def read_pfm(path) -> np.ndarray:
@@ -96,6 +109,183 @@ def sample_through_points(label: np.ndarray, K: np.ndarray, gt: np.ndarray, gt_c
     return z.astype(np.float32), g.astype(np.float32)
 
 
+# --- Middlebury disparity ------------------------------------------------------------------------
+
+def _calib_matrix(path, key: str, text: str) -> np.ndarray:
+    body = text.strip()
+    if not (body.startswith("[") and body.endswith("]")):
+        raise InputError(f"{path}: {key} must be a matrix like [f 0 cx; 0 f cy; 0 0 1], got {text.strip()!r}")
+    try:
+        rows = [[float(v) for v in row.split()] for row in body[1:-1].split(";")]
+    except ValueError:
+        raise InputError(f"{path}: {key} must be a 3x3 matrix of numbers, got {text.strip()!r}") from None
+    if len(rows) != 3 or any(len(r) != 3 for r in rows):
+        raise InputError(f"{path}: {key} must be a 3x3 matrix (rows separated by ';'), got {text.strip()!r}")
+    M = np.array(rows, dtype=np.float64)
+    if not (np.all(np.isfinite(M)) and M[0, 0] > 0 and M[1, 1] > 0):
+        raise InputError(f"{path}: {key} must have a positive focal length, got {text.strip()!r}")
+    return M
+
+
+def read_middlebury_calib(path) -> dict:
+    """Read a Middlebury 2014 ``calib.txt`` (``key=value`` lines).
+
+    Returns a dict with ``cam0`` (and ``cam1`` if present): (3, 3) float64 intrinsics in pixels;
+    ``f`` = cam0's focal length (px); ``cx``, ``cy`` = cam0's principal point (px); ``doffs``: the
+    x-difference of the principal points, cx1 − cx0 (px; from cam1 when the line is missing);
+    ``baseline``: camera distance (mm in Middlebury's files); and every other numeric key as a
+    float (``width``, ``height``, ``ndisp``, ``vmin``, ``vmax``, …; ``width``/``height``/``ndisp``
+    as int).  Raises :class:`InputError` naming the file when it is missing or malformed (a line
+    without ``=``, a bad matrix, a non-numeric value, no ``cam0``, no ``baseline``, no ``doffs``
+    and no ``cam1``, a baseline that is not positive).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: Middlebury calibration file not found")
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read the Middlebury calibration ({exc})") from None
+    out: dict = {}
+    for k, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if "=" not in line:
+            raise InputError(f"{path}: line {k} is not key=value: {line.strip()!r}")
+        key, value = (v.strip() for v in line.split("=", 1))
+        if key in ("cam0", "cam1"):
+            out[key] = _calib_matrix(path, key, value)
+        elif key in _CALIB_NUMBERS:
+            try:
+                num = float(value)
+            except ValueError:
+                raise InputError(f"{path}: {key} must be a number, got {value!r}") from None
+            if not math.isfinite(num):
+                raise InputError(f"{path}: {key} must be finite, got {value!r}")
+            out[key] = int(num) if key in ("width", "height", "ndisp", "isint") and num.is_integer() else num
+        else:
+            out[key] = value
+    if "cam0" not in out:
+        raise InputError(f"{path}: no cam0=[f 0 cx; 0 f cy; 0 0 1] line")
+    if "baseline" not in out:
+        raise InputError(f"{path}: no baseline= line")
+    if out["baseline"] <= 0:
+        raise InputError(f"{path}: baseline must be positive, got {out['baseline']:g}")
+    if "doffs" not in out:
+        if "cam1" not in out:
+            raise InputError(f"{path}: no doffs= line and no cam1 to derive it from")
+        out["doffs"] = float(out["cam1"][0, 2] - out["cam0"][0, 2])
+    out["f"] = float(out["cam0"][0, 0])
+    out["cx"], out["cy"] = float(out["cam0"][0, 2]), float(out["cam0"][1, 2])
+    return out
+
+
+def middlebury_disparity_to_depth(disp, f: float, baseline: float, doffs: float) -> np.ndarray:
+    """Depth from Middlebury disparity: ``Z = baseline · f / (d + doffs)``.
+
+    Args:
+        disp: (H, W) disparity d in pixels (x_left − x_right); non-finite (Middlebury's inf) = unknown.
+        f: focal length in pixels; baseline: camera distance (Z comes out in its units: mm for
+            Middlebury's calib.txt); doffs: x-difference of the principal points cx1 − cx0 in pixels.
+    Returns:
+        (H, W) float32 depth, 0 where the disparity is unknown or ``d + doffs <= 0`` (at infinity
+        or behind).
+    """
+    d = np.asarray(disp, dtype=np.float64)
+    if d.ndim != 2:
+        raise ValueError(f"disparity must be (H, W), got shape {d.shape}")
+    if not (f > 0 and baseline > 0 and math.isfinite(doffs)):
+        raise ValueError(f"need f > 0, baseline > 0 and a finite doffs, got f={f}, baseline={baseline}, doffs={doffs}")
+    den = d + doffs
+    ok = np.isfinite(den) & (den > 0)
+    z = np.zeros(d.shape, dtype=np.float64)
+    z[ok] = baseline * f / den[ok]
+    return z.astype(np.float32)
+
+
+def read_disparity(path) -> np.ndarray:
+    """A disparity map (H, W) float32 in pixels (or the file's integer units), NaN = unknown.
+
+    .pfm (Middlebury 2014: inf = unknown) and .npy as stored (non-finite = unknown); .png/.pgm
+    (Middlebury 2003 and earlier: 8/16-bit, scaled by a per-dataset factor) as the integer values,
+    0 = unknown.
+    """
+    path = Path(path)
+    if path.suffix == ".pfm":
+        d = read_pfm(path)
+    elif path.suffix == ".npy":
+        d = np.load(path).astype(np.float32)
+    elif path.suffix in (".png", ".pgm"):
+        import imageio.v3 as iio
+
+        raw = iio.imread(path)
+        d = np.where(raw > 0, raw, np.nan).astype(np.float32)
+    else:
+        raise InputError(f"{path}: unsupported disparity format (use .pfm, .npy, .png or .pgm)")
+    if d.ndim != 2:
+        raise InputError(f"{path}: disparity must be a single-channel image, got shape {d.shape}")
+    return np.where(np.isfinite(d), d, np.nan).astype(np.float32)
+
+
+def read_middlebury_depth(path, calib: Optional[dict] = None, depth_scale: float = 1.0) -> np.ndarray:
+    """GT depth (H, W) float32 from a Middlebury disparity file; 0 = none.
+
+    With ``calib`` (:func:`read_middlebury_calib`): Z = baseline·f/(d + doffs) / ``depth_scale``
+    (mm for depth_scale 1, metres for 1000); the file must be float disparity (.pfm/.npy) of the
+    calibration's width × height.  Without: 1/d, depth only up to scale (Middlebury 2003 and
+    earlier, identical principal points, so doffs = 0).
+    """
+    path = Path(path)
+    d = read_disparity(path)
+    if calib is None:
+        return middlebury_disparity_to_depth(d, 1.0, 1.0, 0.0)
+    if path.suffix in (".png", ".pgm"):
+        raise InputError(f"{path}: integer disparity has a dataset-specific scale; with calib.txt use a "
+                         ".pfm (or .npy) disparity in pixels")
+    w, h = calib.get("width"), calib.get("height")
+    if w is not None and h is not None and d.shape != (int(h), int(w)):
+        raise InputError(f"{path}: disparity size {d.shape[1]}x{d.shape[0]} differs from calib.txt's "
+                         f"width x height {int(w)}x{int(h)}")
+    return middlebury_disparity_to_depth(d, calib["f"], calib["baseline"], calib["doffs"]) / np.float32(depth_scale)
+
+
+def resample_nearest(gt: np.ndarray, shape) -> np.ndarray:
+    """``gt`` (Hg, Wg) sampled at the pixel centres of an (H, W) grid covering the same image."""
+    H, W = shape
+    Hg, Wg = gt.shape
+    rows = np.minimum(((np.arange(H) + 0.5) * Hg / H).astype(np.int64), Hg - 1)
+    cols = np.minimum(((np.arange(W) + 0.5) * Wg / W).astype(np.int64), Wg - 1)
+    return gt[rows[:, None], cols[None, :]]
+
+
+def _disp_file(gt_dir: Path, name: str) -> Optional[Path]:
+    stems = [name]
+    m = re.fullmatch(r"im(\w*)", name)
+    if m:
+        stems.append(f"disp{m.group(1)}")
+    for stem in stems:
+        for ext in DISP_EXTS:
+            p = gt_dir / f"{stem}{ext}"
+            if p.exists():
+                return p
+    return None
+
+
+def _match_gt(ws: Workspace, gt_dir: Path, names, gt_format: str) -> dict:
+    """{frame name: GT file} for the frames ``names`` (sorted)."""
+    if gt_format == "depth":
+        found = {n: _gt_file(gt_dir, n) for n in names}
+        return {n: p for n, p in found.items() if p is not None}
+    found = {n: _disp_file(gt_dir, n) for n in names}
+    found = {n: p for n, p in found.items() if p is not None}
+    if not found:
+        lone = [gt_dir / f"disp0{ext}" for ext in DISP_EXTS if (gt_dir / f"disp0{ext}").exists()]
+        first = (ws.frame_names() or ws.image_names() or list(names))[:1]
+        if lone and first and first[0] in names:
+            found = {first[0]: lone[0]}
+    return found
+
+
 def _gt_file(gt_dir: Path, name: str) -> Optional[Path]:
     for ext in GT_EXTS:
         p = gt_dir / f"{name}{ext}"
@@ -105,13 +295,16 @@ def _gt_file(gt_dir: Path, name: str) -> Optional[Path]:
 
 
 def evaluate(ws: Workspace, gt_dir, *, depth_scale: float = 1.0, gt_camera=None, gt_poses=None,
-             fit_scale: Optional[bool] = None, which: str = "labels") -> dict:
+             fit_scale: Optional[bool] = None, which: str = "labels", gt_format: str = "auto") -> dict:
     """Depth metrics of ``WS/<which>/<name>.npy`` against GT, per frame and per clip (+ ATE).
 
     ``which``: "labels" or "depth" (the raw sweep).  ``fit_scale``: None = fit one scale per clip
     when the poses came from SfM, 1 with known poses.  ``gt_poses``: an MC camera file or a TUM
     trajectory (``name ts tx ty tz qx qy qz qw`` or ``ts tx ty tz qx qy qz qw``) whose i-th pose
     belongs to the i-th frame; adds ``poses`` with the ATE after Sim(3) alignment.
+    ``gt_format``: "depth", "middlebury" (disparity, see the module docstring) or "auto"
+    (middlebury when ``gt_dir/calib.txt`` exists).  ``depth_scale``: GT units per pose unit (PNG
+    depth: TUM 5000; Middlebury mm: 1000 for poses in metres).
     Returns {"clip": {...}, "frames": [...], "poses": {...}?}.
     """
     import pycolmap
@@ -121,29 +314,50 @@ def evaluate(ws: Workspace, gt_dir, *, depth_scale: float = 1.0, gt_camera=None,
     gt_dir = Path(gt_dir)
     if not gt_dir.is_dir():
         raise InputError(f"{gt_dir}: GT depth folder not found")
+    if gt_format not in GT_FORMATS:
+        raise InputError(f"--gt-format {gt_format}: unknown (use {', '.join(GT_FORMATS)})")
+    calib_path = gt_dir / "calib.txt"
+    if gt_format == "auto":
+        gt_format = "middlebury" if calib_path.is_file() else "depth"
+    calib = read_middlebury_calib(calib_path) if gt_format == "middlebury" and calib_path.is_file() else None
+    if gt_format == "middlebury" and calib is None:
+        fit_scale = True  # no calibration: disparity gives depth only up to scale
     src_dir = ws.labels_dir if which == "labels" else ws.depth_dir
     geo = sparse_geometry(pycolmap.Reconstruction(str(ws.sparse_dir)))
     K = {Path(n).stem: geo.K[k] for k, n in enumerate(geo.names)}
+    names_with_pred = [n for n in sorted(K) if (src_dir / f"{n}.npy").exists()]
+    gt_files = _match_gt(ws, gt_dir, names_with_pred, gt_format)
     pairs, names = [], []
-    for name in sorted(K):
-        pred_path = src_dir / f"{name}.npy"
-        gt_path = _gt_file(gt_dir, name)
-        if not pred_path.exists() or gt_path is None:
+    for name in names_with_pred:
+        gt_path = gt_files.get(name)
+        if gt_path is None:
             continue
-        pred, gt = np.load(pred_path), read_gt_depth(gt_path, depth_scale)
+        pred = np.load(src_dir / f"{name}.npy")
+        if gt_format == "middlebury":
+            gt = read_middlebury_depth(gt_path, calib, depth_scale)
+        else:
+            gt = read_gt_depth(gt_path, depth_scale)
         if gt_camera is not None:
             p, g = sample_through_points(pred, K[name], gt, gt_camera)
             # density: labelled share of GT pixels is measured in the GT image's own grid
             valid_gt = int((gt > 0).sum())
             pairs.append((p, g, valid_gt))
         else:
+            if gt.shape != pred.shape and gt_format == "middlebury" and _same_aspect(gt.shape, pred.shape):
+                gt = resample_nearest(gt, pred.shape)
             if gt.shape != pred.shape:
                 raise InputError(f"{gt_path}: GT size {gt.shape[::-1]} differs from the label size {pred.shape[::-1]} "
                                  "(pass the GT camera to compare through 3-D points)")
             pairs.append((pred, gt, None))
         names.append(name)
     if not pairs:
-        raise InputError(f"{gt_dir}: no GT depth file matches a frame of {src_dir} (names like {sorted(K)[0]}.png)")
+        first = sorted(K)[0] if K else "NAME"
+        like = (f"{first}.pfm, disp<N>.pfm for frame im<N>, or a lone disp0.pfm" if gt_format == "middlebury"
+                else f"{first}.png")
+        hint = ("; for Middlebury disparity without calib.txt pass --gt-format middlebury"
+                if gt_format == "depth" and any(gt_dir.glob("disp*.p?m")) else "")
+        raise InputError(f"{gt_dir}: no GT {'disparity' if gt_format == 'middlebury' else 'depth'} file matches "
+                         f"a frame of {src_dir} (names like {like}){hint}")
     summary = read_json_or_empty(ws.sfm_dir / "summary.json")
     if fit_scale is None:
         fit_scale = summary.get("mode", "sfm") == "sfm"
@@ -165,11 +379,18 @@ def evaluate(ws: Workspace, gt_dir, *, depth_scale: float = 1.0, gt_camera=None,
     both = (P > 0) & (G > 0)
     errs = np.abs(scale * P[both] - G[both]) / G[both]
     clip["density"] = float(np.mean([f["density"] for f in frames]))
-    clip.update({"scale": scale, "scale_fitted": bool(fit_scale), "frames": len(frames), "source": which})
+    clip.update({"scale": scale, "scale_fitted": bool(fit_scale), "frames": len(frames), "source": which,
+                 "gt_format": gt_format if calib is not None or gt_format == "depth" else "middlebury-uncalibrated"})
     out = {"clip": _clean(clip), "frames": [_clean(f) for f in frames], "_errors": errs[:: max(1, errs.size // 200000)]}
     if gt_poses is not None:
         out["poses"] = _pose_metrics(ws, gt_poses)
     return out
+
+
+def _same_aspect(a, b, tol: float = 0.01) -> bool:
+    """Two (H, W) grids covering the same image: the x and y scale factors agree within ``tol``."""
+    sy, sx = a[0] / b[0], a[1] / b[1]
+    return abs(sx - sy) <= tol * max(sx, sy)
 
 
 def _clean(d: dict) -> dict:

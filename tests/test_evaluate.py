@@ -1,0 +1,247 @@
+"""``mannequin eval`` with Middlebury disparity ground truth: calib.txt, PFM, depth conversion."""
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mannequin.errors import InputError
+from mannequin.evaluate import (
+    evaluate,
+    middlebury_disparity_to_depth,
+    read_disparity,
+    read_middlebury_calib,
+    read_middlebury_depth,
+    read_pfm,
+)
+
+# A Middlebury 2014 style calibration (values of the "Motorcycle" pair at full size).
+F, CX0, CX1, CY, BASELINE = 3979.911, 1244.772, 1369.115, 1019.507, 193.001
+DOFFS = CX1 - CX0
+CALIB = (f"cam0=[{F} 0 {CX0}; 0 {F} {CY}; 0 0 1]\n"
+         f"cam1=[{F} 0 {CX1}; 0 {F} {CY}; 0 0 1]\n"
+         f"doffs={DOFFS}\nbaseline={BASELINE}\nwidth={{w}}\nheight={{h}}\nndisp=280\nisint=0\n"
+         "vmin=23\nvmax=229\ndyavg=0\ndymax=0\n")
+
+
+def write_pfm(path, image: np.ndarray, little_endian: bool = True) -> None:
+    """A grey PFM written independently of the reader: bottom row first, scale sign = endianness."""
+    h, w = image.shape
+    with open(path, "wb") as fh:
+        fh.write(b"Pf\n" + f"{w} {h}\n".encode() + (b"-1.0\n" if little_endian else b"1.0\n"))
+        fh.write(np.flipud(image).astype("<f4" if little_endian else ">f4").tobytes())
+
+
+def scene_depth(h=24, w=32, seed=0) -> np.ndarray:
+    """Depth in mm: a slanted plane with a box in front, 1.5 .. 4 m."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    z = 2500.0 + 40.0 * xx + 10.0 * yy
+    z[h // 4: h // 2, w // 4: w // 2] = 1500.0
+    return (z * (1 + 0.001 * rng.standard_normal((h, w)))).astype(np.float64)
+
+
+def test_disparity_to_depth_matches_formula_pixel_by_pixel():
+    disp = np.array([[10.0, 0.0, -3.0], [np.inf, np.nan, 250.5]], dtype=np.float32)
+    f, b, doffs = 1000.0, 160.0, 5.0
+    z = middlebury_disparity_to_depth(disp, f, b, doffs)
+    assert z.shape == disp.shape and z.dtype == np.float32
+    for (r, c), d in np.ndenumerate(disp.astype(np.float64)):
+        expect = b * f / (d + doffs) if math.isfinite(d) and d + doffs > 0 else 0.0
+        assert z[r, c] == pytest.approx(expect, rel=1e-6)
+    assert z[0, 2] == pytest.approx(160.0 * 1000.0 / 2.0)  # negative disparity, still in front
+    assert z[1, 0] == 0 and z[1, 1] == 0                    # unknown
+    with pytest.raises(ValueError, match="baseline"):
+        middlebury_disparity_to_depth(disp, f, -1.0, doffs)
+
+
+def test_read_calib(tmp_path):
+    p = tmp_path / "calib.txt"
+    p.write_text(CALIB.format(w=741, h=500))
+    c = read_middlebury_calib(p)
+    assert c["f"] == F and c["cx"] == CX0 and c["cy"] == CY
+    assert c["doffs"] == pytest.approx(DOFFS) and c["baseline"] == BASELINE
+    assert c["width"] == 741 and c["height"] == 500 and c["ndisp"] == 280
+    np.testing.assert_array_equal(c["cam1"], [[F, 0, CX1], [0, F, CY], [0, 0, 1]])
+    # doffs is derived from the principal points when its line is missing
+    p.write_text("".join(ln + "\n" for ln in CALIB.format(w=741, h=500).splitlines() if not ln.startswith("doffs")))
+    assert read_middlebury_calib(p)["doffs"] == pytest.approx(CX1 - CX0)
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda t: t.replace("baseline=193.001\n", ""), "no baseline"),
+    (lambda t: t.replace("baseline=193.001", "baseline=-4"), "baseline must be positive"),
+    (lambda t: t.replace(f"doffs={DOFFS}", "doffs=abc"), "doffs must be a number"),
+    (lambda t: t.replace("; 0 0 1]", "]", 1), "cam0 must be a 3x3 matrix"),
+    (lambda t: t.replace(f"cam0=[{F}", "cam0=[x"), "cam0 must be a 3x3 matrix of numbers"),
+    (lambda t: t.replace(f"cam0=[{F} 0 {CX0}; 0 {F} {CY}; 0 0 1]", f"cam0={F}"), "cam0 must be a matrix"),
+    (lambda t: t.split("\n", 2)[2], "no cam0"),
+    (lambda t: t + "this line has no equals sign\n", "line 13 is not key=value"),
+])
+def test_malformed_calib_is_one_clear_error(tmp_path, edit, needle):
+    p = tmp_path / "calib.txt"
+    p.write_text(edit(CALIB.format(w=32, h=24)))
+    with pytest.raises(InputError) as err:
+        read_middlebury_calib(p)
+    msg = str(err.value)
+    assert str(p) in msg and needle in msg and "\n" not in msg
+
+
+def test_missing_calib_names_the_file(tmp_path):
+    with pytest.raises(InputError, match="calib.txt: Middlebury calibration file not found"):
+        read_middlebury_calib(tmp_path / "calib.txt")
+
+
+@pytest.mark.parametrize("little_endian", [True, False])
+def test_round_trip_calib_and_pfm(tmp_path, little_endian):
+    """Depth → disparity (Middlebury's definition) → PFM + calib.txt → depth again."""
+    z = scene_depth()
+    h, w = z.shape
+    disp = BASELINE * F / z - DOFFS                   # x_left − x_right in px
+    disp[3, 5] = np.inf                               # unknown
+    write_pfm(tmp_path / "disp0.pfm", disp.astype(np.float32), little_endian)
+    (tmp_path / "calib.txt").write_text(CALIB.format(w=w, h=h))
+    np.testing.assert_array_equal(read_pfm(tmp_path / "disp0.pfm"), disp.astype(np.float32))
+    got = read_middlebury_depth(tmp_path / "disp0.pfm", read_middlebury_calib(tmp_path / "calib.txt"))
+    ok = np.isfinite(disp)
+    assert got[3, 5] == 0 and (got[ok] > 0).all()
+    np.testing.assert_allclose(got[ok], z[ok], rtol=2e-5)     # float32 disparity round-off
+    # in metres with depth_scale 1000
+    got_m = read_middlebury_depth(tmp_path / "disp0.pfm", read_middlebury_calib(tmp_path / "calib.txt"), 1000.0)
+    np.testing.assert_allclose(got_m[ok], z[ok] / 1000.0, rtol=2e-5)
+
+
+def test_disparity_size_must_match_calib(tmp_path):
+    write_pfm(tmp_path / "disp0.pfm", np.full((24, 32), 50.0, np.float32))
+    (tmp_path / "calib.txt").write_text(CALIB.format(w=741, h=500))
+    with pytest.raises(InputError, match=r"disp0.pfm: disparity size 32x24 differs from calib.txt"):
+        read_middlebury_depth(tmp_path / "disp0.pfm", read_middlebury_calib(tmp_path / "calib.txt"))
+
+
+def test_integer_disparity_reads_zero_as_unknown(tmp_path):
+    import imageio.v3 as iio
+
+    raw = np.array([[0, 4, 8], [16, 0, 255]], dtype=np.uint8)
+    iio.imwrite(tmp_path / "disp2.png", raw)
+    d = read_disparity(tmp_path / "disp2.png")
+    assert np.isnan(d[0, 0]) and np.isnan(d[1, 1])
+    np.testing.assert_array_equal(d[raw > 0], raw[raw > 0].astype(np.float32))
+    # no calibration: depth 1/d, only up to scale
+    z = read_middlebury_depth(tmp_path / "disp2.png")
+    np.testing.assert_allclose(z[raw > 0], 1.0 / raw[raw > 0])
+    assert z[0, 0] == 0
+
+
+# --- through evaluate(): a minimal workspace (sparse model + labels) ------------------------------
+
+def make_workspace(root, labels: dict, width: int, height: int, fx: float):
+    """A workspace with a PINHOLE sparse model of the named frames and their label maps."""
+    from mannequin.cameras import CameraFrame, Intrinsics, Pose, to_reconstruction
+    from mannequin.workspace import Workspace
+
+    ws = Workspace(root).create()
+    intr = Intrinsics(fx, fx, width / 2, height / 2, width, height)
+    names = sorted(labels)
+    frames = [CameraFrame.from_intrinsics(0, intr, Pose(np.eye(3), [-100.0 * k, 0, 0])) for k in range(len(names))]
+    ws.sparse_dir.mkdir(parents=True)
+    to_reconstruction(frames, [f"{n}.png" for n in names], width, height).write(str(ws.sparse_dir))
+    ws.labels_dir.mkdir()
+    for n, lab in labels.items():
+        np.save(ws.labels_dir / f"{n}.npy", lab.astype(np.float32))
+    return ws
+
+
+def _absrel(pred, gt, scale=1.0):
+    m = (pred > 0) & (gt > 0)
+    return float(np.mean(np.abs(scale * pred[m] - gt[m]) / gt[m]))
+
+
+def test_evaluate_middlebury_known_poses_and_resized_labels(tmp_path):
+    z = scene_depth(48, 64)                            # GT at full size (mm)
+    disp = (BASELINE * F / z - DOFFS).astype(np.float32)
+    disp[:2] = np.inf
+    gt_dir = tmp_path / "gt"
+    gt_dir.mkdir()
+    write_pfm(gt_dir / "disp0.pfm", disp)
+    (gt_dir / "calib.txt").write_text(CALIB.format(w=64, h=48))
+    # labels at half size (the frames were resized), 1% too far, some unlabelled
+    gt_small = BASELINE * F / (disp[1::2, 1::2].astype(np.float64) + DOFFS)   # pixel centres of the half grid
+    label = gt_small * 1.01                            # 0 where the disparity is unknown (inf)
+    label[10:, :3] = 0
+    ws = make_workspace(tmp_path / "ws", {"im0": label, "im1": label}, 32, 24, 500.0)
+    res = evaluate(ws, gt_dir, fit_scale=False)
+    assert res["clip"]["gt_format"] == "middlebury" and res["clip"]["scale"] == 1.0
+    assert [f["name"] for f in res["frames"]] == ["im0"]      # disp0 belongs to im0 only
+    gt_ok = gt_small > 0
+    assert res["clip"]["absrel"] == pytest.approx(0.01, rel=1e-4)
+    assert res["clip"]["density"] == pytest.approx(((label > 0) & gt_ok).sum() / gt_ok.sum())
+    # a lone disp0 with frames not named im<N> belongs to the first frame
+    ws2 = make_workspace(tmp_path / "ws2", {"left": label, "right": label}, 32, 24, 500.0)
+    assert [f["name"] for f in evaluate(ws2, gt_dir, fit_scale=False)["frames"]] == ["left"]
+    # in metres, with known poses
+    res_m = evaluate(ws, gt_dir, fit_scale=False, depth_scale=1000.0)
+    assert res_m["clip"]["absrel"] == pytest.approx(_absrel(label, gt_small / 1000.0))
+    # the depth format ignores the disparity files
+    with pytest.raises(InputError, match="no GT depth file matches"):
+        evaluate(ws, gt_dir, gt_format="depth")
+
+
+def test_evaluate_uncalibrated_disparity_fits_one_scale(tmp_path):
+    """Middlebury 2003 layout: disp2.pgm / disp6.pgm for frames im2 / im6, no calib.txt."""
+    import imageio.v3 as iio
+
+    rng = np.random.default_rng(1)
+    gt_dir = tmp_path / "gt"
+    gt_dir.mkdir()
+    labels, raws = {}, {}
+    for k in (2, 6):
+        raw = rng.integers(20, 200, size=(24, 32)).astype(np.uint8)
+        raw[0, :5] = 0                                  # unknown
+        iio.imwrite(gt_dir / f"disp{k}.pgm", raw)
+        raws[k] = raw
+        labels[f"im{k}"] = np.where(raw > 0, 3.0 / np.maximum(raw, 1), 0) * (1 + 0.01 * (k == 6))
+    labels["im4"] = np.ones((24, 32))
+    ws = make_workspace(tmp_path / "ws", labels, 32, 24, 300.0)
+    with pytest.raises(InputError, match="no GT depth file matches"):
+        evaluate(ws, gt_dir)                            # auto: no calib.txt → depth format
+    res = evaluate(ws, gt_dir, gt_format="middlebury", fit_scale=False)
+    assert res["clip"]["gt_format"] == "middlebury-uncalibrated" and res["clip"]["scale_fitted"]
+    assert [f["name"] for f in res["frames"]] == ["im2", "im6"]
+    # independent: the median of gt/pred over both frames, then AbsRel with that scale
+    P = np.concatenate([labels["im2"].ravel(), labels["im6"].ravel()])
+    G = np.concatenate([np.where(raws[k] > 0, 1.0 / np.maximum(raws[k], 1), 0).ravel() for k in (2, 6)])
+    m = (P > 0) & (G > 0)
+    s = np.median(G[m] / P[m])
+    assert res["clip"]["scale"] == pytest.approx(s, rel=1e-5)
+    assert res["clip"]["absrel"] == pytest.approx(np.mean(np.abs(s * P[m] - G[m]) / G[m]), rel=1e-4)
+
+
+def test_cli_eval_autodetects_calib_and_reports_bad_calib(tmp_path):
+    z = scene_depth()
+    h, w = z.shape
+    gt_dir = tmp_path / "gt"
+    gt_dir.mkdir()
+    write_pfm(gt_dir / "disp0.pfm", (BASELINE * F / z - DOFFS).astype(np.float32))
+    (gt_dir / "calib.txt").write_text(CALIB.format(w=w, h=h))
+    ws = make_workspace(tmp_path / "ws", {"im0": z / 1000.0}, w, h, 400.0)   # labels in metres
+    run = [sys.executable, "-m", "mannequin", "eval", str(ws.root), "--gt-depth", str(gt_dir), "--quiet"]
+    out = subprocess.run(run + ["--depth-scale", "1000"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    clip = json.loads(out.stdout)["clip"]
+    assert clip["gt_format"] == "middlebury" and clip["absrel"] < 1e-4 and clip["density"] == 1.0
+    (gt_dir / "calib.txt").write_text(CALIB.format(w=w, h=h).replace("baseline=", "baseline=x"))
+    out = subprocess.run(run, capture_output=True, text=True, timeout=300)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode != 0 and len(lines) == 1 and "calib.txt: baseline must be a number" in lines[0]
+
+
+def test_real_cones_disparity(shared_data):
+    """Middlebury 2003 Cones: 8-bit PGM, 0 = unknown (PROVENANCE.md: about 97 % valid)."""
+    d = read_disparity(shared_data / "middlebury_cones" / "disp2.pgm")
+    assert d.shape == (375, 450)
+    assert 0.9 < np.isfinite(d).mean() < 1.0
+    z = read_middlebury_depth(shared_data / "middlebury_cones" / "disp2.pgm")
+    ok = np.isfinite(d)
+    np.testing.assert_allclose(z[ok] * d[ok], 1.0, rtol=1e-6)
