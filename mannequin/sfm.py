@@ -139,6 +139,64 @@ def triangulation_angles(rec) -> np.ndarray:
     return np.array(out)
 
 
+def _best_rotation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The rotation R minimising sum |b_k - R a_k|^2 over unit vectors (Kabsch)."""
+    U, _, Vt = np.linalg.svd(a.T @ b)
+    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(Vt.T @ U.T))])
+    return Vt.T @ D @ U.T
+
+
+def rotation_parallax(rec, db_path, min_matches: int = 20) -> dict:
+    """How much parallax the verified matches show beyond what a pure camera rotation explains.
+
+    For every verified pair of frames registered in ``rec`` with at least ``min_matches`` inlier
+    matches in the COLMAP database ``db_path``, the keypoints become unit bearings through the
+    model's camera (refined intrinsics and distortion), the rotation that best maps one frame's
+    bearings onto the other's is fitted (Kabsch, re-fitted twice on the 90 % best matches), and the
+    pair's parallax is the median angle left between the rotated and the observed bearings.
+
+    A camera that only turns in place sees every match move by one rotation: what is left is feature
+    noise.  A translating camera leaves the parallax of the scene's depth differences, which no
+    rotation absorbs.  Unlike the triangulation angle, this uses neither the model's 3-D points nor
+    its camera centres, which pure rotation leaves undetermined (the mapper can invent a baseline
+    that fits the noise, and its point filter keeps the points that noise gave the widest angles).
+
+    Returns {"parallax_deg": the 90th percentile of the pairs' parallax (None without a qualifying
+    pair), "median_pair_deg", "max_pair_deg", "pairs"}.
+    """
+    import pycolmap
+
+    reg = set(rec.reg_image_ids())
+    db = pycolmap.Database.open(str(db_path))
+    try:
+        pair_ids, geometries = db.read_two_view_geometries()
+        bearings = {}
+        for i in reg:
+            xy = rec.camera(rec.image(i).camera_id).cam_from_img(db.read_keypoints(i)[:, :2].astype(np.float64))
+            b = np.hstack([xy, np.ones((len(xy), 1))])
+            bearings[i] = b / np.linalg.norm(b, axis=1, keepdims=True)
+    finally:
+        db.close()
+    per_pair = []
+    for pid, geo in zip(pair_ids, geometries):
+        i, j = pycolmap.pair_id_to_image_pair(pid)
+        m = np.asarray(geo.inlier_matches)
+        if i not in reg or j not in reg or len(m) < min_matches:
+            continue
+        a, b = bearings[i][m[:, 0]], bearings[j][m[:, 1]]
+        keep = np.ones(len(a), dtype=bool)
+        for _ in range(3):
+            R = _best_rotation(a[keep], b[keep])
+            ang = np.degrees(np.arccos(np.clip(np.sum((a @ R.T) * b, axis=1), -1.0, 1.0)))
+            keep = ang <= np.percentile(ang, 90)
+        per_pair.append(float(np.median(ang)))
+    if not per_pair:
+        return {"parallax_deg": None, "median_pair_deg": None, "max_pair_deg": None, "pairs": 0}
+    v = np.array(per_pair)
+    return {"parallax_deg": float(np.percentile(v, 90)), "median_pair_deg": float(np.median(v)),
+            "max_pair_deg": float(v.max()), "pairs": len(v)}
+
+
 def _database(pycolmap, db_path: Path, image_dir: Path, names, cfg: SfmConfig, camera_model: str,
               camera_params: str, progress_file=None, fixed_camera: bool = False):
     """Create the database: import (ids follow sorted names), extract SIFT, match.
@@ -189,10 +247,12 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, 
 
     Without ``poses``: SIFT, sequential matching and incremental (or global) mapping with one shared
     camera; the model with the most registered frames is kept; fails with :class:`StageError`
-    when fewer than ``cfg.min_registered`` of the frames register, or when the median
-    triangulation angle is below ``cfg.min_triangulation_deg`` (no parallax: static camera or
-    pure rotation).  With ``poses`` (an MC/RealEstate10K file): its intrinsics and world-to-camera
-    poses are used exactly and sparse points are triangulated with the poses fixed.
+    when fewer than ``cfg.min_registered`` of the frames register, when the matches show less
+    parallax beyond a pure rotation than ``cfg.min_parallax_deg`` (:func:`rotation_parallax`: the
+    camera only turns in place), or when the median triangulation angle is below
+    ``cfg.min_triangulation_deg`` (no parallax: static camera or pure rotation).  With ``poses``
+    (an MC/RealEstate10K file): its intrinsics and world-to-camera poses are used exactly and
+    sparse points are triangulated with the poses fixed (no parallax checks).
     """
     pycolmap = _pycolmap()
     pycolmap.set_random_seed(int(seed))
@@ -260,6 +320,14 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, 
             f"{ws.frames_dir}: the model has only {rec.num_points3D()} 3-D points for "
             f"{rec.num_reg_images()} frames (< {cfg.min_points}): a degenerate reconstruction "
             "(too little texture or parallax)")
+    parallax = rotation_parallax(rec, db_path) if cam_file is None else None
+    if parallax is not None:
+        summary["parallax"] = parallax
+        p = parallax["parallax_deg"]
+        if p is not None and p < cfg.min_parallax_deg:
+            raise StageError(
+                f"{ws.frames_dir}: the camera only rotates: no parallax to give depth (the matches show "
+                f"{p:.3f}° beyond a pure rotation, below sfm.min_parallax_deg {cfg.min_parallax_deg}°)")
     angles = triangulation_angles(rec)
     median_angle = float(np.median(angles)) if len(angles) else 0.0
     if cam_file is None and median_angle < cfg.min_triangulation_deg:

@@ -37,6 +37,10 @@ from .workspace import atomic_path, save_image, save_npy, write_json
 FOV_X_DEG = 60.0            # horizontal field of view
 STEP_M = 0.045              # lateral camera step per frame (metres) for clips up to MAX_WALK_M
 MAX_WALK_M = 1.5            # longest sideways walk; longer clips take smaller steps
+PAN_DEG = 1.5               # pan per frame (degrees) of a rotate-only clip, up to MAX_PAN_DEG
+MAX_PAN_DEG = 40.0          # widest pan of a rotate-only clip; longer clips turn slower
+TILT_DEG = 3.0              # tilt amplitude (degrees) of a rotate-only clip (one slow nod)
+MOTIONS = ("walk", "rotate")
 LIGHT_DIR = np.array([-0.3, -0.5, 0.8]) / np.linalg.norm([-0.3, -0.5, 0.8])  # towards the light
 AMBIENT, DIFFUSE = 0.4, 0.7
 ROOM = dict(x0=-3.5, x1=3.5, y0=-2.5, y1=7.0, z0=0.0, z1=2.8)
@@ -422,8 +426,14 @@ def _rodrigues(w: np.ndarray) -> np.ndarray:
     return np.eye(3) + math.sin(th) * Kx + (1 - math.cos(th)) * Kx @ Kx
 
 
-def _camera_path(rng, n_frames: int, fps: float, people_xy: np.ndarray) -> List[Pose]:
-    """A sideways walk along world x at y ≈ 0, looking at the group, with handheld jitter."""
+def _camera_path(rng, n_frames: int, fps: float, people_xy: np.ndarray, motion: str = "walk") -> List[Pose]:
+    """A sideways walk along world x at y ≈ 0, looking at the group, with handheld jitter.
+
+    ``motion="rotate"``: the camera stays at the walk's midpoint (no translation at all, no
+    positional jitter) and turns in place: it pans ``PAN_DEG`` per frame (at most ``MAX_PAN_DEG``
+    in all) across the group and tilts ±``TILT_DEG`` once over the clip, with the same rotational
+    jitter.  The random draws are the walk's, so the scene and the jitter match the walking clip.
+    """
     target = np.array([people_xy[:, 0].mean(), people_xy[:, 1].mean(), rng.uniform(0.9, 1.2)])
     height = rng.uniform(1.45, 1.7)
     step = STEP_M if n_frames <= 1 or STEP_M * (n_frames - 1) <= MAX_WALK_M else MAX_WALK_M / (n_frames - 1)
@@ -433,16 +443,28 @@ def _camera_path(rng, n_frames: int, fps: float, people_xy: np.ndarray) -> List[
     times = np.arange(n_frames) / fps
     pos_jit = _smooth_noise(rng, times, 0.008)
     rot_jit = _smooth_noise(rng, times, math.radians(0.4))
+    pan = math.radians(min(PAN_DEG, MAX_PAN_DEG / max(n_frames - 1, 1)))
     poses = []
     for i in range(n_frames):
         s = (i - (n_frames - 1) / 2) * step
-        C = np.array([x_mid + sign * s, drift * s, height]) + pos_jit[i]
-        f = target - C
-        f /= np.linalg.norm(f)
+        if motion == "rotate":
+            C = np.array([x_mid, 0.0, height])
+            f = target - C
+            f /= np.linalg.norm(f)
+            k = i - (n_frames - 1) / 2
+            turn = _rot_z(-sign * pan * k)  # pan about the vertical through the camera centre
+            f = turn @ f
+        else:
+            C = np.array([x_mid + sign * s, drift * s, height]) + pos_jit[i]
+            f = target - C
+            f /= np.linalg.norm(f)
         x = np.cross(f, [0.0, 0.0, 1.0])
         x /= np.linalg.norm(x)
         y = np.cross(f, x)
         R_c2w = np.stack([x, y, f], axis=1) @ _rodrigues(rot_jit[i])
+        if motion == "rotate":
+            tilt = math.radians(TILT_DEG) * math.sin(2 * math.pi * i / max(n_frames - 1, 1))
+            R_c2w = R_c2w @ _rodrigues(np.array([tilt, 0.0, 0.0]))  # about the camera's x axis
         poses.append(Pose.from_cam_to_world(R_c2w, C))
     return poses
 
@@ -541,7 +563,8 @@ def _check_inputs(seed, n_frames, width, height, k1, k2, fps):
 
 
 def render_clip(seed: int = 0, n_frames: int = 24, width: int = 384, height: int = 288, *,
-                moving: bool = False, k1: float = 0.0, k2: float = 0.0, fps: float = 30.0) -> SynthClip:
+                moving: bool = False, k1: float = 0.0, k2: float = 0.0, fps: float = 30.0,
+                motion: str = "walk") -> SynthClip:
     """Render a synthetic frozen-scene clip with exact ground truth.
 
     seed: everything (room colours, people, camera path, jitter, texture lattice) comes from
@@ -550,6 +573,9 @@ def render_clip(seed: int = 0, n_frames: int = 24, width: int = 384, height: int
     moving: one person translates 0.25–0.4 m smoothly over the clip; ``dynamic`` marks it.
     k1, k2: COLMAP RADIAL distortion the images are rendered through (normalised coordinates).
     fps: frame rate, sets ``timestamps_us`` and the handheld-jitter time scale.
+    motion: ``"walk"`` (the default: a sideways walk, depth is observable) or ``"rotate"`` (the
+        camera turns in place, panning 1.5° per frame and tilting ±3°: no parallax, a bad input
+        for SfM; the same seed gives the same scene).
 
     Returns a :class:`SynthClip`: images (N, H, W, 3) uint8, depth (N, H, W) float32 z-depth in
     metres at pixel centres, pinhole intrinsics (pixels, horizontal FOV 60°, principal point at the
@@ -558,11 +584,13 @@ def render_clip(seed: int = 0, n_frames: int = 24, width: int = 384, height: int
     about 2.3–8 m.
     """
     _check_inputs(seed, n_frames, width, height, k1, k2, fps)
+    if motion not in MOTIONS:
+        raise InputError(f"synth: motion must be one of {', '.join(MOTIONS)}, got {motion!r}")
     n_frames, width, height = int(n_frames), int(width), int(height)
     k1, k2, fps = float(k1), float(k2), float(fps)
     rng = np.random.default_rng(seed)
     objs, people_xy, mover = _build_objects(rng, n_frames, moving)
-    poses = _camera_path(rng, n_frames, fps, people_xy)
+    poses = _camera_path(rng, n_frames, fps, people_xy, motion)
     renderer = _Renderer(objs, rng)
     f = (width / 2) / math.tan(math.radians(FOV_X_DEG) / 2)
     intr = Intrinsics(f, f, width / 2, height / 2, width, height)
@@ -575,7 +603,7 @@ def render_clip(seed: int = 0, n_frames: int = 24, width: int = 384, height: int
         if moving:
             dynamic[i] = gids == mover
     params = dict(seed=int(seed), n_frames=n_frames, width=width, height=height, size=[width, height],
-                  k1=k1, k2=k2, moving=bool(moving), fps=fps)
+                  k1=k1, k2=k2, moving=bool(moving), fps=fps, motion=motion)
     return SynthClip(images, depth, intr, poses, [int(round(i * 1e6 / fps)) for i in range(n_frames)],
                      dynamic, (k1, k2), params)
 
@@ -653,10 +681,11 @@ def write_clip(clip: SynthClip, out, *, video: bool = False) -> Path:
 
 
 def synth(out, seed: int = 0, n_frames: int = 24, width: int = 384, height: int = 288, *,
-          video: bool = False, moving: bool = False, k1: float = 0.0, k2: float = 0.0) -> Path:
+          video: bool = False, moving: bool = False, k1: float = 0.0, k2: float = 0.0,
+          motion: str = "walk") -> Path:
     """Render a clip (:func:`render_clip`) and write it under ``out`` (:func:`write_clip`).
 
-    Returns ``out`` as a Path.  Raises :class:`InputError` for bad sizes or frame counts.
+    Returns ``out`` as a Path.  Raises :class:`InputError` for bad sizes, frame counts or motions.
     """
-    clip = render_clip(seed, n_frames, width, height, moving=moving, k1=k1, k2=k2)
+    clip = render_clip(seed, n_frames, width, height, moving=moving, k1=k1, k2=k2, motion=motion)
     return write_clip(clip, out, video=video)

@@ -68,6 +68,15 @@ def _(tmp, clip):
     return [_video(tmp / "static.mp4", [frame] * 8)]
 
 
+@case("pure camera rotation", "camera only rotates")
+def _(tmp, clip):
+    # the tiny clip's scene, filmed by a camera that turns in place (1.5° pan per frame, no translation)
+    from mannequin.synth import render_clip
+
+    rot = render_clip(seed=5, n_frames=10, width=192, height=144, motion="rotate")
+    return [_video(tmp / "rotate.mp4", rot.images)]
+
+
 @case("images of mixed sizes", "size")
 def _(tmp, clip):
     d = tmp / "mixed"

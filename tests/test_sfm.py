@@ -35,6 +35,10 @@ def test_sfm_recovers_synthetic_trajectory(clip_dir, tmp_path):
     assert abs(est.frames[0].fx / gt.frames[0].fx - 1) < 0.01
     assert sorted(p.name for p in ws.images_dir.iterdir()) == sorted(p.name for p in ws.frames_dir.iterdir())
     assert {"cameras.bin", "images.bin", "points3D.bin"} <= {p.name for p in ws.sparse_dir.iterdir()}
+    import json
+
+    par = json.loads((ws.sfm_dir / "summary.json").read_text())["parallax"]
+    assert par["parallax_deg"] > 3 * SfmConfig().min_parallax_deg, par  # a walk: far from a pure rotation
 
 
 def test_known_poses_are_kept_exactly(clip_dir, tmp_path):
@@ -71,6 +75,44 @@ def test_static_camera_fails_clearly(tmp_path):
     with pytest.raises(StageError, match="triangulation|no model|registered"):
         run_sfm(ws, SfmConfig(max_features=1024, restarts=1))
     assert not ws.cameras_txt.exists()
+
+
+def test_pure_rotation_fails_clearly(tmp_path):
+    """A camera that turns in place (1.5° pan per frame, no translation) is rejected by the
+    rotation-parallax check with a one-line reason, and writes no cameras (issue 8)."""
+    clip = render_clip(seed=2, n_frames=10, width=192, height=144, motion="rotate")
+    write_clip(clip, tmp_path / "rotate", video=True)
+    ws = _frames(tmp_path / "rotate", tmp_path)
+    with pytest.raises(StageError, match="camera only rotates: no parallax to give depth") as exc:
+        run_sfm(ws, SfmConfig(max_features=1024, restarts=1))
+    assert "\n" not in str(exc.value)
+    assert not ws.cameras_txt.exists() and not ws.sparse_dir.exists()
+    # the measure itself: feature noise, far below the threshold (walking clips: 0.5° and more)
+    import pycolmap
+
+    from mannequin.sfm import rotation_parallax
+
+    rec = pycolmap.Reconstruction(str(ws.sfm_dir / "work" / "model"))
+    par = rotation_parallax(rec, ws.sfm_dir / "work" / "database.db")
+    assert par["pairs"] >= 9 and par["parallax_deg"] < SfmConfig().min_parallax_deg / 2, par
+
+
+def test_rotation_parallax_of_exact_rotations():
+    """Bearings related by an exact rotation leave no parallax; translated ones leave some."""
+    from mannequin.sfm import _best_rotation
+
+    rng = np.random.default_rng(0)
+    X = rng.uniform([-2, -1, 2], [2, 1, 8], (200, 3))
+    a = X / np.linalg.norm(X, axis=1, keepdims=True)
+    from scipy.spatial.transform import Rotation
+
+    R = Rotation.from_euler("yx", [5.0, 2.0], degrees=True).as_matrix()
+    np.testing.assert_allclose(_best_rotation(a, a @ R.T), R, atol=1e-12)
+    Y = X @ R.T + [0.2, 0, 0]  # and a 20 cm step
+    b = Y / np.linalg.norm(Y, axis=1, keepdims=True)
+    Rb = _best_rotation(a, b)
+    res = np.degrees(np.arccos(np.clip(np.sum((a @ Rb.T) * b, 1), -1, 1)))
+    assert np.median(res) > 0.5
 
 
 def test_parse_intrinsics(tmp_path):

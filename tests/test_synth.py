@@ -270,3 +270,37 @@ def test_bad_inputs_raise(kw, tmp_path):
     with pytest.raises(InputError):
         synth(tmp_path / "bad", **args)
     assert not (tmp_path / "bad").exists()
+
+
+def test_rotate_only_clip(clip):
+    """motion="rotate": the camera turns in place (same scene and centre for every frame), panning
+    1.5° per frame and tilting a little; the ground truth still reprojects exactly."""
+    c = render_clip(seed=3, n_frames=8, width=W, height=H, motion="rotate")
+    centres = np.array([p.center for p in c.poses])
+    assert np.abs(centres - centres[0]).max() < 1e-12, "a rotate-only camera must not translate"
+    from scipy.spatial.transform import Rotation
+
+    steps = [np.degrees(Rotation.from_matrix(c.poses[k + 1].R @ c.poses[k].R.T).magnitude()) for k in range(7)]
+    assert 0.8 < min(steps) and max(steps) < 4.0, steps
+    total = np.degrees(Rotation.from_matrix(c.poses[-1].R @ c.poses[0].R.T).magnitude())
+    assert 8.0 < total < 20.0, total
+    # the scene (walls, people, texture) is the walking clip's: the same seed draws the same room
+    assert c.depth.min() > 2.0 and c.depth.max() < 10.0
+    assert c.params["motion"] == "rotate" and clip.params["motion"] == "walk"
+    zp, zs, ci, cj, ok = _reproject(c, 1, 6)
+    vis = _visible(zp, zs)
+    assert ok.mean() > 0.5 and vis.mean() > 0.8, (ok.mean(), vis.mean())
+    assert np.median(np.abs(zp[vis] - zs[vis]) / zs[vis]) < 5e-4
+    # a long clip turns slower: the whole pan stays within MAX_PAN_DEG (40°)
+    from mannequin.synth import _camera_path
+
+    poses = _camera_path(np.random.default_rng(0), 61, 30.0, np.array([[0.0, 4.0], [1.0, 4.0]]), "rotate")
+    pan = np.degrees(Rotation.from_matrix(poses[-1].R @ poses[0].R.T).magnitude())
+    assert 35.0 < pan < 45.0, pan
+
+
+def test_rotate_only_bad_motion(tmp_path):
+    with pytest.raises(InputError, match="motion"):
+        render_clip(seed=0, n_frames=2, width=32, height=24, motion="orbit")
+    out = synth(tmp_path / "r", seed=0, n_frames=2, width=32, height=24, motion="rotate")
+    assert json.loads((out / "synth.json").read_text())["motion"] == "rotate"
