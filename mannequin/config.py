@@ -50,7 +50,10 @@ class SfmConfig:
     quadratic_overlap COLMAP matches frame i with i+1, i+2, i+4, ... i+2^(overlap-1) only, not i+1..i+overlap).
     exhaustive_max_frames: clips with at most this many frames and a fixed camera (given intrinsics or
     known poses) match every pair instead (cheap there, and it gives short, rotation-heavy clips all their
-    wide-baseline pairs); 0 = always sequential.
+    wide-baseline pairs); 0 = always sequential.  exhaustive_fallback_below: a self-calibrated clip of at
+    most exhaustive_max_frames frames whose sequential matching registers less than this share of its
+    frames (an unordered image set, e.g. views in name order, not path order) is matched exhaustively and
+    mapped again; the model that registers more frames wins.
     vocab_tree: local vocabulary-tree file enabling loop detection (None = off; never downloads).
     mapper: "incremental" or "global".  init_min_tri_angle: degrees required of the initial pair;
     restarts after the first halve it (down to 1°), as small-baseline clips rarely offer 4° pairs.
@@ -78,6 +81,7 @@ class SfmConfig:
     overlap: int = 10
     quadratic_overlap: bool = True
     exhaustive_max_frames: int = 50
+    exhaustive_fallback_below: float = 0.9
     vocab_tree: Optional[str] = None
     mapper: str = "incremental"
     init_min_tri_angle: float = 4.0

@@ -197,6 +197,25 @@ def rotation_parallax(rec, db_path, min_matches: int = 20) -> dict:
             "max_pair_deg": float(v.max()), "pairs": len(v)}
 
 
+def _matching_options():
+    import pycolmap
+
+    matching = pycolmap.FeatureMatchingOptions()
+    matching.num_threads = _threads()
+    return matching
+
+
+def _exhaustive(cfg: SfmConfig, names, fixed_camera: bool) -> bool:
+    """Match every pair from the start: a short clip with a fixed camera and no vocabulary tree."""
+    return fixed_camera and 0 < len(names) <= cfg.exhaustive_max_frames and not cfg.vocab_tree
+
+
+def _fallback_allowed(cfg: SfmConfig, names, fixed_camera: bool) -> bool:
+    """Sequential matching first, exhaustive if it registers too few (see SfmConfig)."""
+    return (not _exhaustive(cfg, names, fixed_camera) and len(names) <= cfg.exhaustive_max_frames
+            and not cfg.vocab_tree)
+
+
 def _database(pycolmap, db_path: Path, image_dir: Path, names, cfg: SfmConfig, camera_model: str,
               camera_params: str, progress_file=None, fixed_camera: bool = False):
     """Create the database: import (ids follow sorted names), extract SIFT, match.
@@ -219,9 +238,8 @@ def _database(pycolmap, db_path: Path, image_dir: Path, names, cfg: SfmConfig, c
     pycolmap.extract_features(str(db_path), str(image_dir), image_names=list(names),
                               camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,
                               extraction_options=ext, device=pycolmap.Device.cpu)
-    matching = pycolmap.FeatureMatchingOptions()
-    matching.num_threads = _threads()
-    if fixed_camera and len(names) <= cfg.exhaustive_max_frames and not cfg.vocab_tree:
+    matching = _matching_options()
+    if _exhaustive(cfg, names, fixed_camera):
         # Short clip: every pair.  Sequential matching with quadratic_overlap only pairs i with
         # i + 2^k, which starves short, rotation-heavy clips of the pairs that give them parallax.
         pycolmap.match_exhaustive(str(db_path), matching_options=matching, device=pycolmap.Device.cpu)
@@ -295,9 +313,28 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, 
         model_dir.mkdir()
         if cam_file is None:
             max_extra = max([1.0] + [2 * abs(v) for v in (intrinsics[1] if intrinsics else ())])
-            rec, calib = _map(pycolmap, db_path, ws.frames_dir, work / "maps", cfg, seed, len(names), width,
-                              fixed_intrinsics=bool(cfg.intrinsics) and not cfg.refine_intrinsics,
-                              max_extra_param=max_extra)
+            fixed_intrinsics = bool(cfg.intrinsics) and not cfg.refine_intrinsics
+
+            def mapping(tag):
+                return _map(pycolmap, db_path, ws.frames_dir, work / tag, cfg, seed, len(names), width,
+                            fixed_intrinsics=fixed_intrinsics, max_extra_param=max_extra)
+
+            summary["matching"] = "exhaustive" if _exhaustive(cfg, names, fixed_camera) else "sequential"
+            try:
+                rec, calib = mapping("maps")
+            except StageError:
+                if not _fallback_allowed(cfg, names, fixed_camera):
+                    raise
+                rec, calib = None, None
+            n_reg = rec.num_reg_images() if rec is not None else 0
+            if _fallback_allowed(cfg, names, fixed_camera) and n_reg < cfg.exhaustive_fallback_below * len(names):
+                # An unordered set (or a clip that loops back): sequential pairs miss the overlaps.
+                log.info("sequential matching registered %d of %d frames: matching every pair", n_reg, len(names))
+                pycolmap.match_exhaustive(str(db_path), matching_options=_matching_options(), device=pycolmap.Device.cpu)
+                rec2, calib2 = mapping("maps_exhaustive")
+                summary["matching"] = f"sequential ({n_reg} registered), then exhaustive"
+                if rec is None or rec2.num_reg_images() > n_reg:
+                    rec, calib = rec2, calib2
             summary["calibration"] = calib
         else:
             rec = _triangulate_known(pycolmap, cam_file, names, width, height, db_path, ws.frames_dir, work)

@@ -141,6 +141,7 @@ def test_self_calibration_recovers_focal_and_distortion(tmp_path):
     assert abs(f / f_true - 1) < 0.01
     assert abs(k - (-0.12)) < 0.02
     assert summary["warnings"] == []
+    assert summary["matching"] == "sequential"  # every frame registered: no exhaustive fallback
 
 
 def _turning_rec(rates_deg_s, fps=30.0):
@@ -177,3 +178,17 @@ def test_init_angle_schedule():
 
     assert [_init_angle(SfmConfig(), k) for k in range(4)] == [4.0, 2.0, 1.0, 1.0]
     assert _init_angle(SfmConfig(init_min_tri_angle=0.5), 2) == 0.5
+
+
+def test_exhaustive_matching_choice():
+    """Fixed camera + short clip: exhaustive from the start; self-calibrated short clip: sequential
+    first, exhaustive only as a fallback; long clips or a vocabulary tree: never."""
+    from mannequin.sfm import _exhaustive, _fallback_allowed
+
+    cfg = SfmConfig(exhaustive_max_frames=5)
+    short, long_ = list("abcd"), list("abcdefgh")
+    assert _exhaustive(cfg, short, True) and not _fallback_allowed(cfg, short, True)
+    assert not _exhaustive(cfg, short, False) and _fallback_allowed(cfg, short, False)
+    assert not _exhaustive(cfg, long_, True) and not _fallback_allowed(cfg, long_, False)
+    tree = SfmConfig(exhaustive_max_frames=5, vocab_tree="/x/tree.bin")
+    assert not _exhaustive(tree, short, True) and not _fallback_allowed(tree, short, False)
