@@ -131,7 +131,9 @@ class FuseConfig:
     rel_depth: relative depth agreement.  reproj_px: forward-backward reprojection error in px.
     min_views: agreeing neighbours needed.  n_neighbors: neighbours checked per frame.
     average: replace a kept depth with the mean of the agreeing depths.
-    min_confidence: raw-depth confidence threshold.  speckle_px: blobs smaller than this are removed.
+    min_confidence: raw-depth confidence threshold (0 = off: on the synthetic clips the geometric
+    check alone gave lower AbsRel and higher density than 0.02, see benchmarks/labels.py's filter
+    sweep; raise it for weakly textured footage).  speckle_px: blobs smaller than this are removed.
     edge_px / edge_rel: no label within edge_px pixels of a raw-depth neighbour farther by more
     than edge_rel (relative): the near side of depth edges, where window matching fattens.
     max_behind_frac: drop a pixel that more than this fraction of its agreeing views see through
@@ -146,7 +148,7 @@ class FuseConfig:
     min_views: int = 2
     n_neighbors: int = 6
     average: bool = True
-    min_confidence: float = 0.02
+    min_confidence: float = 0.0
     speckle_px: int = 100
     edge_px: int = 2
     edge_rel: float = 0.05

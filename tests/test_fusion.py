@@ -41,8 +41,10 @@ def test_frame_under_20_percent_is_dropped_with_reason(tiny_run, tmp_path):
     ws = tiny_run
     cfg = Config.from_dict(json.loads(ws.config_json.read_text()))
     victim = ws.image_names()[3]
-    conf = np.load(ws.conf_path(victim))
-    np.save(ws.conf_path(victim), np.zeros_like(conf))  # no confident depth at all in this frame
+    depth = np.load(ws.depth_path(victim))
+    cut = depth.copy()
+    cut[:, depth.shape[1] // 10:] = 0  # stereo found depth in only a tenth of this frame
+    np.save(ws.depth_path(victim), cut)
     try:
         run_stage(ws, "fuse", cfg, force=True)
         run_stage(ws, "labels", cfg, force=True)
@@ -53,7 +55,7 @@ def test_frame_under_20_percent_is_dropped_with_reason(tiny_run, tmp_path):
         report = json.loads(ws.report_json.read_text())
         assert report["stages"]["labels"]["kept"] == sum(r["kept"] for r in rows.values())
     finally:
-        np.save(ws.conf_path(victim), conf)
+        np.save(ws.depth_path(victim), depth)
         run_stage(ws, "fuse", cfg, force=True)
         run_stage(ws, "labels", cfg, force=True)
 
