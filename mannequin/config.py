@@ -135,7 +135,8 @@ class FuseConfig:
     check alone gave lower AbsRel and higher density than 0.02, see benchmarks/labels.py's filter
     sweep; raise it for weakly textured footage).  speckle_px: blobs smaller than this are removed.
     edge_px / edge_rel: no label within edge_px pixels of a raw-depth neighbour farther by more
-    than edge_rel (relative): the near side of depth edges, where window matching fattens.
+    than edge_rel (relative): the near side of depth edges, where window matching fattens.  (4 px /
+    15% beat 2 px / 5% on 5 synthetic seeds, 3 tuned and 2 held out: lower AbsRel, density within 0.5 pt.)
     max_behind_frac: drop a pixel that more than this fraction of its agreeing views see through
     (free-space violations, n_behind > max_behind_frac * n_agree); negative disables.
     min_valid_fraction: a frame with fewer labelled pixels is dropped (MC paper: 0.2).
@@ -150,8 +151,8 @@ class FuseConfig:
     average: bool = True
     min_confidence: float = 0.0
     speckle_px: int = 100
-    edge_px: int = 2
-    edge_rel: float = 0.05
+    edge_px: int = 4
+    edge_rel: float = 0.15
     max_behind_frac: float = 0.34
     min_valid_fraction: float = 0.2
     min_kept_frames: int = 30
