@@ -361,7 +361,6 @@ def _rectified_pair(H=64, W=96, seed=11):
 @pytest.mark.parametrize("top_k, shift", [(1, 0), (2, 3), (1, 2)])
 def test_rectified_fast_path_equals_general_path(monkeypatch, top_k, shift):
     """Pure x-shift homographies take the 1-D warp; it must give the bilinear path's result."""
-    import mannequin.stereo_core as sc_mod
     from mannequin.stereo_core import plane_homographies, shift_only_sources
 
     sc = _rectified_pair()
@@ -378,6 +377,13 @@ def test_rectified_fast_path_equals_general_path(monkeypatch, top_k, shift):
     assert shift_only_sources(other).tolist() == [0, 0, 0]
 
     kw = dict(n_planes=48, top_k=top_k, shift=shift, smooth=0, n_threads=2, return_cost=True)
+    _fast_equals_general(monkeypatch, sc, kw)
+
+
+def _fast_equals_general(monkeypatch, sc, kw):
+    """The rectified path (1-D warp) gives the bilinear path's result."""
+    import mannequin.stereo_core as sc_mod
+
     fast = plane_sweep(*_args(sc), **kw)
     monkeypatch.setattr(sc_mod, "shift_only_sources", lambda h: np.zeros(h.shape[1], np.uint8))
     slow = plane_sweep(*_args(sc), **kw)
@@ -387,3 +393,48 @@ def test_rectified_fast_path_equals_general_path(monkeypatch, top_k, shift):
     assert np.isclose(fast[0], slow[0], rtol=1e-4)[both].mean() > 0.995
     dc = np.abs(fast[2] - slow[2])[both]
     assert np.median(dc) < 1e-5 and np.percentile(dc, 99) < 1e-3
+
+
+@pytest.mark.parametrize("window, shift, W", [(7, 3, 96), (5, 0, 96), (9, 2, 7)])
+def test_rectified_integer_disparities_equal_general_path(monkeypatch, window, shift, W):
+    """Two-view rectified set-up as on Middlebury (R = I, t = (-B,0,0), source cx + doffs) with
+    planes at integer disparities (integer shifts: interpolation weight 0), including an image
+    narrower than the window (only edge columns)."""
+    from mannequin.stereo_core import plane_homographies
+
+    H, f, B, doffs = 40, 80.0, 0.25, 3.0
+    sc = nps.plane_scene(H, W, n_src=1, slant_deg=0.0, seed=12)
+    K = np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1.0]])
+    Ks = K.copy()
+    Ks[0, 2] += doffs
+    tex = nps.make_texture(1024, seed=12)
+    kw_r = dict(e1=np.array([1.0, 0, 0]), e2=np.array([0, 1.0, 0]), tex=tex, scale=4.0 / f * 0.8)
+
+    def render(Kc, t):
+        img, _ = nps.render_plane(Kc, np.eye(3), t, (H, W), np.array([0, 0, 4.0]), kw_r["e1"],
+                                  kw_r["e2"], kw_r["tex"], kw_r["scale"])
+        return img.astype(np.float32)
+
+    t = np.array([-B, 0.0, 0.0])
+    sc.update(ref=render(K, np.zeros(3)), sources=[render(Ks, t)], K_ref=K, K_sources=[Ks], R=[np.eye(3)],
+              t=[t], depth_range=(f * B / 12.0, f * B / 1.0))       # disparities 1 .. 12 px
+    n_planes = 12
+    homs = plane_homographies(K, [Ks], [np.eye(3)], [t],
+                              np.linspace(1 / sc["depth_range"][0], 1 / sc["depth_range"][1], n_planes))
+    a = homs[:, 0, 0, 2]
+    assert np.allclose(a, np.round(a), atol=1e-9)
+    kw = dict(n_planes=n_planes, window=window, top_k=1, shift=shift, smooth=0, n_threads=2,
+              return_cost=True, min_angle_deg=0.0)
+    import mannequin.stereo_core as sc_mod
+
+    assert sc_mod.shift_only_sources(homs).tolist() == [1]
+    if W > window:
+        _fast_equals_general(monkeypatch, sc, kw)
+        return
+    # too narrow for a meaningful depth: compare the costs only
+    fast = plane_sweep(*_args(sc), **kw)
+    monkeypatch.setattr(sc_mod, "shift_only_sources", lambda h: np.zeros(h.shape[1], np.uint8))
+    slow = plane_sweep(*_args(sc), **kw)
+    assert np.array_equal(np.isnan(fast[2]), np.isnan(slow[2]))
+    ok = ~np.isnan(fast[2])
+    assert np.abs(fast[2] - slow[2])[ok].max() < 1e-3
