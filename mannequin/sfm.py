@@ -554,18 +554,34 @@ def _incremental(pycolmap, db_path, image_dir, out_dir, cfg: SfmConfig, seed: in
     return max(models.values(), key=_model_key)
 
 
-def _refine_intrinsics(pycolmap, rec, cfg: SfmConfig, n_frames: int) -> None:
-    """Staged self-calibration: focal length first, then distortion once enough frames registered."""
-    stages = [(True, False)]
+def _refine_intrinsics(pycolmap, rec, cfg: SfmConfig, n_frames: int):
+    """Staged self-calibration: the focal length first, then the distortion terms once enough frames
+    registered, kept only when the evidence supports them.  Returns (model, report).
+
+    The distortion stage runs on a copy; it is kept when it lowers the mean reprojection error by at
+    least ``cfg.min_distortion_gain`` (relative).  Otherwise the terms stay at their initial values
+    (0 with the FOV prior): on an undistorted clip a free k1 fits noise and drags the focal with it
+    (synthetic seed 2: focal error 2.4% with k1 free, 1.2% without, for 0.05% lower error).
+    """
+    def ba(model, refine_extra):
+        opts = pycolmap.BundleAdjustmentOptions()
+        opts.refine_focal_length = True
+        opts.refine_extra_params = refine_extra
+        opts.refine_principal_point = False
+        opts.print_summary = False
+        pycolmap.bundle_adjustment(model, opts)
+
+    ba(rec, False)
+    e0 = float(rec.compute_mean_reprojection_error())
+    report = {"reprojection_focal_only_px": e0, "distortion_kept": False}
     if rec.num_reg_images() >= cfg.min_registered * n_frames:
-        stages.append((True, True))
-    for refine_focal, refine_extra in stages:
-        ba = pycolmap.BundleAdjustmentOptions()
-        ba.refine_focal_length = refine_focal
-        ba.refine_extra_params = refine_extra
-        ba.refine_principal_point = False
-        ba.print_summary = False
-        pycolmap.bundle_adjustment(rec, ba)
+        trial = pycolmap.Reconstruction(rec)
+        ba(trial, True)
+        e1 = float(trial.compute_mean_reprojection_error())
+        report["reprojection_with_distortion_px"] = e1
+        if e1 <= (1.0 - cfg.min_distortion_gain) * e0:
+            rec, report["distortion_kept"] = trial, True
+    return rec, report
 
 
 def _map(pycolmap, db_path, image_dir, out_dir, cfg: SfmConfig, seed: int, n_frames: int,
@@ -603,11 +619,12 @@ def _map(pycolmap, db_path, image_dir, out_dir, cfg: SfmConfig, seed: int, n_fra
         rec = _incremental(pycolmap, db_path, image_dir, out_dir / f"start{k}", cfg, seed, n_frames, max_extra_param)
         if rec is None:
             continue
+        refine = {}
         if not fixed_intrinsics:
-            _refine_intrinsics(pycolmap, rec, cfg, n_frames)
+            rec, refine = _refine_intrinsics(pycolmap, rec, cfg, n_frames)
         cam = rec.camera(rec.image(rec.reg_image_ids()[0]).camera_id)
         tries.append({"fov_prior_deg": fov, "registered": rec.num_reg_images(), "points": rec.num_points3D(),
-                      "focal_px": float(cam.mean_focal_length()), "rec": rec})
+                      "focal_px": float(cam.mean_focal_length()), **refine, "rec": rec})
     if not tries:
         raise StageError(f"{image_dir}: structure from motion found no model ({n_frames} frames): "
                          "too little texture or overlap, or a camera that does not translate")

@@ -130,7 +130,7 @@ def test_parse_intrinsics(tmp_path):
 
 def test_self_calibration_recovers_focal_and_distortion(tmp_path):
     """A clip rendered through radial distortion: focal within 1%, k1 within 0.02 (issue 10)."""
-    out = synth(tmp_path / "dist", seed=3, n_frames=16, width=384, height=288, video=True, k1=-0.12)
+    out = synth(tmp_path / "dist", seed=3, n_frames=24, width=384, height=288, video=True, k1=-0.12)
     ws = _frames(out, tmp_path)
     run_sfm(ws, SfmConfig(max_features=2048))
     import json
