@@ -36,7 +36,7 @@ apt:
 DEMO := data/samples/middlebury_cones
 DEMO_WS := data/work/demo
 demo: install
-	$(MANNEQUIN) run $(DEMO)/images --out $(DEMO_WS)
+	$(MANNEQUIN) run $(DEMO)/images --out $(DEMO_WS) --config $(DEMO)/config.json
 	$(MANNEQUIN) eval $(DEMO_WS) --gt-depth $(DEMO)/gt > $(DEMO_WS)/eval.json
 	@echo "details: $(DEMO_WS)/eval.json; plots: $(DEMO_WS)/preview/eval_per_frame.png"
 

@@ -197,11 +197,20 @@ def rotation_parallax(rec, db_path, min_matches: int = 20) -> dict:
             "max_pair_deg": float(v.max()), "pairs": len(v)}
 
 
-def _matching_options():
+def _colmap_threads(cfg: SfmConfig) -> int:
+    """Threads for pycolmap's extraction, matching and mapping: 1 when ``cfg.deterministic``.
+
+    COLMAP's thread pools draw RANSAC samples in whatever order the threads run, so two runs with
+    the same seed differ (the demo's 9 views gave focal lengths of 562 and 967 px); one thread
+    gives the same model every time."""
+    return 1 if cfg.deterministic else _threads()
+
+
+def _matching_options(cfg: SfmConfig):
     import pycolmap
 
     matching = pycolmap.FeatureMatchingOptions()
-    matching.num_threads = _threads()
+    matching.num_threads = _colmap_threads(cfg)
     return matching
 
 
@@ -234,11 +243,11 @@ def _database(pycolmap, db_path: Path, image_dir: Path, names, cfg: SfmConfig, c
                            image_names=list(names), options=reader)
     ext = pycolmap.FeatureExtractionOptions()
     ext.sift.max_num_features = cfg.max_features
-    ext.num_threads = _threads()
+    ext.num_threads = _colmap_threads(cfg)
     pycolmap.extract_features(str(db_path), str(image_dir), image_names=list(names),
                               camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,
                               extraction_options=ext, device=pycolmap.Device.cpu)
-    matching = _matching_options()
+    matching = _matching_options(cfg)
     if _exhaustive(cfg, names, fixed_camera):
         # Short clip: every pair.  Sequential matching with quadratic_overlap only pairs i with
         # i + 2^k, which starves short, rotation-heavy clips of the pairs that give them parallax.
@@ -330,7 +339,7 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, 
             if _fallback_allowed(cfg, names, fixed_camera) and n_reg < cfg.exhaustive_fallback_below * len(names):
                 # An unordered set (or a clip that loops back): sequential pairs miss the overlaps.
                 log.info("sequential matching registered %d of %d frames: matching every pair", n_reg, len(names))
-                pycolmap.match_exhaustive(str(db_path), matching_options=_matching_options(), device=pycolmap.Device.cpu)
+                pycolmap.match_exhaustive(str(db_path), matching_options=_matching_options(cfg), device=pycolmap.Device.cpu)
                 rec2, calib2 = mapping("maps_exhaustive")
                 summary["matching"] = f"sequential ({n_reg} registered), then exhaustive"
                 if rec is None or rec2.num_reg_images() > n_reg:
@@ -535,7 +544,7 @@ def _incremental(pycolmap, db_path, image_dir, out_dir, cfg: SfmConfig, seed: in
         pycolmap.set_random_seed(int(seed) + attempt)
         opts = pycolmap.IncrementalPipelineOptions()
         opts.random_seed = int(seed) + attempt
-        opts.num_threads = _threads()
+        opts.num_threads = _colmap_threads(cfg)
         opts.max_extra_param = max_extra_param
         opts.ba_refine_principal_point = False
         opts.ba_refine_focal_length = False

@@ -192,3 +192,14 @@ def test_exhaustive_matching_choice():
     assert not _exhaustive(cfg, long_, True) and not _fallback_allowed(cfg, long_, False)
     tree = SfmConfig(exhaustive_max_frames=5, vocab_tree="/x/tree.bin")
     assert not _exhaustive(tree, short, True) and not _fallback_allowed(tree, short, False)
+
+
+def test_sfm_is_reproducible(clip_dir, tmp_path):
+    """Same frames, same seed: the same cameras, to the last digit (cfg.deterministic, the default)."""
+    texts = []
+    for k in range(2):
+        ws = Workspace(tmp_path / f"ws{k}").create()
+        extract_frames(clip_dir / "video.mp4", ws, FramesConfig())
+        run_sfm(ws, SfmConfig(max_features=1024))
+        texts.append(ws.cameras_txt.read_text())
+    assert texts[0] == texts[1]
