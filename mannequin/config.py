@@ -74,7 +74,7 @@ class SfmConfig:
     angle is below fov_check_below_deg (weak parallax, focal poorly observable); the spread of the
     refined focal across starts measures how well it is determined.  max_focal_spread: warn above.
     refine_intrinsics: refine given intrinsics in bundle adjustment.
-    deterministic: run pycolmap's extraction, matching and mapping on one thread, so that the same
+    deterministic: run pycolmap's matching and mapping on one thread, so that the same
     frames and seed give the same model (COLMAP's multi-threaded RANSAC is faster but not reproducible).
     min_distortion_gain: self-calibration keeps the refined distortion terms only when they lower the
     mean reprojection error by at least this fraction (else they stay at 0: an undistorted clip).

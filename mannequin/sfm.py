@@ -198,11 +198,12 @@ def rotation_parallax(rec, db_path, min_matches: int = 20) -> dict:
 
 
 def _colmap_threads(cfg: SfmConfig) -> int:
-    """Threads for pycolmap's extraction, matching and mapping: 1 when ``cfg.deterministic``.
+    """Threads for pycolmap's matching and mapping: 1 when ``cfg.deterministic``.
 
     COLMAP's thread pools draw RANSAC samples in whatever order the threads run, so two runs with
     the same seed differ (the demo's 9 views gave focal lengths of 562 and 967 px); one thread
-    gives the same model every time."""
+    gives the same model every time.  Feature extraction keeps all threads: it works per image, so
+    its output does not depend on the thread order."""
     return 1 if cfg.deterministic else _threads()
 
 
@@ -243,7 +244,7 @@ def _database(pycolmap, db_path: Path, image_dir: Path, names, cfg: SfmConfig, c
                            image_names=list(names), options=reader)
     ext = pycolmap.FeatureExtractionOptions()
     ext.sift.max_num_features = cfg.max_features
-    ext.num_threads = _colmap_threads(cfg)
+    ext.num_threads = _threads()  # per image: the same features whatever the thread order
     pycolmap.extract_features(str(db_path), str(image_dir), image_names=list(names),
                               camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,
                               extraction_options=ext, device=pycolmap.Device.cpu)
