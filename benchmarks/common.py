@@ -79,3 +79,16 @@ def print_table(rows: list, columns: list) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(c, widths)))
         if i == 0:
             print("  ".join("-" * w for w in widths))
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Save a matplotlib figure as PNG atomically (a temporary sibling, then a rename) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

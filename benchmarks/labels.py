@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, header, print_table, write_results  # noqa: E402
+from common import REPO, header, print_table, save_figure, write_results  # noqa: E402
 
 TUM = REPO / "data" / "samples" / "tum_fr1_rpy"
 # The filter sweep: rel_depth × min_views at the default min_confidence, then min_confidence alone.
@@ -265,12 +265,7 @@ def plot_filter_sweep(sweep: dict, path: Path) -> Path:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)
 
 
 def filter_sweep_table_row(fs: dict) -> dict:
@@ -301,8 +296,9 @@ def run_filter_sweep(ws: Path, gt_dir: Path) -> dict:
     return fs
 
 
-def filter_only() -> None:
-    """Only the first synthetic row and the filter sweep, merged into an existing labels.json."""
+def _redo_on_synth0(section) -> None:
+    """Run the first synthetic row (GT poses) in a temporary folder, then ``section(row, tmp)`` ->
+    (key, value, table row prefix, table row or None); merge it into the existing labels.json."""
     from common import RESULTS
 
     path = RESULTS / "labels.json"
@@ -312,31 +308,36 @@ def filter_only() -> None:
         row = synthetic_row(tmp, 0, "gt")
         if row.get("status") != "ok":
             raise SystemExit(f"synth-0 failed: {row.get('error')}")
-        result["filter_sweep"] = run_filter_sweep(Path(row["ws"]), tmp / "syn0" / "depth")
-    result["filter_sweep"].update(merged=True, date=header("labels")["date"])
-    result["table"] = [r for r in result.get("table", []) if not r["name"].startswith("filter sweep")]
-    if result["filter_sweep"]["status"] == "ok":
-        result["table"].append(filter_sweep_table_row(result["filter_sweep"]))
+        key, value, prefix, table_row = section(row, tmp)
+    result[key] = value
+    result["table"] = [r for r in result.get("table", []) if not r["name"].startswith(prefix)]
+    if table_row is not None:
+        result["table"].append(table_row)
     print(write_results("labels", result))
+
+
+def filter_only() -> None:
+    """Only the first synthetic row and the filter sweep, merged into an existing labels.json."""
+    def section(row, tmp):
+        fs = run_filter_sweep(Path(row["ws"]), tmp / "syn0" / "depth")
+        fs.update(merged=True, date=header("labels")["date"])
+        return "filter_sweep", fs, "filter sweep", filter_sweep_table_row(fs) if fs["status"] == "ok" else None
+
+    _redo_on_synth0(section)
 
 
 def colmap_only() -> None:
-    from common import RESULTS
-
-    path = RESULTS / "labels.json"
-    result = json.loads(path.read_text()) if path.exists() else header("labels")
-    with tempfile.TemporaryDirectory() as d:
-        tmp = Path(d)
-        row = synthetic_row(tmp, 0, "gt")
+    """Only the first synthetic row and the stereo_fusion comparison, merged into labels.json."""
+    def section(row, tmp):
         cf = colmap_fusion_row(Path(row["ws"]), tmp / "syn0")
-    result["colmap_fusion"] = cf
-    result["table"] = [r for r in result.get("table", []) if not r["name"].startswith("filter vs")]
-    result["table"].append({"name": "filter vs pycolmap.stereo_fusion (same raw maps)",
-                            "measured": f"ours {cf['ours_points']} px, AbsRel {cf['ours_absrel']:.2%}; COLMAP "
-                                        f"{cf['colmap_points']} pts, median err {cf['colmap_median_rel_err']:.2%}, "
-                                        f"{cf['colmap_within_1pct']:.1%} within 1%", "target": "", "met": None})
-    print(json.dumps(cf, indent=1))
-    print(write_results("labels", result))
+        print(json.dumps(cf, indent=1))
+        return "colmap_fusion", cf, "filter vs", {
+            "name": "filter vs pycolmap.stereo_fusion (same raw maps)",
+            "measured": f"ours {cf['ours_points']} px, AbsRel {cf['ours_absrel']:.2%}; COLMAP "
+                        f"{cf['colmap_points']} pts, median err {cf['colmap_median_rel_err']:.2%}, "
+                        f"{cf['colmap_within_1pct']:.1%} within 1%", "target": "", "met": None}
+
+    _redo_on_synth0(section)
 
 
 def main() -> None:

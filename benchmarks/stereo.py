@@ -78,7 +78,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cpu_model, print_target_table  # noqa: E402
+from common import cpu_model, print_target_table, save_figure  # noqa: E402
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 DATA = Path(os.environ.get("MANNEQUIN_DATA", REPO.parent / "shared" / "data"))
@@ -386,12 +386,7 @@ def plot_scaling(sc: dict, path: Path) -> Path:
                  + (f", load {load:.1f} on {os.cpu_count()} cores" if load is not None else "")
                  + " (labels: seconds per call)", fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- table, JSON
