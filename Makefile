@@ -46,7 +46,7 @@ test: install
 lint: install
 	$(BIN)/ruff check mannequin tests benchmarks
 
-BENCHES := sfm stereo labels pipeline batch
+BENCHES := sfm stereo labels tum_oracle pipeline batch
 bench: install
 	@set -e; for b in $(BENCHES); do echo "== benchmarks/$$b.py"; $(BIN)/python benchmarks/$$b.py; done
 	$(BIN)/python benchmarks/summary.py

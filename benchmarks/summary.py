@@ -9,7 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, git_commit, machine_info  # noqa: E402
 
-ORDER = ["sfm", "stereo", "labels", "pipeline", "batch"]
+ORDER = ["sfm", "stereo", "labels", "tum_oracle", "pipeline", "batch"]
 # Plots written by the scripts, with their captions; any other results/*.png is listed after them.
 PLOTS = {
     "labels_filter_sweep.png": "Labels: AbsRel against density for the fusion filter's settings "
