@@ -178,9 +178,25 @@ class Workspace:
             return None
 
     def is_done(self, stage: str, stage_hash: str) -> bool:
-        """True when ``stage`` finished with options hashing to ``stage_hash``."""
+        """True when ``stage`` finished with options hashing to ``stage_hash`` and its main outputs
+        are still there (a user who deletes ``WS/depth`` gets the stage run again, not skipped)."""
         stamp = self.read_stamp(stage)
-        return bool(stamp) and stamp.get("hash") == stage_hash
+        return bool(stamp) and stamp.get("hash") == stage_hash and self.outputs_present(stage)
+
+    def outputs_present(self, stage: str) -> bool:
+        """Whether the files a finished ``stage`` leaves behind exist (a cheap check, no loading)."""
+        if stage == "frames":
+            return any(self.frames_dir.glob("*.png"))
+        if stage == "sfm":
+            return self.cameras_txt.is_file() and self.sparse_dir.is_dir() and any(self.images_dir.glob("*.png"))
+        if stage == "stereo":
+            names = self.image_names()
+            return bool(names) and all(self.depth_path(n).is_file() and self.conf_path(n).is_file() for n in names)
+        if stage == "fuse":
+            return (self.labels_dir / "qc.json").is_file() and self.fused_ply.is_file()
+        if stage == "labels":
+            return (self.labels_dir / "index.csv").is_file() and (self.preview_dir / "report.html").is_file()
+        return True
 
     def write_stamp(self, stage: str, stage_hash: str, **info) -> Path:
         """Mark ``stage`` finished (written last, atomically, after all its outputs)."""

@@ -41,6 +41,8 @@ def test_stamps(tmp_path):
     ws = Workspace(tmp_path / "ws").create()
     assert not ws.is_done("sfm", "abc")
     ws.write_stamp("sfm", "abc", seconds=1.5)
+    assert not ws.is_done("sfm", "abc")  # a stamp without the stage's outputs is not done
+    _fake_sfm_outputs(ws)
     assert ws.is_done("sfm", "abc") and not ws.is_done("sfm", "abd")
     assert ws.read_stamp("sfm")["seconds"] == 1.5
     ws.clear_stamp("sfm")
@@ -53,3 +55,24 @@ def test_workspace_on_a_file_is_an_error(tmp_path):
     f.write_text("")
     with pytest.raises(InputError, match="not a folder"):
         Workspace(f)
+
+
+def _fake_sfm_outputs(ws):
+    ws.images_dir.mkdir(parents=True, exist_ok=True)
+    (ws.images_dir / "000001.png").write_bytes(b"png")
+    ws.sparse_dir.mkdir(parents=True, exist_ok=True)
+    write_text(ws.cameras_txt, "url\n")
+
+
+def test_stamp_with_deleted_outputs_is_not_done(tmp_path):
+    """Deleting a stage's outputs by hand makes it run again, even though its stamp matches."""
+    ws = Workspace(tmp_path / "ws").create()
+    _fake_sfm_outputs(ws)
+    ws.write_stamp("stereo", "h")
+    assert not ws.is_done("stereo", "h")  # no depth maps yet
+    save_npy(ws.depth_path("000001"), np.ones((2, 2), np.float32))
+    assert not ws.is_done("stereo", "h")  # confidence missing
+    save_npy(ws.conf_path("000001"), np.ones((2, 2), np.float32))
+    assert ws.is_done("stereo", "h")
+    ws.depth_path("000001").unlink()
+    assert not ws.is_done("stereo", "h")
