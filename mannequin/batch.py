@@ -12,9 +12,11 @@ the inputs, and a re-run could then resume the wrong video.
 
 Engine.  Without ``scheduler``, :func:`local_cluster` starts an embedded Dask ``LocalCluster`` of
 ``workers`` (default: the usable cores, at most one per video) single-threaded worker processes,
-each with ``NUMBA_NUM_THREADS = OMP_NUM_THREADS = max(1, cores // workers)`` set in the worker's
-environment before Numba is imported there (Numba cannot raise its thread count after import, and
-``plane_sweep`` uses all the threads Numba launched).  With ``scheduler`` (an address, a
+each with ``NUMBA_NUM_THREADS = OMP_NUM_THREADS`` (and the BLAS pools) ``= max(1, cores // workers)``
+set in the worker's environment before Numba is imported there (Numba cannot raise its thread count
+after import, and ``plane_sweep`` uses all the threads Numba launched).  Videos go out largest input
+first, at most one per worker thread at a time: the next one starts on whichever worker frees up
+first, so a slow video never waits in another worker's queue.  With ``scheduler`` (an address, a
 ``Client`` or a cluster) the tasks run on that cluster; each task then limits Numba to
 ``cores of its host // worker threads on its host`` (set in the environment when Numba is not yet
 imported in that worker, otherwise through ``numba.set_num_threads``).
@@ -41,6 +43,7 @@ import shlex
 import sys
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
@@ -353,8 +356,9 @@ def _import_distributed():
 
 def local_cluster(workers: Optional[int] = None, *, retries: int = 2):
     """An embedded ``LocalCluster``: ``workers`` (default: usable cores) one-thread worker processes,
-    each with ``NUMBA_NUM_THREADS = OMP_NUM_THREADS = max(1, cores // workers)`` in its environment,
-    quiet logs, no dashboard, and a task re-run on up to ``retries`` lost workers before it fails."""
+    each with ``NUMBA_NUM_THREADS = OMP_NUM_THREADS = MKL_NUM_THREADS = OPENBLAS_NUM_THREADS =
+    max(1, cores // workers)`` in its environment, quiet logs, no dashboard, and a task re-run on up
+    to ``retries`` lost workers before it fails."""
     _import_distributed()
     import dask
     from distributed import LocalCluster
@@ -364,8 +368,9 @@ def local_cluster(workers: Optional[int] = None, *, retries: int = 2):
     threads = max(1, cores // workers)
     # Set in the worker process only (Nanny env), before anything there imports Numba.  Not in the
     # pre-spawn environment: that is this process's os.environ, where Numba may already run.
-    env = {"NUMBA_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
-           "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    # BLAS too: workers × threads = cores for every pool, so one worker behaves like 'mannequin run'.
+    env = {k: str(threads) for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                     "OPENBLAS_NUM_THREADS")}
     before = {k: os.environ.get(k) for k in dask.config.get("distributed.nanny.pre-spawn-environ", {})}
     with dask.config.set({"distributed.scheduler.allowed-failures": max(0, int(retries))}):
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
@@ -413,6 +418,24 @@ def _connect(scheduler):
         return distributed.Client(address, set_as_default=False, timeout="30s"), True
     except (OSError, TimeoutError, ValueError) as exc:
         raise InputError(f"--scheduler {address}: cannot connect to the Dask scheduler ({exc})") from None
+
+
+def _input_size(job: Job) -> int:
+    """Bytes of a job's input (a folder: its files), the estimate of its cost for longest-first order."""
+    try:
+        if job.video.is_dir():
+            return sum(p.stat().st_size for p in job.video.iterdir() if p.is_file())
+        return job.video.stat().st_size
+    except OSError:
+        return 0
+
+
+def _task_slots(client, fallback: int) -> int:
+    """Worker threads of the cluster now (at least 1): how many videos may run at once."""
+    try:
+        return max(1, sum(client.nthreads().values()))
+    except Exception:  # noqa: BLE001 - workers coming and going: keep going with the fallback
+        return max(1, fallback)
 
 
 def _failure_reason(future, retries: int) -> str:
@@ -552,19 +575,36 @@ def run_batch(inputs, out_root, *, config: Optional[Config] = None, scheduler=No
             bar.set_postfix_str("")
             threads = _threads_by_host(client)
             cfg_dict = cfg.to_dict()
-            for job in pending:
+            # Longest first (largest input), and never more tasks on the cluster than it has
+            # worker threads: the next video goes to whichever worker frees up first, so one slow
+            # video does not wait behind another that the scheduler queued on the same worker.
+            queue = deque(sorted(pending, key=_input_size, reverse=True))
+            from distributed import as_completed
+
+            running = as_completed(loop=client.loop)
+
+            def submit_next():
+                job = queue.popleft()
                 fut = client.submit(process_video, job, str(root), cfg_dict, threads, pure=False,
                                     retries=retries, key=f"mannequin-video-{job.name}-{os.urandom(4).hex()}")
                 futures[fut] = job
-            from distributed import as_completed
+                running.add(fut)
 
-            for fut in as_completed(list(futures), loop=client.loop):
+            in_flight = 0
+            while queue and in_flight < _task_slots(client, n_workers):
+                submit_next()
+                in_flight += 1
+            for fut in running:
+                in_flight -= 1
                 job = futures[fut]
                 if fut.status == "finished":
                     row = fut.result()
                 else:
                     row = _row(job, root, "failed", _failure_reason(fut, retries))
                 record(row)
+                while queue and in_flight < _task_slots(client, 1):
+                    submit_next()
+                    in_flight += 1
     except KeyboardInterrupt:
         for fut, job in futures.items():
             if job.name not in rows:

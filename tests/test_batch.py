@@ -246,3 +246,37 @@ def test_worker_dying_beyond_retries_fails_only_that_video(clips, tmp_path):
     [row] = result["rows"]
     assert row["state"] == "failed" and "worker process died" in row["reason"], row
     assert json.loads((root / "status.json").read_text())["videos"][0]["state"] == "failed"
+
+
+def test_largest_first_and_never_more_tasks_than_worker_threads(clips, tmp_path):
+    """The embedded cluster's env gives every pool cores // workers threads; videos go out largest
+    input first and at most one per worker thread, the next one when a task finishes."""
+    from distributed import Client
+
+    from mannequin.batch import cpu_count
+
+    clip_list = clips["clips"] + [(clips["bad"], "")]
+    manifest = touch(tmp_path / "all.csv", "video,cameras,name\n" + "".join(
+        f"{v},{c},v{i}\n" for i, (v, c) in enumerate(clip_list)))
+    submitted = []
+
+    class Recording(Client):
+        def submit(self, func, job, *args, **kwargs):
+            fut = super().submit(func, job, *args, **kwargs)
+            submitted.append((job.name, sum(not f.done() for f in self._recorded)))
+            self._recorded.append(fut)
+            return fut
+
+    with local_cluster(1, retries=0) as cluster:
+        with Client(cluster, set_as_default=False) as plain:
+            env = next(iter(plain.run(lambda: {k: os.environ.get(k) for k in (
+                "NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}).values()))
+        assert set(env.values()) == {str(cpu_count())}
+        with Recording(cluster, set_as_default=False) as client:
+            client._recorded = []
+            rows = run_batch([manifest], tmp_path / "out", config=FAST, scheduler=client)
+    by_size = sorted(range(len(clip_list)), key=lambda i: -Path(clip_list[i][0]).stat().st_size)
+    assert [name for name, _ in submitted] == [f"v{i}" for i in by_size]
+    assert all(busy == 0 for _, busy in submitted), submitted      # 1 worker thread: one at a time
+    assert [r["name"] for r in rows] == ["v0", "v1", "v2", "v3"]   # rows stay in input order
+    assert [r["state"] for r in rows] == ["done", "done", "done", "failed"]
