@@ -13,13 +13,12 @@ import csv
 import io
 import json
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from .config import Config
+from .config import Config, worker_threads
 from .errors import InputError
 from .workspace import Workspace, read_json_or_empty, save_image, write_text
 
@@ -109,7 +108,7 @@ def run_labels(ws: Workspace, cfg: Config, *, progress: bool = False) -> dict:
 
     # Frames are independent and the work (zlib, numpy, file writes) mostly releases the GIL:
     # one thread per core.  map() keeps the frame order.
-    with ThreadPoolExecutor(max_workers=_threads()) as pool:
+    with ThreadPoolExecutor(max_workers=worker_threads()) as pool:
         items = list(tqdm(pool.map(export, qc), total=len(qc), desc="labels", unit="frame",
                           disable=not progress, dynamic_ncols=True))
     text = _index_csv(qc, scale, verdict, reasons)
@@ -118,15 +117,6 @@ def run_labels(ws: Workspace, cfg: Config, *, progress: bool = False) -> dict:
         _previews(ws, items, load_image, progress)
     return {"frames": len(qc), "kept": sum(q["kept"] for q in qc), "png_scale": scale,
             "verdict": verdict, "reasons": reasons}
-
-
-def _threads() -> int:
-    """Worker threads for per-frame exports: NUMBA_NUM_THREADS or OMP_NUM_THREADS if set (batch
-    workers set them), otherwise the usable cores."""
-    for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS"):
-        if os.environ.get(var, "").isdigit() and int(os.environ[var]) > 0:
-            return int(os.environ[var])
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
 def _index_csv(qc, scale, verdict, reasons) -> str:

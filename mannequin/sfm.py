@@ -19,7 +19,7 @@ from typing import Optional
 import numpy as np
 
 from .cameras import CameraFile, Intrinsics, from_reconstruction, read_cameras, to_reconstruction, write_cameras
-from .config import SfmConfig
+from .config import SfmConfig, worker_threads
 from .errors import InputError, StageError
 from .workspace import Workspace, atomic_path, write_json
 
@@ -51,14 +51,6 @@ def native_output_to(logfile: Path):
             os.close(saved_out)
             os.close(saved_err)
             term.close()
-
-
-def _threads() -> int:
-    """Threads for pycolmap: OMP_NUM_THREADS when set (batch workers share the cores), else all cores."""
-    try:
-        return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
-    except ValueError:
-        return max(1, os.cpu_count() or 1)
 
 
 def _pycolmap():
@@ -204,14 +196,17 @@ def _colmap_threads(cfg: SfmConfig) -> int:
     the same seed differ (the demo's 9 views gave focal lengths of 562 and 967 px); one thread
     gives the same model every time.  Feature extraction keeps all threads: it works per image, so
     its output does not depend on the thread order."""
-    return 1 if cfg.deterministic else _threads()
+    return 1 if cfg.deterministic else worker_threads()
 
 
-def _matching_options(cfg: SfmConfig):
+def _matching_options(cfg: SfmConfig, exhaustive: bool):
     import pycolmap
 
+    if cfg.guided_matching not in ("exhaustive", "all", "off"):
+        raise InputError(f"sfm.guided_matching {cfg.guided_matching!r}: use 'exhaustive', 'all' or 'off'")
     matching = pycolmap.FeatureMatchingOptions()
     matching.num_threads = _colmap_threads(cfg)
+    matching.guided_matching = cfg.guided_matching == "all" or (cfg.guided_matching == "exhaustive" and exhaustive)
     return matching
 
 
@@ -244,12 +239,25 @@ def _database(pycolmap, db_path: Path, image_dir: Path, names, cfg: SfmConfig, c
                            image_names=list(names), options=reader)
     ext = pycolmap.FeatureExtractionOptions()
     ext.sift.max_num_features = cfg.max_features
-    ext.num_threads = _threads()  # per image: the same features whatever the thread order
+    ext.num_threads = worker_threads()  # per image: the same features whatever the thread order
     pycolmap.extract_features(str(db_path), str(image_dir), image_names=list(names),
                               camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,
                               extraction_options=ext, device=pycolmap.Device.cpu)
-    matching = _matching_options(cfg)
-    if _exhaustive(cfg, names, fixed_camera):
+    _match(pycolmap, db_path, cfg, _exhaustive(cfg, names, fixed_camera))
+
+
+def _match(pycolmap, db_path: Path, cfg: SfmConfig, exhaustive: bool, *, again: bool = False) -> None:
+    """Match the database's images: every pair (``exhaustive``) or sequentially.  ``again`` first
+    drops the existing matches and two-view geometries (to verify them under a new focal)."""
+    if again:
+        db = pycolmap.Database.open(str(db_path))
+        try:
+            db.clear_matches()
+            db.clear_two_view_geometries()
+        finally:
+            db.close()
+    matching = _matching_options(cfg, exhaustive)
+    if exhaustive:
         # Short clip: every pair.  Sequential matching with quadratic_overlap only pairs i with
         # i + 2^k, which starves short, rotation-heavy clips of the pairs that give them parallax.
         pycolmap.match_exhaustive(str(db_path), matching_options=matching, device=pycolmap.Device.cpu)
@@ -325,13 +333,19 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, 
             max_extra = max([1.0] + [2 * abs(v) for v in (intrinsics[1] if intrinsics else ())])
             fixed_intrinsics = bool(cfg.intrinsics) and not cfg.refine_intrinsics
 
-            def mapping(tag):
+            def mapping(tag, exhaustive, remap_below=0):
                 return _map(pycolmap, db_path, ws.frames_dir, work / tag, cfg, seed, len(names), width,
-                            fixed_intrinsics=fixed_intrinsics, max_extra_param=max_extra)
+                            fixed_intrinsics=fixed_intrinsics, max_extra_param=max_extra,
+                            rematch=lambda: _match(pycolmap, db_path, cfg, exhaustive, again=True),
+                            refit_min_registered=remap_below)
 
             summary["matching"] = "exhaustive" if _exhaustive(cfg, names, fixed_camera) else "sequential"
             try:
-                rec, calib = mapping("maps")
+                # With a fallback ahead, a start that registers too few frames gets no re-fit here:
+                # the exhaustive pass re-maps anyway.
+                fallback_at = (math.ceil(cfg.exhaustive_fallback_below * len(names))
+                               if _fallback_allowed(cfg, names, fixed_camera) else 0)
+                rec, calib = mapping("maps", _exhaustive(cfg, names, fixed_camera), fallback_at)
             except StageError:
                 if not _fallback_allowed(cfg, names, fixed_camera):
                     raise
@@ -340,8 +354,9 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, 
             if _fallback_allowed(cfg, names, fixed_camera) and n_reg < cfg.exhaustive_fallback_below * len(names):
                 # An unordered set (or a clip that loops back): sequential pairs miss the overlaps.
                 log.info("sequential matching registered %d of %d frames: matching every pair", n_reg, len(names))
-                pycolmap.match_exhaustive(str(db_path), matching_options=_matching_options(cfg), device=pycolmap.Device.cpu)
-                rec2, calib2 = mapping("maps_exhaustive")
+                # All pairs again (again=True), so the sequential ones are guided too.
+                _match(pycolmap, db_path, cfg, True, again=True)
+                rec2, calib2 = mapping("maps_exhaustive", True)
                 summary["matching"] = f"sequential ({n_reg} registered), then exhaustive"
                 if rec is None or rec2.num_reg_images() > n_reg:
                     rec, calib = rec2, calib2
@@ -420,7 +435,9 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, 
             "with a rolling-shutter camera the image distortion flips sign there, so frames on the two "
             "sides disagree and poses and depth are unreliable; split the clip at that frame")
     if spread is not None and spread > cfg.max_focal_spread:
-        starts = ", ".join(f"{t['focal_px']:.0f} px from {t['fov_prior_deg']:g}°" for t in summary["calibration"]["starts"])
+        starts = ", ".join(f"{t['focal_px']:.0f} px from " + (f"{t['fov_prior_deg']:g}°" if t.get("fov_prior_deg") is not None
+                                                             else f"{t.get('prior_focal_px') or 0:.0f} px")
+                           for t in summary["calibration"]["starts"])
         warnings.append(f"focal length poorly determined: refined focals spread {spread:.0%} across priors ({starts}); "
                         "pass --intrinsics if the calibration is known")
     summary["warnings"] = warnings
@@ -516,6 +533,12 @@ def _set_focal(pycolmap, db_path: Path, focal: float) -> None:
         db.close()
 
 
+# Re-fit of a far-off focal prior (see _map): at most this many re-mappings, stopping once the
+# refined focal moves less than this fraction from the focal it was mapped with.
+REFIT_ROUNDS = 3
+REFIT_CONVERGED = 0.01
+
+
 def _init_angle(cfg: SfmConfig, attempt: int) -> float:
     """Initial-pair triangulation angle of mapping attempt ``attempt``: the configured angle, then
     halved per restart down to 1° (short rotation-heavy clips rarely have a 4° pair, and a forced
@@ -595,7 +618,8 @@ def _refine_intrinsics(pycolmap, rec, cfg: SfmConfig, n_frames: int):
 
 
 def _map(pycolmap, db_path, image_dir, out_dir, cfg: SfmConfig, seed: int, n_frames: int,
-         width: int, fixed_intrinsics: bool = False, max_extra_param: float = 1.0):
+         width: int, fixed_intrinsics: bool = False, max_extra_param: float = 1.0, rematch=None,
+         refit_min_registered: int = 0):
     """Mapping with staged self-calibration.  Returns (model, calibration report).
 
     Registration runs with the intrinsics held at their initial values, which is far more robust
@@ -605,7 +629,11 @@ def _map(pycolmap, db_path, image_dir, out_dir, cfg: SfmConfig, seed: int, n_fra
     the first start has little parallax (median triangulation angle below
     ``cfg.fov_check_below_deg``), where the focal is weakly observable; the first start is kept
     unless another registers more frames, and the spread of the refined focal over the starts is
-    the reported uncertainty (``focal_spread``, a fraction of the focal).
+    the reported uncertainty (``focal_spread``, a fraction of the focal).  When the first start's
+    refined focal is more than ``cfg.refit_prior_above`` away from its prior, one more start maps
+    from that refined focal (registration with a focal far off loses the wide-baseline frames),
+    after ``rematch()`` (when given) has verified the matches again under that focal; not when the
+    first start registered fewer than ``refit_min_registered`` frames (the caller re-maps those).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.mapper not in ("incremental", "global"):
@@ -619,30 +647,67 @@ def _map(pycolmap, db_path, image_dir, out_dir, cfg: SfmConfig, seed: int, n_fra
         return rec, {"starts": []}
     fovs = [None] if fixed_intrinsics else [cfg.fov_deg] + [f for f in cfg.fov_candidates if f != cfg.fov_deg]
     tries = []
+
+    def start(k, fov, focal):
+        if focal is not None:
+            _set_focal(pycolmap, db_path, focal)
+        rec = _incremental(pycolmap, db_path, image_dir, out_dir / f"start{k}", cfg, seed, n_frames, max_extra_param)
+        if rec is None:
+            return None
+        refine = {}
+        if not fixed_intrinsics:
+            rec, refine = _refine_intrinsics(pycolmap, rec, cfg, n_frames)
+        cam = rec.camera(rec.image(rec.reg_image_ids()[0]).camera_id)
+        t = {"fov_prior_deg": fov, "prior_focal_px": focal, "registered": rec.num_reg_images(),
+             "points": rec.num_points3D(), "focal_px": float(cam.mean_focal_length()), **refine, "rec": rec}
+        tries.append(t)
+        return t
+
     for k, fov in enumerate(fovs):
         if fov is not None:
             if not 10 <= fov <= 170:
                 raise InputError(f"sfm field of view {fov}: expected degrees between 10 and 170")
             if k > 0 and tries and _median_angle(tries[0]["rec"]) >= cfg.fov_check_below_deg:
                 break  # enough parallax: the focal is determined by the first start
-            _set_focal(pycolmap, db_path, 0.5 * width / math.tan(math.radians(fov) / 2))
-        rec = _incremental(pycolmap, db_path, image_dir, out_dir / f"start{k}", cfg, seed, n_frames, max_extra_param)
-        if rec is None:
-            continue
-        refine = {}
-        if not fixed_intrinsics:
-            rec, refine = _refine_intrinsics(pycolmap, rec, cfg, n_frames)
-        cam = rec.camera(rec.image(rec.reg_image_ids()[0]).camera_id)
-        tries.append({"fov_prior_deg": fov, "registered": rec.num_reg_images(), "points": rec.num_points3D(),
-                      "focal_px": float(cam.mean_focal_length()), **refine, "rec": rec})
+        start(k, fov, None if fov is None else 0.5 * width / math.tan(math.radians(fov) / 2))
+    first = tries[0] if tries else None
+    if (first is not None and first["fov_prior_deg"] is not None and cfg.refit_prior_above > 0
+            and first["registered"] >= refit_min_registered
+            and abs(first["focal_px"] / first["prior_focal_px"] - 1.0) > cfg.refit_prior_above):
+        # The data disagree with the prior (a long lens read as 60°): registration ran with a focal
+        # far off, which loses the wide-baseline frames, and the two-view geometries were verified
+        # under it.  Verify the matches again and map from the refined focal; repeat (at most
+        # REFIT_ROUNDS) until the refined focal stays within REFIT_CONVERGED of its prior.
+        chain = [first]
+        for r in range(REFIT_ROUNDS):
+            prev = chain[-1]
+            if rematch is not None:
+                _set_focal(pycolmap, db_path, prev["focal_px"])
+                rematch()
+            t = start(len(fovs) + r, None, prev["focal_px"])
+            if t is None:
+                break
+            t["refit_of_prior_deg"] = first["fov_prior_deg"]
+            if t["registered"] < prev["registered"]:
+                t["superseded"] = True  # worse than the model it came from: keep that one
+                break
+            chain.append(t)
+            if abs(t["focal_px"] / t["prior_focal_px"] - 1.0) <= REFIT_CONVERGED:
+                break
+        for t in chain[:-1]:
+            t["superseded"] = True
+        first = chain[-1]
     if not tries:
         raise StageError(f"{image_dir}: structure from motion found no model ({n_frames} frames): "
                          "too little texture or overlap, or a camera that does not translate")
-    # The first start (the configured prior) wins unless another registers more frames.
-    best = max(tries, key=lambda t: t["registered"])
-    peers = [t["focal_px"] for t in tries if t["registered"] >= best["registered"]]
+    # A start superseded by its re-fit does not compete.  Among the rest, the first (the configured
+    # prior, or the re-fit that replaced it) wins unless another registers more frames.
+    live = [first] + [t for t in tries if not t.get("superseded") and t is not first]
+    best = max(live, key=lambda t: t["registered"])
+    peers = [t["focal_px"] for t in live if t["registered"] >= best["registered"]]
     calib = {"starts": [{k: v for k, v in t.items() if k != "rec"} for t in tries],
-             "chosen_fov_prior_deg": best["fov_prior_deg"],
+             "chosen_fov_prior_deg": best["fov_prior_deg"] if "refit_of_prior_deg" not in best else None,
+             "chosen_refit": "refit_of_prior_deg" in best,
              "focal_spread": float((max(peers) - min(peers)) / best["focal_px"]) if len(peers) > 1 else None}
     return best["rec"], calib
 

@@ -203,3 +203,30 @@ def test_sfm_is_reproducible(clip_dir, tmp_path):
         run_sfm(ws, SfmConfig(max_features=1024))
         texts.append(ws.cameras_txt.read_text())
     assert texts[0] == texts[1]
+
+
+def test_far_off_prior_is_refit(clip_dir, tmp_path):
+    """A 30° field-of-view prior on a 60° clip (focal prior 2x too long): the refined focal disagrees
+    with the prior, registration runs again from it, and the focal comes out within 1%."""
+    import json
+
+    ws = _frames(clip_dir, tmp_path)
+    run_sfm(ws, SfmConfig(max_features=2048, fov_deg=30.0, fov_candidates=()))
+    calib = json.loads((ws.sfm_dir / "summary.json").read_text())["calibration"]
+    priors = [s["fov_prior_deg"] for s in calib["starts"]]
+    assert priors[0] == 30.0 and len(priors) >= 2 and set(priors[1:]) == {None}
+    assert calib["chosen_refit"] and calib["starts"][1]["refit_of_prior_deg"] == 30.0
+    assert calib["starts"][0]["superseded"]
+    f_true = read_cameras(clip_dir / "cameras.txt").frames[0].fx
+    assert abs(read_cameras(ws.cameras_txt).frames[0].fx / f_true - 1) < 0.01
+
+
+def test_matching_options_follow_config():
+    from mannequin.sfm import _matching_options
+
+    assert _matching_options(SfmConfig(), True).guided_matching is True
+    assert _matching_options(SfmConfig(), False).guided_matching is False
+    assert _matching_options(SfmConfig(guided_matching="all"), False).guided_matching is True
+    assert _matching_options(SfmConfig(guided_matching="off"), True).guided_matching is False
+    with pytest.raises(InputError, match="guided_matching"):
+        _matching_options(SfmConfig(guided_matching="yes"), True)
