@@ -41,6 +41,20 @@ Design (see ``sweep_fronto``):
   slower for the shift warp and the min filter, 2x for the gather).
 * Rectified sources (``rect``: every plane homography a pure x shift) skip the bilinear warp: a
   1-D interpolation with weights constant along the row (contiguous loads, no gather).
+* Integer-shift sources (rectified, whole-pixel shifts at every plane, the reference's size: a
+  rectified pair swept at 1 px disparity steps): the warped row is a slice of the source, so the
+  source's window sums of W and W² are plane independent and precomputed once
+  (``rect_source_stats``); per plane only Σ I·W is summed (``_viw_update``, ``_zncc_row_int``).
+  When every source is one, planes go in blocks of 4 through the row loop and a row's winner
+  state is updated once per block (``_track_rows4``, ``_track_right4``: loads, selects in
+  registers, one store), which the per-plane masked-store updates of ``_track_row`` made the
+  largest cost of the two-view sweep (~40% of it on the motorcycle pair).
+* Left-right check (``lr``, one rectified source): the right image's cost at pixel x and plane p
+  is the reference's cost at column x - shift(p) (same pair of windows), so a running argmin per
+  right pixel (``_track_right``) gives the right view's winners during the same sweep, O(H·W).
+* Everything after the sweep that is row-local (both winners' finalisation, the shiftable-window
+  merge, the left-right check) is one parallel pass (``finalize_all``): on a loaded machine each
+  parallel region waits for its slowest thread.
 
 Coordinates inside the kernels are array indices: pixel (row r, col c) is the point (c, r).  The
 caller folds the +0.5 pixel-centre convention of the intrinsics into the homographies.
@@ -60,7 +74,8 @@ VALID_LIMIT = np.float32(10.0)
 def sweep_fronto(ref, ref_mean, ref_isd, src_flat, src_off, src_shape, homs, rect, window, top_k,
                  var_floor, chunk_start, shift,
                  best, bidx, second, bm1, bp1, hist,
-                 ring, vring, vsum, work, iwork, topk, cring, oring):
+                 ring, vring, vsum, work, iwork, topk, cring, oring, vmin4,
+                 lr, lr_shift, rbest, ridx, int_id, ishift, istat, pad):
     """Plane sweep with ZNCC, top-k view aggregation and running winners per pixel.
 
     ref (H,W) f32 grey (any offset); ref_mean (H,W) f32 window mean of ref; ref_isd (H,W) f32
@@ -83,9 +98,27 @@ def sweep_fronto(ref, ref_mean, ref_isd, src_flat, src_off, src_shape, homs, rec
     minimum* of the cost curve more than two planes from the winner (BIG = none); bm1 / bp1 f32
     costs at winner-1 / winner+1 (BIG when unknown); hist (V,2,H,W) f32 is working state.
     Shifted costs exist only where the plain cost is valid (same validity).
-    Scratch: ring / vring (n_chunks,S,window,W) f32, vsum (n_chunks,S,3,W) f32,
+    Scratch: ring / vring (n_chunks,B,S,window,W) f32, vsum (n_chunks,B,S,3,W) f32,
     work (n_chunks,10,W) f32, iwork (n_chunks,W) i32, topk (n_chunks,top_k,W) f32,
-    cring / oring (n_chunks,2*shift+1,W) f32.
+    cring / oring (n_chunks,B,2*shift+1,W) f32.  B >= 1: planes swept together (the row loop
+    runs over blocks of B planes, each row through its B planes in order, so a row's state
+    stays in cache for B planes; every buffer above has one copy per plane of the block).
+    vmin4 (n_chunks,B,W) f32: the shiftable-window cost rows of the block.  With B = 4 a full
+    block is tracked by :func:`_track_rows4` (state loaded and stored once per 4 planes).
+
+    Right-view winners (``lr`` true; one rectified source): the cost of right-image pixel x at
+    plane p is the reference's cost at column c = x - lr_shift[p] (the same pair of windows, and
+    for the shiftable windows the same min over window positions), so the sweep also keeps, per
+    right pixel, the plane of its lowest cost (plain argmin): rbest (V,H,W) f32 (BIG = none), ridx
+    (V,H,W) i32 (-1 = none), same V and validity as ``best``.  lr_shift (P,) int64 = round(x shift
+    of plane p in px).  Without ``lr`` they are not touched (any shape).
+
+    Integer-shift sources (``int_id[s]`` >= 0; rectified, every plane shift an integer, same
+    size as the reference): the warped row is a slice of the source, so the window sums of W and W²
+    do not depend on the plane; they come precomputed (:func:`rect_source_stats`) in
+    istat (n_int,5,H,W+2 pad) f32, source ``s`` at istat[int_id[s]], padded by ``pad`` columns;
+    ishift (P,S) int64 = the integer x shift of plane p.  Per plane only Σ I·W is summed.  Same
+    costs as the other paths up to float rounding.  Sources with int_id -1 ignore istat.
     """
     H, W = ref.shape
     P = homs.shape[0]
@@ -109,6 +142,9 @@ def sweep_fronto(ref, ref_mean, ref_isd, src_flat, src_off, src_shape, homs, rec
                     bp1[v_, r, c] = BIG
                     hist[v_, 0, r, c] = BIG
                     hist[v_, 1, r, c] = BIG
+            if lr:
+                rbest[v_, r0:r1] = BIG
+                ridx[v_, r0:r1] = -1
         wrow = work[ch, 0]
         fxs = work[ch, 1]
         fys = work[ch, 2]
@@ -120,13 +156,14 @@ def sweep_fronto(ref, ref_mean, ref_isd, src_flat, src_off, src_shape, homs, rec
         acnt = work[ch, 8]
         kid = iwork[ch]
         T = topk[ch]
-        vmin = work[ch, 9]
-        for p in range(P):
+        single = (S == 1) and (T.shape[0] == 1)      # the plane cost is the source's cost
+        B = oring.shape[1]
+        for p0 in range(0, P, B):
+            pb = min(B, P - p0)
+            fused = pb == 4                  # _track_rows4 after the block's 4 planes
             ring[ch] = 0.0
             vring[ch] = 0.0
             vsum[ch] = 0.0
-            hp = p % 2
-            hm1 = (p + 1) % 2
             rstart = r0 - m - h
             for rr in range(rstart, r1 + m + h):
                 ry = min(max(rr, 0), H - 1)
@@ -135,67 +172,119 @@ def sweep_fronto(ref, ref_mean, ref_isd, src_flat, src_off, src_shape, homs, rec
                 rb = rr - h                      # centre row of the completed box
                 out = rb >= r0 - m
                 inb = (rb >= 0) & (rb < H)
-                r = rb
-                if out:
-                    T[:, :] = BIG
-                In = ref[ry]
-                Io = ref[ro]
-                for s in range(S):
-                    hm = homs[p, s]
-                    sh = np.int32(src_shape[s, 0])
-                    swd = np.int32(src_shape[s, 1])
-                    off = np.int32(src_off[s])
-                    yf = np.float64(ry)
-                    x0 = np.float32(hm[0, 1] * yf + hm[0, 2])
-                    y0 = np.float32(hm[1, 1] * yf + hm[1, 2])
-                    w0 = np.float32(hm[2, 1] * yf + hm[2, 2])
-                    dx = np.float32(hm[0, 0])
-                    dy = np.float32(hm[1, 0])
-                    dw = np.float32(hm[2, 0])
-                    vs = vring[ch, s, slot]
-                    if rect[s]:
-                        # --- rectified: pure x shift, 1-D interpolation with constant weights
-                        _warp_row_shift(src_flat, off + min(ry, sh - np.int32(1)) * swd, swd,
-                                        hm[0, 2] / hm[2, 2], ry <= sh - 1, wrow, vs)
-                    else:
-                        _warp_row_bilinear(src_flat, off, sh, swd, x0, y0, w0, dx, dy, dw,
-                                           wrow, vs, fxs, fys, kid)
-                    # --- vertical running sums over the last `window` rows
-                    rs = ring[ch, s, slot]
-                    vw = vsum[ch, s, 0]
-                    vww = vsum[ch, s, 1]
-                    viw = vsum[ch, s, 2]
-                    _vsum_update(wrow, rs, In, Io, vw, vww, viw)
-                    if not (out and inb):
-                        continue
-                    # --- horizontal box sums (edge columns replicated)
-                    _hbox(vw, sw, h)
-                    _hbox(vww, sww, h)
-                    _hbox(viw, siw, h)
-                    # --- ZNCC -> cost (BIG where the centre warp is outside or the ref is flat)
-                    _zncc_row(sw, sww, siw, ref_mean[r], ref_isd[r],
-                              vring[ch, s, (rb - rstart) % window], inv_n, var_floor, cost)
-                    # --- fold into the sorted top-k list (branch free)
-                    _fold_topk(T, cost)
-                if not out:
-                    continue
-                # --- plane cost of box row rb: mean of the valid costs among the k best
                 cslot = (rb - r0 + m) % nm
-                orow = oring[ch, cslot]
-                _aggregate_row(T, orow, asum, acnt)
-                # --- shiftable windows: min over the window positions within +-m (rows, cols)
-                _hmin_row(orow, cring[ch, cslot], m)
-                if rb < r0 + m:
-                    continue
-                r = rb - m
-                own = oring[ch, (r - r0 + m) % nm]
-                # --- local minimum at plane p-1?  (needs the costs at p-2, p-1, p)
-                _track_row(p, own, hist[0, hp, r], hist[0, hm1, r], best[0, r], bidx[0, r],
-                           second[0, r], bm1[0, r], bp1[0, r])
-                if nv > 1:
-                    _vmin_rows(cring[ch], own, vmin)
-                    _track_row(p, vmin, hist[1, hp, r], hist[1, hm1, r], best[1, r], bidx[1, r],
-                               second[1, r], bm1[1, r], bp1[1, r])
+                for j in range(pb):
+                    p = p0 + j
+                    hp = p % 2
+                    hm1 = (p + 1) % 2
+                    r = rb
+                    dst = oring[ch, j, cslot] if single else cost
+                    if out and not single:
+                        T[:, :] = BIG
+                    In = ref[ry]
+                    Io = ref[ro]
+                    for s in range(S):
+                        iid = int_id[s]
+                        if iid >= 0:
+                            # --- integer shift: source window stats precomputed, only Σ I·W here
+                            st = istat[iid]
+                            xo = ishift[p, s] + pad
+                            viw = vsum[ch, j, s, 2]
+                            _viw_update(In, st[0, ry, xo:xo + W], Io, st[0, ro, xo:xo + W],
+                                        rr - rstart >= window, viw)
+                            if not (out and inb):
+                                continue
+                            _hbox(viw, siw, h)
+                            _zncc_row_int(siw, st[3, rb], st[4, rb], st[1, rb], st[2, rb], xo,
+                                          ref_mean[r], ref_isd[r], inv_n, var_floor, h, dst)
+                            if not single:
+                                _fold_topk(T, cost)
+                            continue
+                        hm = homs[p, s]
+                        sh = np.int32(src_shape[s, 0])
+                        swd = np.int32(src_shape[s, 1])
+                        off = np.int32(src_off[s])
+                        yf = np.float64(ry)
+                        x0 = np.float32(hm[0, 1] * yf + hm[0, 2])
+                        y0 = np.float32(hm[1, 1] * yf + hm[1, 2])
+                        w0 = np.float32(hm[2, 1] * yf + hm[2, 2])
+                        dx = np.float32(hm[0, 0])
+                        dy = np.float32(hm[1, 0])
+                        dw = np.float32(hm[2, 0])
+                        vs = vring[ch, j, s, slot]
+                        if rect[s]:
+                            # --- rectified: pure x shift, 1-D interpolation with constant weights
+                            _warp_row_shift(src_flat, off + min(ry, sh - np.int32(1)) * swd, swd,
+                                            hm[0, 2] / hm[2, 2], ry <= sh - 1, wrow, vs)
+                        else:
+                            _warp_row_bilinear(src_flat, off, sh, swd, x0, y0, w0, dx, dy, dw,
+                                               wrow, vs, fxs, fys, kid)
+                        # --- vertical running sums over the last `window` rows
+                        rs = ring[ch, j, s, slot]
+                        vw = vsum[ch, j, s, 0]
+                        vww = vsum[ch, j, s, 1]
+                        viw = vsum[ch, j, s, 2]
+                        _vsum_update(wrow, rs, In, Io, vw, vww, viw)
+                        if not (out and inb):
+                            continue
+                        # --- horizontal box sums (edge columns replicated)
+                        _hbox(vw, sw, h)
+                        _hbox(vww, sww, h)
+                        _hbox(viw, siw, h)
+                        # --- ZNCC -> cost (BIG where the centre warp is outside or the ref is flat)
+                        _zncc_row(sw, sww, siw, ref_mean[r], ref_isd[r],
+                                  vring[ch, j, s, (rb - rstart) % window], inv_n, var_floor, dst)
+                        # --- fold into the sorted top-k list (branch free)
+                        if not single:
+                            _fold_topk(T, cost)
+                    if not out:
+                        continue
+                    # --- plane cost of box row rb: mean of the valid costs among the k best
+                    orow = oring[ch, j, cslot]
+                    if single:                   # written by the ZNCC step (BIG = none)
+                        if not inb:
+                            orow[:] = BIG
+                    else:
+                        _aggregate_row(T, orow, asum, acnt)
+                    # --- shiftable windows: min over the window positions within +-m (rows, cols)
+                    _hmin_row(orow, cring[ch, j, cslot], m)
+                    if rb < r0 + m:
+                        continue
+                    r = rb - m
+                    own = oring[ch, j, (r - r0 + m) % nm]
+                    vm = vmin4[ch, j]
+                    # --- local minimum at plane p-1?  (needs the costs at p-2, p-1, p)
+                    if not fused:
+                        _track_row(p, own, hist[0, hp, r], hist[0, hm1, r], best[0, r], bidx[0, r],
+                                   second[0, r], bm1[0, r], bp1[0, r])
+                    if lr and not fused:
+                        _track_right(p, own, lr_shift[p], rbest[0, r], ridx[0, r])
+                    if nv > 1:
+                        _vmin_rows(cring[ch, j], own, vm)
+                        if not fused:
+                            _track_row(p, vm, hist[1, hp, r], hist[1, hm1, r], best[1, r],
+                                       bidx[1, r], second[1, r], bm1[1, r], bp1[1, r])
+                        if lr and not fused:
+                            _track_right(p, vm, lr_shift[p], rbest[1, r], ridx[1, r])
+                # --- four planes at once: the row's state is loaded and stored once
+                if fused and out and rb >= r0 + m:
+                    r = rb - m
+                    sl = (r - r0 + m) % nm
+                    h0 = p0 % 2
+                    h1 = (p0 + 1) % 2
+                    _track_rows4(p0, oring[ch, 0, sl], oring[ch, 1, sl], oring[ch, 2, sl],
+                                 oring[ch, 3, sl], hist[0, h0, r], hist[0, h1, r], best[0, r],
+                                 bidx[0, r], second[0, r], bm1[0, r], bp1[0, r])
+                    if nv > 1:
+                        _track_rows4(p0, vmin4[ch, 0], vmin4[ch, 1], vmin4[ch, 2], vmin4[ch, 3],
+                                     hist[1, h0, r], hist[1, h1, r], best[1, r], bidx[1, r],
+                                     second[1, r], bm1[1, r], bp1[1, r])
+                    if lr:
+                        _track_right4(p0, oring[ch, 0, sl], oring[ch, 1, sl], oring[ch, 2, sl],
+                                      oring[ch, 3, sl], lr_shift, rbest[0, r], ridx[0, r])
+                        if nv > 1:
+                            _track_right4(p0, vmin4[ch, 0], vmin4[ch, 1], vmin4[ch, 2],
+                                          vmin4[ch, 3], lr_shift, rbest[1, r], ridx[1, r])
         # plane P-1 is a local minimum when it beats P-2 (a missing plane P costs BIG)
         for v_ in range(nv):
             hl = hist[v_, (P - 1) % 2]
@@ -315,6 +404,151 @@ def _vsum_update(wrow, rs, In, Io, vw, vww, viw):
         viw[c] += In[c] * wrow[c] - Io[c] * rs[c]
     for c in range(W):
         rs[c] = wrow[c]
+
+
+@njit(fastmath=True, error_model="numpy", cache=True)
+def _viw_update(In, sn, Io, so, drop, viw):
+    """Vertical running sum of I·W for an integer-shift source: add In·sn (new reference row,
+    source row slice at the shift), drop Io·so (the row leaving the window) when ``drop``."""
+    W = viw.shape[0]
+    if drop:
+        for c in range(W):
+            viw[c] += In[c] * sn[c] - Io[c] * so[c]
+    else:
+        for c in range(W):
+            viw[c] += In[c] * sn[c]
+
+
+@njit(fastmath=True, error_model="numpy", cache=True)
+def _zncc_row_int(siw, bs1, isd, vs1, vs2, xo, mrow, irow, inv_n, var_floor, h, cost):
+    """cost = 1 - ZNCC of one pixel row against an integer-shift source (see
+    :func:`rect_source_stats`): reference column c sees padded source column x = c + xo.
+
+    siw (W,) window sums of I·W; bs1 / isd (Wp,) box sum of W and 1/sqrt(max(Σ(W-W̄)², var_floor))
+    of the source row in padded columns; vs1 / vs2 (Wp,) its vertical sums of W, W² (for the h
+    edge columns on either side, where the reference's replicated-edge window differs from the
+    source box).  BIG where the centre is outside the source (x - pad outside [0, W)) or the
+    reference window is flat (irow = 0)."""
+    W = cost.shape[0]
+    Wp = bs1.shape[0]
+    pad = (Wp - W) // 2
+    k = xo - pad                     # shift: column c sees source column c + k
+    c_lo = min(max(-k, 0), W)
+    c_hi = max(min(W - k, W), c_lo)
+    n = c_hi - c_lo
+    b = bs1[c_lo + xo:c_hi + xo]
+    q = isd[c_lo + xo:c_hi + xo]
+    s_ = siw[c_lo:c_hi]
+    m_ = mrow[c_lo:c_hi]
+    i_ = irow[c_lo:c_hi]
+    o = cost[c_lo:c_hi]
+    for i in range(n):
+        ncc = (s_[i] - m_[i] * b[i]) * i_[i] * q[i]
+        ncc = min(max(ncc, np.float32(-1.0)), np.float32(1.0))
+        o[i] = np.float32(1.0) - ncc if i_[i] > np.float32(0.0) else BIG
+    for c in range(c_lo):
+        cost[c] = BIG
+    for c in range(c_hi, W):
+        cost[c] = BIG
+    # edge columns: the reference window replicates its edge column (c + j clamped to [0, W))
+    for e in range(2 * h):
+        c = e if e < h else W - 2 * h + e
+        if c < c_lo or c >= c_hi or (e >= h and c < h):
+            continue
+        sw = np.float32(0.0)
+        sww = np.float32(0.0)
+        for j in range(-h, h + 1):
+            x = min(max(c + j, 0), W - 1) + xo
+            sw += vs1[x]
+            sww += vs2[x]
+        vwin = max(sww - sw * sw * inv_n, var_floor)
+        ncc = (siw[c] - mrow[c] * sw) * irow[c] / np.sqrt(vwin)
+        ncc = min(max(ncc, np.float32(-1.0)), np.float32(1.0))
+        cost[c] = np.float32(1.0) - ncc if irow[c] > np.float32(0.0) else BIG
+
+
+@njit(parallel=True, error_model="numpy", cache=True)
+def rect_source_stats(src, window, pad, var_floor, out):
+    """Window statistics of an integer-shift source (see ``sweep_fronto``), in float64 sums.
+
+    src (H,W) f32 grey (same offset as the reference); out (5,H,W+2 pad) f32, column x of the
+    padded row is source column clamp(x - pad, 0, W-1) (replicated edges, as the warps clamp):
+    [0] the padded source, [1] / [2] vertical sums of W / W² over ``window`` rows (rows clamped to
+    [0, H)), [3] box sum of W over window × window (columns x ± h, h = window // 2), [4]
+    1/sqrt(max(Σ W² - (Σ W)²/n, var_floor)) over that box (n = window²).  Columns within h of
+    the padded edges of [3] / [4] use clamped columns (never read for pad > max |shift| + h).
+    """
+    H, W = src.shape
+    Wp = out.shape[2]
+    h = window // 2
+    inv_n = 1.0 / (window * window)
+    vf = np.float64(var_floor)
+    pl = min(pad, Wp)
+    pr = max(Wp - pad - W, 0)
+    for r in prange(H):              # one parallel region (each fork/join costs on a busy machine)
+        row = src[r]
+        o0 = out[0, r]
+        for x in range(pl):
+            o0[x] = row[0]
+        mid = o0[pad:pad + W]
+        for c in range(W):
+            mid[c] = row[c]
+        for x in range(pad + W, Wp):
+            o0[x] = row[W - 1]
+        v1 = np.zeros(Wp, np.float64)
+        v2 = np.zeros(Wp, np.float64)
+        for i in range(-h, h + 1):
+            sr = src[min(max(r + i, 0), H - 1)]
+            m1 = v1[pad:pad + W]
+            m2 = v2[pad:pad + W]
+            for c in range(W):
+                v = np.float64(sr[c])
+                m1[c] += v
+                m2[c] += v * v
+            a = np.float64(sr[0])
+            z = np.float64(sr[W - 1])
+            for x in range(pl):
+                v1[x] += a
+                v2[x] += a * a
+            e1 = v1[pad + W:]
+            e2 = v2[pad + W:]
+            for x in range(pr):
+                e1[x] += z
+                e2[x] += z * z
+        o1 = out[1, r]
+        o2 = out[2, r]
+        o3 = out[3, r]
+        o4 = out[4, r]
+        for x in range(Wp):
+            o1[x] = np.float32(v1[x])
+            o2[x] = np.float32(v2[x])
+        b1 = np.zeros(Wp, np.float64)
+        b2 = np.zeros(Wp, np.float64)
+        lo = min(h, Wp)
+        n = max(Wp - 2 * h, 0)
+        for j in range(2 * h + 1):           # interior columns: sums over shifted slices
+            s1 = v1[j:j + n]
+            s2 = v2[j:j + n]
+            t1 = b1[lo:lo + n]
+            t2 = b2[lo:lo + n]
+            for x in range(n):
+                t1[x] += s1[x]
+                t2[x] += s2[x]
+        for x in range(Wp):
+            if x >= lo and x < lo + n:
+                continue
+            a1 = 0.0
+            a2 = 0.0
+            for j in range(-h, h + 1):       # clamped edge columns
+                xx = min(max(x + j, 0), Wp - 1)
+                a1 += v1[xx]
+                a2 += v2[xx]
+            b1[x] = a1
+            b2[x] = a2
+        for x in range(Wp):
+            var = max(b2[x] - b1[x] * b1[x] * inv_n, vf)
+            o3[x] = np.float32(b1[x])
+            o4[x] = np.float32(1.0 / np.sqrt(var))
 
 
 @njit(fastmath=True, error_model="numpy", cache=True)
@@ -527,6 +761,122 @@ def _track_row(p, arow, hold, hprev, brow, irow, srow, mrow, prow):
                 srow[c] = v
 
 
+@njit(fastmath=True, error_model="numpy", cache=True)
+def _track_rows4(p0, a0, a1, a2, a3, hold, hprev, brow, irow, srow, mrow, prow):
+    """:func:`_track_row` for the four planes p0 .. p0+3 (cost rows a0 .. a3) in one pass: each
+    pixel's state is loaded once, updated in registers with selects (branch free, no masked
+    stores) and stored once, the same result as four ``_track_row`` calls.  ``hold`` / ``hprev``
+    hold planes p0-2 / p0-1 on entry and p0+2 / p0+3 on return."""
+    for c in range(a0.shape[0]):
+        cm = hold[c]
+        v = hprev[c]
+        b = brow[c]
+        ix = irow[c]
+        sc = srow[c]
+        mm = mrow[c]
+        pp = prow[c]
+        for t in range(4):
+            a = a0[c] if t == 0 else (a1[c] if t == 1 else (a2[c] if t == 2 else a3[c]))
+            q = np.int32(p0 + t - 1)
+            lm = (v < cm) & (v <= a) & (v < VALID_LIMIT) & (q >= 0)
+            far = (q - ix) > np.int32(2)
+            win = lm & (v < b)
+            sn = lm & far & (v < sc)
+            s1 = b if far else sc
+            s2 = v if sn else sc
+            sc = s1 if win else s2
+            b = v if win else b
+            ix = q if win else ix
+            mm = cm if win else mm
+            pp = a if win else pp
+            cm = v
+            v = a
+        hold[c] = cm
+        hprev[c] = v
+        brow[c] = b
+        irow[c] = ix
+        srow[c] = sc
+        mrow[c] = mm
+        prow[c] = pp
+
+
+@njit(fastmath=True, error_model="numpy", cache=True)
+def _track_right4(p0, a0, a1, a2, a3, lr_shift, rrow, irow):
+    """:func:`_track_right` for the four planes p0 .. p0+3 (cost rows a0 .. a3, shifts
+    lr_shift[p0:p0 + 4]): the right pixels every plane reaches in one pass (state loaded and
+    stored once, selects in plane order), the few edge pixels plane by plane (same result)."""
+    W = a0.shape[0]
+    s0 = lr_shift[p0]
+    s1 = lr_shift[p0 + 1]
+    s2 = lr_shift[p0 + 2]
+    s3 = lr_shift[p0 + 3]
+    lo = min(max(max(max(s0, s1), max(s2, s3)), 0), W)
+    hi = max(min(min(min(s0, s1), min(s2, s3)) + W, W), lo)
+    n = hi - lo
+    b0 = a0[lo - s0:hi - s0]
+    b1 = a1[lo - s1:hi - s1]
+    b2 = a2[lo - s2:hi - s2]
+    b3 = a3[lo - s3:hi - s3]
+    rb = rrow[lo:hi]
+    ri = irow[lo:hi]
+    q0 = np.int32(p0)
+    for i in range(n):
+        b = rb[i]
+        ix = ri[i]
+        v = b0[i]
+        w = v < b
+        b = v if w else b
+        ix = q0 if w else ix
+        v = b1[i]
+        w = v < b
+        b = v if w else b
+        ix = q0 + np.int32(1) if w else ix
+        v = b2[i]
+        w = v < b
+        b = v if w else b
+        ix = q0 + np.int32(2) if w else ix
+        v = b3[i]
+        w = v < b
+        b = v if w else b
+        ix = q0 + np.int32(3) if w else ix
+        rb[i] = b
+        ri[i] = ix
+    for t in range(4):                   # edge pixels outside [lo, hi), plane by plane
+        sh = lr_shift[p0 + t]
+        a = a0 if t == 0 else (a1 if t == 1 else (a2 if t == 2 else a3))
+        for x in range(min(max(sh, 0), lo), lo):
+            v = a[x - sh]
+            if v < rrow[x]:
+                rrow[x] = v
+                irow[x] = np.int32(p0 + t)
+        for x in range(hi, max(min(W + sh, W), hi)):
+            v = a[x - sh]
+            if v < rrow[x]:
+                rrow[x] = v
+                irow[x] = np.int32(p0 + t)
+
+
+@njit(fastmath=True, error_model="numpy", cache=True)
+def _track_right(p, arow, sh, rrow, irow):
+    """Right-view running argmin: right pixel x = c + sh takes the reference cost ``arow[c]`` of
+    plane p when it beats ``rrow[x]`` (then ``irow[x]`` = p).  Columns that map outside the row
+    are skipped; slices indexed by the bare loop counter (vectorised, masked selects)."""
+    W = arow.shape[0]
+    lo = min(max(sh, 0), W)
+    hi = max(min(W + sh, W), lo)
+    n = hi - lo
+    a = arow[lo - sh:hi - sh]
+    rb = rrow[lo:hi]
+    ri = irow[lo:hi]
+    q = np.int32(p)
+    for i in range(n):
+        v = a[i]
+        b = rb[i]
+        better = v < b
+        rb[i] = v if better else b
+        ri[i] = q if better else ri[i]
+
+
 @njit(inline="always", fastmath=True, error_model="numpy", cache=True)
 def _offer(q, v, cm, cp, brow, irow, srow, mrow, prow, c):
     """Offer the local minimum v at plane q (neighbour costs cm, cp) to pixel c's running state.
@@ -554,35 +904,71 @@ def finalize(best, bidx, second, bm1, bp1, inv_depths, subpixel, conf_scale,
 
     inv_depths (P,) f64 plane inverse depths (evenly spaced).  Writes depth (0 = none), conf in
     [0,1] = clip(1-best) * clip((second-best)/conf_scale), and cost_out (best cost, -1 = none).
+    All (H,W) (see :func:`_finalize_row`).
     """
-    H, W = best.shape
+    for r in prange(best.shape[0]):
+        _finalize_row(best[r], bidx[r], second[r], bm1[r], bp1[r], inv_depths, subpixel, conf_scale,
+                      depth[r], conf[r], cost_out[r])
+
+
+@njit(fastmath=True, error_model="numpy", cache=True)
+def _finalize_row(brow, irow, srow, mrow, prow, inv_depths, subpixel, conf_scale, drow, crow, krow):
+    """:func:`finalize` of one row: state rows (W,) in, depth / conf / cost rows (W,) out.
+
+    Branch free (selects; the plane's inverse depth is inv_depths[0] + (i + x) step, the planes
+    being evenly spaced), so that the loop vectorises."""
     P = inv_depths.shape[0]
-    step = (inv_depths[P - 1] - inv_depths[0]) / (P - 1)
+    u0 = inv_depths[0]
+    step = (inv_depths[P - 1] - u0) / (P - 1)
+    sub = subpixel
+    for c in range(brow.shape[0]):
+        b = brow[c]
+        i = irow[c]
+        valid = (i >= 0) & (b < VALID_LIMIT)
+        cm = mrow[c]
+        cp = prow[c]
+        den = cm - 2.0 * b + cp
+        ok = sub & (i > 0) & (i < P - 1) & (cm < VALID_LIMIT) & (cp < VALID_LIMIT) & (den > 1e-9)
+        x = 0.5 * (cm - cp) / max(den, 1e-9)
+        x = min(max(x, -0.5), 0.5) if ok else 0.0
+        inv = u0 + (np.float64(i) + x) * step
+        good = valid & (inv > 0.0)
+        drow[c] = np.float32(1.0 / inv) if good else np.float32(0.0)
+        s2 = min(srow[c], np.float32(2.0))
+        q = min(max(np.float32(1.0) - b, np.float32(0.0)), np.float32(1.0))
+        dq = min(max((s2 - b) / conf_scale, np.float32(0.0)), np.float32(1.0))
+        crow[c] = q * dq if valid else np.float32(0.0)
+        krow[c] = b if valid else np.float32(-1.0)
+
+
+@njit(parallel=True, fastmath=True, error_model="numpy", cache=True)
+def finalize_all(best, bidx, second, bm1, bp1, inv_depths, subpixel, conf_scale, max_rel,
+                 lr, ridx, a_first, a_last, lr_max, tmp, depth, conf, cost_out):
+    """:func:`finalize` of both winners, :func:`merge_shifted` and the left-right check in one
+    parallel pass over the rows (each step only needs its own row: one fork/join instead of four,
+    which matters on a loaded machine where every parallel region waits for its slowest thread).
+
+    best .. bp1 (V,H,W) from ``sweep_fronto`` (V = 1 or 2); with V = 2 the shiftable-window
+    winner (index 1) replaces the plain one where their depths differ by more than ``max_rel``.
+    lr: with ``ridx`` (V,H,W) and a_first / a_last (see :func:`lr_disagreement`), a pixel whose
+    disagreement exceeds ``lr_max`` plane steps gets confidence 0.  tmp (4,H,W) f32 scratch (the
+    shifted winner's depth, conf, cost; the disagreement).  depth, conf, cost_out (H,W) f32 as in
+    :func:`finalize`; results equal those of the separate kernels.
+    """
+    V, H, W = best.shape
     for r in prange(H):
-        for c in range(W):
-            b = best[r, c]
-            i = bidx[r, c]
-            if i < 0 or b >= VALID_LIMIT:
-                depth[r, c] = 0.0
-                conf[r, c] = 0.0
-                cost_out[r, c] = -1.0
-                continue
-            x = 0.0
-            if subpixel and i > 0 and i < P - 1:
-                cm = bm1[r, c]
-                cp = bp1[r, c]
-                if cm < VALID_LIMIT and cp < VALID_LIMIT:
-                    den = cm - 2.0 * b + cp
-                    if den > 1e-9:
-                        x = 0.5 * (cm - cp) / den
-                        x = min(max(x, -0.5), 0.5)
-            inv = inv_depths[i] + x * step
-            depth[r, c] = np.float32(1.0 / inv) if inv > 0.0 else np.float32(0.0)
-            s2 = min(second[r, c], np.float32(2.0))
-            q = min(max(np.float32(1.0) - b, np.float32(0.0)), np.float32(1.0))
-            dq = min(max((s2 - b) / conf_scale, np.float32(0.0)), np.float32(1.0))
-            conf[r, c] = q * dq
-            cost_out[r, c] = b
+        _finalize_row(best[0, r], bidx[0, r], second[0, r], bm1[0, r], bp1[0, r], inv_depths,
+                      subpixel, conf_scale, depth[r], conf[r], cost_out[r])
+        if V > 1:
+            _finalize_row(best[1, r], bidx[1, r], second[1, r], bm1[1, r], bp1[1, r], inv_depths,
+                          subpixel, conf_scale, tmp[0, r], tmp[1, r], tmp[2, r])
+            _merge_row(depth[r], conf[r], cost_out[r], tmp[0, r], tmp[1, r], tmp[2, r], max_rel)
+        if lr:
+            lrow = tmp[3, r]
+            _lr_row(r, depth[r], ridx, inv_depths, a_first, a_last, max_rel, lrow)
+            crow = conf[r]
+            for c in range(W):
+                crow[c] = np.float32(0.0) if lrow[c] > lr_max else crow[c]
 
 
 @njit(parallel=True, error_model="numpy", cache=True)
@@ -695,17 +1081,71 @@ def smooth_inverse(depth, window, max_rel, out):
 
 
 @njit(parallel=True, error_model="numpy", cache=True)
+def lr_disagreement(depth, ridx, inv_depths, a_first, a_last, max_rel, out):
+    """Left-right consistency of a rectified pair, in plane steps.
+
+    depth (H,W) f32 reference depth (0 = none; the final winner, before smoothing).  ridx (V,H,W)
+    i32 right-view winning planes of ``sweep_fronto`` (-1 = none); with V = 2 the right pixel takes
+    the shiftable-window plane (index 1) where its inverse depth differs from the plain one's
+    (index 0) by more than ``max_rel`` relative to the larger, as :func:`merge_shifted` does for
+    the reference.  inv_depths (P,) f64 evenly spaced plane inverse depths; a_first / a_last: x
+    shift in px of plane 0 / P-1 (affine in inverse depth in between).  The reference pixel (r, c)
+    at fractional plane q = (1/depth - inv_depths[0]) / step looks at right pixel
+    x = round(c + a(q)); out (H,W) f32 = |q - right winner of x| in plane steps, BIG where the
+    pixel has no depth, x lies outside the image or x has no right winner.
+    """
+    for r in prange(depth.shape[0]):
+        _lr_row(r, depth[r], ridx, inv_depths, a_first, a_last, max_rel, out[r])
+
+
+@njit(error_model="numpy", cache=True)
+def _lr_row(r, drow, ridx, inv_depths, a_first, a_last, max_rel, orow):
+    """:func:`lr_disagreement` of reference row r: depth row (W,) in, disagreement row (W,) out."""
+    W = drow.shape[0]
+    V = ridx.shape[0]
+    P = inv_depths.shape[0]
+    u0 = inv_depths[0]
+    step = (inv_depths[P - 1] - u0) / (P - 1)
+    da = (a_last - a_first) / (P - 1)
+    for c in range(W):
+        d = drow[c]
+        orow[c] = BIG
+        if not d > 0.0:
+            continue
+        q = (1.0 / d - u0) / step
+        x = int(np.floor(c + a_first + q * da + 0.5))
+        if x < 0 or x >= W:
+            continue
+        i = ridx[0, r, x]
+        if V > 1:
+            j = ridx[1, r, x]
+            if i >= 0 and j >= 0:
+                ui = inv_depths[i]
+                uj = inv_depths[j]
+                if abs(uj - ui) > max_rel * max(ui, uj):
+                    i = j
+        if i < 0:
+            continue
+        orow[c] = np.float32(abs(q - i))
+
+
+@njit(parallel=True, error_model="numpy", cache=True)
 def merge_shifted(depth, conf, cost, d1, c1, k1, max_rel):
     """Take the shiftable-window winner (d1, c1, k1) where both depths exist and their inverse
     depths differ by more than ``max_rel`` relative to the larger: |1/d - 1/d1| > max_rel ·
     max(1/d, 1/d1), i.e. |d1 - d| > max_rel · max(d, d1) (division free).  All (H,W) f32; depth,
     conf, cost are updated in place.  No fastmath: a plain IEEE comparison."""
-    H, W = depth.shape
-    for r in prange(H):
-        for c in range(W):
-            d0 = depth[r, c]
-            dd = d1[r, c]
-            if d0 > 0.0 and dd > 0.0 and abs(dd - d0) > max_rel * max(d0, dd):
-                depth[r, c] = dd
-                conf[r, c] = c1[r, c]
-                cost[r, c] = k1[r, c]
+    for r in prange(depth.shape[0]):
+        _merge_row(depth[r], conf[r], cost[r], d1[r], c1[r], k1[r], max_rel)
+
+
+@njit(error_model="numpy", cache=True)
+def _merge_row(drow, crow, krow, d1, c1, k1, max_rel):
+    """:func:`merge_shifted` of one row (W,) (no fastmath: a plain IEEE comparison)."""
+    for c in range(drow.shape[0]):
+        d0 = drow[c]
+        dd = d1[c]
+        if d0 > 0.0 and dd > 0.0 and abs(dd - d0) > max_rel * max(d0, dd):
+            drow[c] = dd
+            crow[c] = c1[c]
+            krow[c] = k1[c]
