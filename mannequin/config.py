@@ -78,7 +78,8 @@ class SfmConfig:
     refit_prior_above: when the refined focal differs from the prior's by more than this fraction
     (a long lens read as 60°), registration is run again from the refined focal, and that model is
     kept when it registers at least as many frames (templeRing, focal 1520 px against the prior's
-    554: 27 then 31 of 31 frames).  0 = never.
+    554: 27 then 31 of 31 frames).  Not when the field-of-view starts disagree by more than
+    max_focal_spread (the data do not determine the focal).  0 = never.
     fov_candidates: further field-of-view priors, tried when the first start's median triangulation
     angle is below fov_check_below_deg (weak parallax, focal poorly observable); the spread of the
     refined focal across starts measures how well it is determined.  max_focal_spread: warn above.

@@ -633,7 +633,10 @@ def _map(pycolmap, db_path, image_dir, out_dir, cfg: SfmConfig, seed: int, n_fra
     refined focal is more than ``cfg.refit_prior_above`` away from its prior, one more start maps
     from that refined focal (registration with a focal far off loses the wide-baseline frames),
     after ``rematch()`` (when given) has verified the matches again under that focal; not when the
-    first start registered fewer than ``refit_min_registered`` frames (the caller re-maps those).
+    first start registered fewer than ``refit_min_registered`` frames (the caller re-maps those), nor
+    when the field-of-view starts disagree by more than ``cfg.max_focal_spread`` (the focal is not
+    determined by the data: re-fitting would chase noise, e.g. 562 → 1070 → 1535 → 1147 px on the
+    demo's 9 collinear views).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.mapper not in ("incremental", "global"):
@@ -671,8 +674,10 @@ def _map(pycolmap, db_path, image_dir, out_dir, cfg: SfmConfig, seed: int, n_fra
                 break  # enough parallax: the focal is determined by the first start
         start(k, fov, None if fov is None else 0.5 * width / math.tan(math.radians(fov) / 2))
     first = tries[0] if tries else None
+    fov_focals = [t["focal_px"] for t in tries]
+    determined = len(fov_focals) < 2 or (max(fov_focals) - min(fov_focals)) / first["focal_px"] <= cfg.max_focal_spread
     if (first is not None and first["fov_prior_deg"] is not None and cfg.refit_prior_above > 0
-            and first["registered"] >= refit_min_registered
+            and first["registered"] >= refit_min_registered and determined
             and abs(first["focal_px"] / first["prior_focal_px"] - 1.0) > cfg.refit_prior_above):
         # The data disagree with the prior (a long lens read as 60°): registration ran with a focal
         # far off, which loses the wide-baseline frames, and the two-view geometries were verified
