@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
-from .config import STAGES, Config
+from .config import STAGES, Config, usable_cores
 from .errors import InputError, MannequinError
 from .workspace import Workspace, read_json_or_empty, write_json, write_text
 
@@ -337,12 +337,7 @@ def _cpu_seconds() -> float:
 
 # --- the cluster ---------------------------------------------------------------------------------
 
-def cpu_count() -> int:
-    """Cores this process may use (its CPU affinity where the OS tells it)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+cpu_count = usable_cores  # the cores a LocalCluster divides among its workers
 
 
 def _import_distributed():

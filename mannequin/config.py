@@ -326,15 +326,22 @@ def preset(name: str) -> Config:
     return Config.from_dict(PRESETS[name], source=f"preset {name}")
 
 
+def usable_cores() -> int:
+    """Cores this process may use (its CPU affinity where the OS tells it)."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def worker_threads() -> int:
     """Threads one video may use: NUMBA_NUM_THREADS or OMP_NUM_THREADS when set (batch workers set
-    both to cores // workers), otherwise the cores this process may run on (its CPU affinity)."""
+    both to cores // workers), otherwise :func:`usable_cores`."""
     import os
 
     for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS"):
         if os.environ.get(var, "").isdigit() and int(os.environ[var]) > 0:
             return int(os.environ[var])
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+    return usable_cores()

@@ -339,19 +339,20 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, 
                             rematch=lambda: _match(pycolmap, db_path, cfg, exhaustive, again=True),
                             refit_min_registered=remap_below)
 
-            summary["matching"] = "exhaustive" if _exhaustive(cfg, names, fixed_camera) else "sequential"
+            exhaustive = _exhaustive(cfg, names, fixed_camera)
+            fallback = _fallback_allowed(cfg, names, fixed_camera)
+            summary["matching"] = "exhaustive" if exhaustive else "sequential"
             try:
                 # With a fallback ahead, a start that registers too few frames gets no re-fit here:
                 # the exhaustive pass re-maps anyway.
-                fallback_at = (math.ceil(cfg.exhaustive_fallback_below * len(names))
-                               if _fallback_allowed(cfg, names, fixed_camera) else 0)
-                rec, calib = mapping("maps", _exhaustive(cfg, names, fixed_camera), fallback_at)
+                fallback_at = math.ceil(cfg.exhaustive_fallback_below * len(names)) if fallback else 0
+                rec, calib = mapping("maps", exhaustive, fallback_at)
             except StageError:
-                if not _fallback_allowed(cfg, names, fixed_camera):
+                if not fallback:
                     raise
                 rec, calib = None, None
             n_reg = rec.num_reg_images() if rec is not None else 0
-            if _fallback_allowed(cfg, names, fixed_camera) and n_reg < cfg.exhaustive_fallback_below * len(names):
+            if fallback and n_reg < cfg.exhaustive_fallback_below * len(names):
                 # An unordered set (or a clip that loops back): sequential pairs miss the overlaps.
                 log.info("sequential matching registered %d of %d frames: matching every pair", n_reg, len(names))
                 # All pairs again (again=True), so the sequential ones are guided too.

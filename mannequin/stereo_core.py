@@ -322,7 +322,8 @@ def plane_sweep(ref, sources: Sequence, K_ref, K_sources: Sequence, R: Sequence,
     bp1 = np.empty((nv, H, W), np.float32)
     hist = np.empty((nv, 2, H, W), np.float32)
     var_floor = np.float32(window * window * MIN_STD ** 2)
-    a_shift = homs[:, 0, 0, 2] / homs[:, 0, 2, 2]          # x shift of each plane (rectified)
+    x_shift = homs[:, :, 0, 2] / homs[:, :, 2, 2]          # (P,S) x shift per plane (rectified)
+    a_shift = x_shift[:, 0]
     whole = integer_shift_sources(homs, rect, [greys[i].shape for i in keep], (H, W))
     nb = PLANE_BLOCK if whole.all() else 1
     ring = np.empty((nc, nb, S, window, W), np.float32)
@@ -335,7 +336,7 @@ def plane_sweep(ref, sources: Sequence, K_ref, K_sources: Sequence, R: Sequence,
     oring = np.empty((nc, nb, 2 * shift + 1, W), np.float32)
     vmin4 = np.empty((nc, nb, W), np.float32)
     int_id = np.where(whole, np.cumsum(whole) - 1, -1).astype(np.int64)
-    ishift = np.round(homs[:, :, 0, 2] / homs[:, :, 2, 2]).astype(np.int64)
+    ishift = np.round(x_shift).astype(np.int64)
     if whole.any():
         pad = int(np.abs(ishift[:, whole]).max()) + window // 2 + 1
         istat = np.empty((int(whole.sum()), 5, H, W + 2 * pad), np.float32)

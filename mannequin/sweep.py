@@ -467,6 +467,34 @@ def _zncc_row_int(siw, bs1, isd, vs1, vs2, xo, mrow, irow, inv_n, var_floor, h, 
         cost[c] = np.float32(1.0) - ncc if irow[c] > np.float32(0.0) else BIG
 
 
+@njit(cache=True)
+def _vertical_sums(src, r, h, pad, v1, v2):
+    """Add to v1 / v2 (Wp,) f64 the sums of src (H,W) and src² over rows r-h .. r+h (rows clamped to
+    [0, H)), column x of the buffers holding source column clamp(x - pad, 0, W-1)."""
+    H, W = src.shape
+    Wp = v1.shape[0]
+    pl = min(pad, Wp)
+    pr = max(Wp - pad - W, 0)
+    for i in range(-h, h + 1):
+        sr = src[min(max(r + i, 0), H - 1)]
+        m1 = v1[pad:pad + W]
+        m2 = v2[pad:pad + W]
+        for c in range(W):
+            v = np.float64(sr[c])
+            m1[c] += v
+            m2[c] += v * v
+        a = np.float64(sr[0])
+        z = np.float64(sr[W - 1])
+        for x in range(pl):
+            v1[x] += a
+            v2[x] += a * a
+        e1 = v1[pad + W:]
+        e2 = v2[pad + W:]
+        for x in range(pr):
+            e1[x] += z
+            e2[x] += z * z
+
+
 @njit(parallel=True, error_model="numpy", cache=True)
 def rect_source_stats(src, window, pad, var_floor, out):
     """Window statistics of an integer-shift source (see ``sweep_fronto``), in float64 sums.
@@ -484,7 +512,6 @@ def rect_source_stats(src, window, pad, var_floor, out):
     inv_n = 1.0 / (window * window)
     vf = np.float64(var_floor)
     pl = min(pad, Wp)
-    pr = max(Wp - pad - W, 0)
     for r in prange(H):              # one parallel region (each fork/join costs on a busy machine)
         row = src[r]
         o0 = out[0, r]
@@ -497,24 +524,7 @@ def rect_source_stats(src, window, pad, var_floor, out):
             o0[x] = row[W - 1]
         v1 = np.zeros(Wp, np.float64)
         v2 = np.zeros(Wp, np.float64)
-        for i in range(-h, h + 1):
-            sr = src[min(max(r + i, 0), H - 1)]
-            m1 = v1[pad:pad + W]
-            m2 = v2[pad:pad + W]
-            for c in range(W):
-                v = np.float64(sr[c])
-                m1[c] += v
-                m2[c] += v * v
-            a = np.float64(sr[0])
-            z = np.float64(sr[W - 1])
-            for x in range(pl):
-                v1[x] += a
-                v2[x] += a * a
-            e1 = v1[pad + W:]
-            e2 = v2[pad + W:]
-            for x in range(pr):
-                e1[x] += z
-                e2[x] += z * z
+        _vertical_sums(src, r, h, pad, v1, v2)
         o1 = out[1, r]
         o2 = out[2, r]
         o3 = out[3, r]
@@ -897,26 +907,14 @@ def _offer(q, v, cm, cp, brow, irow, srow, mrow, prow, c):
         srow[c] = v
 
 
-@njit(parallel=True, fastmath=True, error_model="numpy", cache=True)
-def finalize(best, bidx, second, bm1, bp1, inv_depths, subpixel, conf_scale,
-             depth, conf, cost_out):
-    """Winner-take-all depth with parabola refinement in inverse depth, and a confidence.
-
-    inv_depths (P,) f64 plane inverse depths (evenly spaced).  Writes depth (0 = none), conf in
-    [0,1] = clip(1-best) * clip((second-best)/conf_scale), and cost_out (best cost, -1 = none).
-    All (H,W) (see :func:`_finalize_row`).
-    """
-    for r in prange(best.shape[0]):
-        _finalize_row(best[r], bidx[r], second[r], bm1[r], bp1[r], inv_depths, subpixel, conf_scale,
-                      depth[r], conf[r], cost_out[r])
-
-
 @njit(fastmath=True, error_model="numpy", cache=True)
 def _finalize_row(brow, irow, srow, mrow, prow, inv_depths, subpixel, conf_scale, drow, crow, krow):
-    """:func:`finalize` of one row: state rows (W,) in, depth / conf / cost rows (W,) out.
+    """Winner-take-all depth of one row with parabola refinement in inverse depth, and a confidence.
 
-    Branch free (selects; the plane's inverse depth is inv_depths[0] + (i + x) step, the planes
-    being evenly spaced), so that the loop vectorises."""
+    State rows (W,) in; inv_depths (P,) f64 plane inverse depths (evenly spaced).  Writes drow
+    (depth, 0 = none), crow (conf in [0,1] = clip(1-best) * clip((second-best)/conf_scale)) and
+    krow (best cost, -1 = none), all (W,).  Branch free (selects; the plane's inverse depth is
+    inv_depths[0] + (i + x) step, the planes being evenly spaced), so that the loop vectorises."""
     P = inv_depths.shape[0]
     u0 = inv_depths[0]
     step = (inv_depths[P - 1] - u0) / (P - 1)
@@ -944,7 +942,7 @@ def _finalize_row(brow, irow, srow, mrow, prow, inv_depths, subpixel, conf_scale
 @njit(parallel=True, fastmath=True, error_model="numpy", cache=True)
 def finalize_all(best, bidx, second, bm1, bp1, inv_depths, subpixel, conf_scale, max_rel,
                  lr, ridx, a_first, a_last, lr_max, tmp, depth, conf, cost_out):
-    """:func:`finalize` of both winners, :func:`merge_shifted` and the left-right check in one
+    """:func:`_finalize_row` of both winners, :func:`_merge_row` and the left-right check in one
     parallel pass over the rows (each step only needs its own row: one fork/join instead of four,
     which matters on a loaded machine where every parallel region waits for its slowest thread).
 
@@ -953,7 +951,7 @@ def finalize_all(best, bidx, second, bm1, bp1, inv_depths, subpixel, conf_scale,
     lr: with ``ridx`` (V,H,W) and a_first / a_last (see :func:`lr_disagreement`), a pixel whose
     disagreement exceeds ``lr_max`` plane steps gets confidence 0.  tmp (4,H,W) f32 scratch (the
     shifted winner's depth, conf, cost; the disagreement).  depth, conf, cost_out (H,W) f32 as in
-    :func:`finalize`; results equal those of the separate kernels.
+    :func:`_finalize_row`.
     """
     V, H, W = best.shape
     for r in prange(H):
@@ -986,19 +984,7 @@ def window_stats(g, window, min_var, mean_out, isd_out):
     for r in prange(H):
         a1 = np.zeros(Wp, np.float64)
         a2 = np.zeros(Wp, np.float64)
-        for i in range(-h, h + 1):
-            row = g[min(max(r + i, 0), H - 1)]
-            b1 = a1[h:h + W]
-            b2 = a2[h:h + W]
-            for c in range(W):
-                v = np.float64(row[c])
-                b1[c] += v
-                b2[c] += v * v
-        for c in range(h):                       # replicated edge columns
-            a1[c] = a1[h]
-            a2[c] = a2[h]
-            a1[h + W + c] = a1[h + W - 1]
-            a2[h + W + c] = a2[h + W - 1]
+        _vertical_sums(g, r, h, h, a1, a2)       # replicated edge columns
         m1 = np.zeros(W, np.float64)
         m2 = np.zeros(W, np.float64)
         for j in range(window):
@@ -1087,7 +1073,7 @@ def lr_disagreement(depth, ridx, inv_depths, a_first, a_last, max_rel, out):
     depth (H,W) f32 reference depth (0 = none; the final winner, before smoothing).  ridx (V,H,W)
     i32 right-view winning planes of ``sweep_fronto`` (-1 = none); with V = 2 the right pixel takes
     the shiftable-window plane (index 1) where its inverse depth differs from the plain one's
-    (index 0) by more than ``max_rel`` relative to the larger, as :func:`merge_shifted` does for
+    (index 0) by more than ``max_rel`` relative to the larger, as :func:`_merge_row` does for
     the reference.  inv_depths (P,) f64 evenly spaced plane inverse depths; a_first / a_last: x
     shift in px of plane 0 / P-1 (affine in inverse depth in between).  The reference pixel (r, c)
     at fractional plane q = (1/depth - inv_depths[0]) / step looks at right pixel
@@ -1129,19 +1115,12 @@ def _lr_row(r, drow, ridx, inv_depths, a_first, a_last, max_rel, orow):
         orow[c] = np.float32(abs(q - i))
 
 
-@njit(parallel=True, error_model="numpy", cache=True)
-def merge_shifted(depth, conf, cost, d1, c1, k1, max_rel):
-    """Take the shiftable-window winner (d1, c1, k1) where both depths exist and their inverse
-    depths differ by more than ``max_rel`` relative to the larger: |1/d - 1/d1| > max_rel ·
-    max(1/d, 1/d1), i.e. |d1 - d| > max_rel · max(d, d1) (division free).  All (H,W) f32; depth,
-    conf, cost are updated in place.  No fastmath: a plain IEEE comparison."""
-    for r in prange(depth.shape[0]):
-        _merge_row(depth[r], conf[r], cost[r], d1[r], c1[r], k1[r], max_rel)
-
-
 @njit(error_model="numpy", cache=True)
 def _merge_row(drow, crow, krow, d1, c1, k1, max_rel):
-    """:func:`merge_shifted` of one row (W,) (no fastmath: a plain IEEE comparison)."""
+    """Take the shiftable-window winner (d1, c1, k1) where both depths exist and their inverse
+    depths differ by more than ``max_rel`` relative to the larger: |1/d - 1/d1| > max_rel ·
+    max(1/d, 1/d1), i.e. |d1 - d| > max_rel · max(d, d1) (division free).  All rows (W,) f32;
+    drow, crow, krow are updated in place.  No fastmath: a plain IEEE comparison."""
     for c in range(drow.shape[0]):
         d0 = drow[c]
         dd = d1[c]
