@@ -39,11 +39,13 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-size", type=int, help="longest frame side in px after resizing (0 = keep)")
     p.add_argument("--intrinsics", help="fx,fy,cx,cy[,k1,k2,p1,p2[,k3]] in input-frame pixels, or a file "
                    "(default: a 60° field-of-view prior, then self-calibration)")
+    p.add_argument("--readout-ms", type=float, help="rolling-shutter readout time in ms (0 = global shutter; "
+                   "default -1: estimated when the camera turns fast)")
 
 
 def resolve_config(args, workspace: Optional[Path] = None) -> "Config":  # noqa: F821 (imported lazily)
     """The config: the workspace's config.json (stage commands) or ``--preset``, then ``--config``,
-    ``--max-size`` and ``--intrinsics``, in that order."""
+    ``--max-size``, ``--intrinsics`` and ``--readout-ms``, in that order."""
     from .config import Config, preset
 
     ws_cfg = workspace / "config.json" if workspace is not None else None
@@ -61,6 +63,8 @@ def resolve_config(args, workspace: Optional[Path] = None) -> "Config":  # noqa:
         cfg = cfg.replace(frames={"max_size": args.max_size})
     if getattr(args, "intrinsics", None):
         cfg = cfg.replace(sfm={"intrinsics": args.intrinsics})
+    if getattr(args, "readout_ms", None) is not None:
+        cfg = cfg.replace(sfm={"readout_ms": args.readout_ms})
     return cfg
 
 

@@ -87,12 +87,15 @@ def distort_opencv(x: np.ndarray, y: np.ndarray, dist: Sequence[float]):
     return xd, yd
 
 
-def sample_through_points(label: np.ndarray, K: np.ndarray, gt: np.ndarray, gt_camera) -> tuple:
+def sample_through_points(label: np.ndarray, K: np.ndarray, gt: np.ndarray, gt_camera, rolling=None) -> tuple:
     """Label depths and GT depths at the same 3-D points.
 
     label (H, W) z-depth on the pinhole camera ``K`` (pixel centres at +0.5); gt (Hg, Wg) z-depth of
     a camera at the same centre and orientation with intrinsics ``gt_camera = (fx, fy, cx, cy,
     dist)`` in the OpenCV convention (pixel centre at integers) and OpenCV distortion ``dist``.
+    ``rolling = (omega (3,) rad/s, readout_s)``: the labels sit on rolling-shutter-corrected frames
+    (:mod:`mannequin.rolling_shutter`) while the GT is registered to the recorded image, so each
+    point is moved into the camera of the GT row that recorded it (its z-depth there is compared).
     Returns (pred (N,), gt (N,)) for labelled pixels that land inside the GT image (gt 0 = none).
     """
     rows, cols = np.nonzero(label > 0)
@@ -100,9 +103,21 @@ def sample_through_points(label: np.ndarray, K: np.ndarray, gt: np.ndarray, gt_c
     x = (cols + 0.5 - K[0, 2]) / K[0, 0]
     y = (rows + 0.5 - K[1, 2]) / K[1, 1]
     fx, fy, cx, cy, dist = gt_camera
-    xd, yd = distort_opencv(x, y, dist)
-    u = np.rint(fx * xd + cx).astype(np.int64)
-    v = np.rint(fy * yd + cy).astype(np.int64)
+    if rolling is not None and rolling[1] > 0:
+        from .rolling_shutter import from_frame_time
+
+        def project(X):  # camera points → GT pixels, pixel centres at +0.5
+            xd_, yd_ = distort_opencv(X[:, 0] / X[:, 2], X[:, 1] / X[:, 2], dist)
+            return np.column_stack([fx * xd_ + cx + 0.5, fy * yd_ + cy + 0.5])
+
+        X, px = from_frame_time(np.column_stack([x * z, y * z, z]), project, rolling[0], rolling[1], gt.shape[0])
+        z = X[:, 2]
+        u = np.rint(px[:, 0] - 0.5).astype(np.int64)
+        v = np.rint(px[:, 1] - 0.5).astype(np.int64)
+    else:
+        xd, yd = distort_opencv(x, y, dist)
+        u = np.rint(fx * xd + cx).astype(np.int64)
+        v = np.rint(fy * yd + cy).astype(np.int64)
     inside = (u >= 0) & (v >= 0) & (u < gt.shape[1]) & (v < gt.shape[0])
     g = np.zeros_like(z)
     g[inside] = gt[v[inside], u[inside]]
@@ -327,6 +342,9 @@ def evaluate(ws: Workspace, gt_dir, *, depth_scale: float = 1.0, gt_camera=None,
     K = {Path(n).stem: geo.K[k] for k, n in enumerate(geo.names)}
     names_with_pred = [n for n in sorted(K) if (src_dir / f"{n}.npy").exists()]
     gt_files = _match_gt(ws, gt_dir, names_with_pred, gt_format)
+    rs = read_json_or_empty(ws.sfm_dir / "summary.json").get("rolling_shutter") or {}
+    rolling = ({Path(n).stem: (np.asarray(om), float(rs["readout_ms"]) * 1e-3) for n, om in rs.get("omega_rad_s", {}).items()}
+               if rs.get("readout_ms", 0) > 0 else {})
     pairs, names = [], []
     for name in names_with_pred:
         gt_path = gt_files.get(name)
@@ -338,7 +356,7 @@ def evaluate(ws: Workspace, gt_dir, *, depth_scale: float = 1.0, gt_camera=None,
         else:
             gt = read_gt_depth(gt_path, depth_scale)
         if gt_camera is not None:
-            p, g = sample_through_points(pred, K[name], gt, gt_camera)
+            p, g = sample_through_points(pred, K[name], gt, gt_camera, rolling.get(name))
             # density: labelled share of GT pixels is measured in the GT image's own grid
             valid_gt = int((gt > 0).sum())
             pairs.append((p, g, valid_gt))

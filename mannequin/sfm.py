@@ -290,6 +290,7 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, 
     (an MC/RealEstate10K file): its intrinsics and world-to-camera poses are used exactly and
     sparse points are triangulated with the poses fixed (no parallax checks).
     """
+    _check_readout(cfg)
     pycolmap = _pycolmap()
     pycolmap.set_random_seed(int(seed))
     names = ws.frame_names()
@@ -362,6 +363,9 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, 
                 if rec is None or rec2.num_reg_images() > n_reg:
                     rec, calib = rec2, calib2
             summary["calibration"] = calib
+            rec, summary["rolling_shutter"] = _readout_pass(
+                pycolmap, rec, db_path, ws.frames_dir, work, cfg, seed, [f"{n}.png" for n in names], timestamps,
+                max_extra, fixed_intrinsics, is_video=_is_video(ws))
         else:
             rec = _triangulate_known(pycolmap, cam_file, names, width, height, db_path, ws.frames_dir, work)
         rec.write(str(model_dir))
@@ -374,6 +378,9 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, 
         und_opts = pycolmap.UndistortCameraOptions()
         und_opts.min_scale = und_opts.max_scale = 1.0
         pycolmap.undistort_images(str(und), str(model_dir), str(ws.frames_dir), undistort_options=und_opts)
+        rs = summary.get("rolling_shutter") or {}
+        if rs.get("readout_ms", 0) > 0:
+            _rectify_rolling_shutter(pycolmap, rec, und, ws.frames_dir, rs)
         timings["undistortion_s"] = time.perf_counter() - t0
         bar.update(1)
         bar.close()
@@ -429,7 +436,7 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, 
     summary["rotation"] = motion
     spread = summary.get("calibration", {}).get("focal_spread")
     warnings = []
-    if cam_file is None and motion.get("reversal"):
+    if cam_file is None and motion.get("reversal") and not (summary.get("rolling_shutter") or {}).get("readout_ms"):
         warnings.append(
             f"the camera turns at up to {motion['rate_before_deg_s']:.0f}°/s one way and "
             f"{motion['rate_after_deg_s']:.0f}°/s the other (reversal at frame {motion['reversal_frame']}): "
@@ -447,6 +454,210 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, 
     write_json(ws.sfm_dir / "summary.json", summary)
     shutil.rmtree(work / "undistorted", ignore_errors=True)
     return ws.sparse_dir
+
+
+def _check_readout(cfg: SfmConfig) -> None:
+    if not (cfg.readout_ms < 0 or 0 <= cfg.readout_ms <= 1000):
+        raise InputError(f"sfm.readout_ms {cfg.readout_ms}: expected -1 (auto), 0 (off) or a readout time up to 1000 ms")
+    bad = [v for v in cfg.readout_candidates_ms if not 0 < v <= 1000]
+    if bad or not cfg.readout_candidates_ms:
+        raise InputError(f"sfm.readout_candidates_ms {list(cfg.readout_candidates_ms)}: expected readout times "
+                         "in ms, each in (0, 1000]")
+
+
+def _is_video(ws: Workspace) -> bool:
+    """Whether the frames came from a video (frames.json has its frame rate), not an image folder."""
+    import json
+
+    try:
+        return bool(json.loads(ws.frames_json.read_text()).get("fps"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+# Auto rolling-shutter search (SfmConfig.readout_ms = -1) only on clips whose consecutive frames turn
+# less than this (degrees): the angular velocity is a finite difference between neighbours.
+READOUT_MAX_STEP_DEG = 10.0
+
+
+def _angular_velocities(rec, names, timestamps: dict) -> tuple[dict, float, float]:
+    """Per image name (registered or not, of ``names``): the camera's angular velocity (3,) rad/s
+    in its own axes, from the registered frames' rotations (:func:`rolling_shutter.angular_velocities`;
+    interpolated in time for the unregistered).  Also the fastest rate (°/s) and the largest turn
+    between consecutive registered frames (°)."""
+    from scipy.spatial.transform import Rotation
+
+    from .rolling_shutter import angular_velocities
+
+    ids = sorted(rec.reg_image_ids(), key=lambda i: rec.image(i).name)
+    reg = [rec.image(i).name for i in ids]
+    every = sorted(set(names) | set(reg))
+    times = {n: (timestamps[n] * 1e-6 if n in timestamps else every.index(n) / 30.0) for n in every}
+    R_wc = np.array([rec.image(i).cam_from_world().rotation.matrix().T for i in ids])
+    if len(ids) < 2:
+        return {n: np.zeros(3) for n in every}, 0.0, 0.0
+    t = np.array([times[n] for n in reg])
+    om = angular_velocities(R_wc, t)
+    steps = [np.degrees(Rotation.from_matrix(R_wc[k].T @ R_wc[k + 1]).magnitude()) for k in range(len(ids) - 1)]
+    out = {n: np.array([np.interp(times[n], t, om[:, a]) for a in range(3)]) for n in every}
+    out.update(zip(reg, om))
+    return out, float(np.degrees(np.linalg.norm(om, axis=1).max())), float(max(steps))
+
+
+def _correct_keypoints(pycolmap, db_path: Path, cam, omegas: dict, readout_s: float) -> None:
+    """Move every keypoint in the database to where a global-shutter camera at the frame time would
+    have seen it (:func:`rolling_shutter.to_frame_time` through the lens model ``cam``)."""
+    from .rolling_shutter import to_frame_time
+
+    db = pycolmap.Database.open(str(db_path))
+    try:
+        for img in db.read_all_images():
+            om = omegas.get(img.name)
+            kp = db.read_keypoints(img.image_id)
+            if om is None or len(kp) == 0:
+                continue
+            xy = np.ascontiguousarray(kp[:, :2], dtype=np.float64)
+            b = np.asarray(cam.cam_from_img(xy), dtype=np.float64)
+            if b.shape[1] == 2:
+                b = np.column_stack([b, np.ones(len(b))])
+            b = to_frame_time(b, xy[:, 1], om, readout_s, cam.height)
+            kp2 = kp.copy()
+            kp2[:, :2] = np.asarray(cam.img_from_cam(np.ascontiguousarray(b)), dtype=np.float64)
+            db.update_keypoints(img.image_id, kp2.astype(kp.dtype))
+    finally:
+        db.close()
+
+
+def _set_camera_params(pycolmap, db_path: Path, params) -> None:
+    """Set the shared camera's parameters in the database (mapping then holds them fixed)."""
+    db = pycolmap.Database.open(str(db_path))
+    try:
+        cam = db.read_all_cameras()[0]
+        cam.params = np.asarray(params, dtype=np.float64)
+        db.update_camera(cam)
+    finally:
+        db.close()
+
+
+def _readout_pass(pycolmap, rec, db_path: Path, image_dir: Path, work: Path, cfg: SfmConfig, seed: int,
+                  names: list, timestamps: dict, max_extra_param: float, fixed_intrinsics: bool,
+                  is_video: bool):
+    """Rolling-shutter correction (``cfg.readout_ms``, see :class:`SfmConfig`).  Returns (model, report).
+
+    The angular velocities come from the uncorrected model ``rec``.  Auto mode (``readout_ms`` < 0)
+    runs on videos that turn faster than ``cfg.max_rotation_rate_deg_s``: each readout time of
+    ``cfg.readout_candidates_ms`` is scored on ``rec``'s own observations (:func:`_readout_score`),
+    and the best one is used when it lowers the median reprojection error by ``cfg.readout_min_gain``;
+    a given readout time is always used.  Then a copy of the database gets its keypoints corrected
+    (:func:`_correct_keypoints`) and is mapped again with the camera held at ``rec``'s intrinsics;
+    the result replaces ``rec`` (and the database) when it registers as many frames, and a
+    self-calibrated focal is refined again on it.  ``report["readout_ms"]`` is the readout applied
+    (0 = none) and ``report["omega_rad_s"]`` each frame's angular velocity, for the undistortion
+    and for ``mannequin eval``.
+    """
+    if cfg.readout_ms == 0:
+        return rec, {"readout_ms": 0.0, "mode": "off"}
+    auto = cfg.readout_ms < 0
+    n_frames = len(names)
+    omegas, rate, step = _angular_velocities(rec, names, timestamps)
+    report = {"readout_ms": 0.0, "mode": "auto" if auto else "given", "max_rate_deg_s": rate,
+              "max_step_deg": step}
+    if auto:
+        skip = ("not a video" if not is_video else
+                f"turns at most {rate:.0f}°/s (<= {cfg.max_rotation_rate_deg_s:g})" if rate <= cfg.max_rotation_rate_deg_s else
+                f"turns {step:.1f}° between frames (> {READOUT_MAX_STEP_DEG:g})" if step > READOUT_MAX_STEP_DEG else None)
+        if skip:
+            return rec, {**report, "skipped": skip}
+    cam = rec.camera(rec.image(rec.reg_image_ids()[0]).camera_id)
+    if auto:
+        # Score each readout time on the uncorrected model's own tracks: correct its observations,
+        # bundle-adjust (intrinsics fixed), take the median reprojection error.  The same
+        # observations for every candidate make the scores comparable (re-mapping would not).
+        scores = {0.0: _readout_score(pycolmap, rec, omegas, 0.0)}
+        for ms in cfg.readout_candidates_ms:
+            scores[float(ms)] = _readout_score(pycolmap, rec, omegas, ms * 1e-3)
+        report["median_reprojection_px"] = {f"{k:g}": v for k, v in scores.items()}
+        ms = min(scores, key=lambda k: (scores[k], k))
+        if ms == 0.0 or scores[ms] > (1.0 - cfg.readout_min_gain) * scores[0.0]:
+            return rec, report
+    else:
+        ms = float(cfg.readout_ms)
+    db_rs = work / "readout.db"
+    shutil.copyfile(db_path, db_rs)
+    _set_camera_params(pycolmap, db_rs, cam.params)
+    _correct_keypoints(pycolmap, db_rs, cam, omegas, ms * 1e-3)
+    r = _incremental(pycolmap, db_rs, image_dir, work / "readout", cfg, seed, n_frames, max_extra_param)
+    n_reg = r.num_reg_images() if r is not None else 0
+    if n_reg < rec.num_reg_images():
+        report["not_applied"] = (f"with a {ms:g} ms readout only {n_reg} frames registered, against "
+                                 f"{rec.num_reg_images()} without: kept the uncorrected model")
+        return rec, report
+    shutil.copyfile(db_rs, db_path)
+    if not fixed_intrinsics:
+        r, report["refine"] = _refine_intrinsics(pycolmap, r, cfg, n_frames)
+    report["readout_ms"] = ms
+    report["omega_rad_s"] = {n: [float(v) for v in om] for n, om in sorted(omegas.items())}
+    return r, report
+
+
+def _readout_score(pycolmap, rec, omegas: dict, readout_s: float) -> float:
+    """Median reprojection error (px) of ``rec``'s observations after correcting them for a readout
+    time ``readout_s`` (:func:`rolling_shutter.to_frame_time`) and a bundle adjustment of poses and
+    points with the intrinsics fixed (on a copy)."""
+    from .rolling_shutter import to_frame_time
+
+    r = pycolmap.Reconstruction(rec)
+    for iid in r.reg_image_ids():
+        img = r.image(iid)
+        cam = r.camera(img.camera_id)
+        n = len(img.points2D)
+        if n == 0 or readout_s == 0:
+            continue
+        xy = np.array([p.xy for p in img.points2D], dtype=np.float64)
+        b = np.asarray(cam.cam_from_img(np.ascontiguousarray(xy)), dtype=np.float64)
+        if b.shape[1] == 2:
+            b = np.column_stack([b, np.ones(n)])
+        new = np.asarray(cam.img_from_cam(np.ascontiguousarray(to_frame_time(b, xy[:, 1], omegas[img.name], readout_s,
+                                                                              cam.height))))
+        for k in range(n):
+            img.points2D[k].xy = new[k]
+    opts = pycolmap.BundleAdjustmentOptions()
+    opts.refine_focal_length = opts.refine_principal_point = opts.refine_extra_params = False
+    opts.print_summary = False
+    pycolmap.bundle_adjustment(r, opts)
+    errs = []
+    for iid in r.reg_image_ids():
+        img = r.image(iid)
+        cam = r.camera(img.camera_id)
+        T = img.cam_from_world()
+        obs = [p for p in img.points2D if p.has_point3D()]
+        if not obs:
+            continue
+        X = np.array([T * r.points3D[p.point3D_id].xyz for p in obs])
+        xy = np.array([p.xy for p in obs])
+        proj = np.asarray(cam.img_from_cam(np.ascontiguousarray(X), False), dtype=np.float64)
+        errs.append(np.linalg.norm(proj - xy, axis=1))
+    return float(np.median(np.concatenate(errs))) if errs else float("inf")
+
+
+def _rectify_rolling_shutter(pycolmap, rec, und: Path, frames_dir: Path, rs: dict) -> None:
+    """Overwrite ``und/images`` (pycolmap's undistortion) with the recorded frames resampled through
+    the lens model *and* the rolling-shutter rotation (:func:`rolling_shutter.rectify_image`), on the
+    undistorted camera of ``und/sparse``, so that they agree with the corrected keypoints."""
+    import imageio.v3 as iio
+
+    from .rolling_shutter import rectify_image
+
+    und_rec = pycolmap.Reconstruction(str(und / "sparse"))
+    readout_s = float(rs["readout_ms"]) * 1e-3
+    for iid in sorted(und_rec.reg_image_ids()):
+        img = und_rec.image(iid)
+        ucam = und_rec.camera(img.camera_id)
+        dcam = rec.camera(rec.image(iid).camera_id)
+        frame = iio.imread(frames_dir / img.name)
+        out = rectify_image(frame, lambda X, c=dcam: c.img_from_cam(X), ucam.calibration_matrix(),
+                            (ucam.width, ucam.height), rs["omega_rad_s"][img.name], readout_s)
+        iio.imwrite(und / "images" / img.name, out)
 
 
 def rotation_reversal(rec, timestamps: dict, max_rate_deg_s: float = 30.0) -> dict:
