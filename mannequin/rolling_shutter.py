@@ -108,14 +108,14 @@ def from_frame_time(points, project: Callable[[np.ndarray], np.ndarray], omega, 
 
 
 def rectify_image(image, project: Callable[[np.ndarray], np.ndarray], K_out, out_size: Tuple[int, int],
-                  omega, readout_s: float) -> np.ndarray:
+                  omega, readout_s: float, order: int = 1) -> np.ndarray:
     """Resample a recorded (distorted, rolling-shutter) image into a global-shutter pinhole image.
 
     image (H, W) or (H, W, C), any dtype; ``project`` maps camera points (M, 3) to pixels of
     ``image`` (its lens model); K_out (3, 3) the pinhole output camera (pixel centres at +0.5);
     out_size (W_out, H_out).  Every output pixel's frame-time ray is traced to the row that
-    recorded it (:func:`from_frame_time`) and sampled bilinearly; rays that land outside are 0.
-    Returns (H_out, W_out[, C]) in the input dtype.
+    recorded it (:func:`from_frame_time`) and sampled bilinearly (``order`` 1; 0 = nearest, for
+    depth maps); rays that land outside are 0.  Returns (H_out, W_out[, C]) in the input dtype.
     """
     from scipy.ndimage import map_coordinates
 
@@ -131,11 +131,15 @@ def rectify_image(image, project: Callable[[np.ndarray], np.ndarray], K_out, out
     y = (v + 0.5 - K[1, 2]) / K[1, 1]
     rays = np.stack([x.ravel(), y.ravel(), np.ones(x.size)], axis=1)
     _, px = from_frame_time(rays, project, omega, readout_s, img.shape[0])
+    if order not in (0, 1):
+        raise ValueError(f"order must be 0 (nearest) or 1 (bilinear), got {order}")
     coords = [px[:, 1] - 0.5, px[:, 0] - 0.5]  # array indices: pixel centres at integers
+    if order == 0:
+        coords = [np.rint(c) for c in coords]
     chans = img[..., None] if img.ndim == 2 else img
     out = np.empty((h_out * w_out, chans.shape[2]), dtype=np.float64)
     for c in range(chans.shape[2]):
-        out[:, c] = map_coordinates(chans[..., c].astype(np.float64), coords, order=1, mode="constant", cval=0.0)
+        out[:, c] = map_coordinates(chans[..., c].astype(np.float64), coords, order=order, mode="constant", cval=0.0)
     if np.issubdtype(img.dtype, np.integer):
         info = np.iinfo(img.dtype)
         out = np.clip(np.rint(out), info.min, info.max)
