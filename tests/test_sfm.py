@@ -37,8 +37,35 @@ def test_sfm_recovers_synthetic_trajectory(clip_dir, tmp_path):
     assert {"cameras.bin", "images.bin", "points3D.bin"} <= {p.name for p in ws.sparse_dir.iterdir()}
     import json
 
-    par = json.loads((ws.sfm_dir / "summary.json").read_text())["parallax"]
+    summary = json.loads((ws.sfm_dir / "summary.json").read_text())
+    par = summary["parallax"]
     assert par["parallax_deg"] > 3 * SfmConfig().min_parallax_deg, par  # a walk: far from a pure rotation
+    rs = summary["rolling_shutter"]  # auto: a slow walk needs no rolling-shutter search
+    assert rs["readout_ms"] == 0 and rs["mode"] == "auto" and rs["skipped"].startswith("turns at most"), rs
+
+
+def test_given_readout_corrects_keypoints_and_frames(clip_dir, tmp_path):
+    """--readout-ms 30: keypoints corrected, mapping re-run, frames resampled per row (the slow
+    synthetic walk barely turns, so the model stays as accurate and the frames change little)."""
+    import json
+
+    import imageio.v3 as iio
+
+    ws = _frames(clip_dir, tmp_path)
+    run_sfm(ws, SfmConfig(max_features=2048, readout_ms=30.0))
+    rs = json.loads((ws.sfm_dir / "summary.json").read_text())["rolling_shutter"]
+    assert rs["readout_ms"] == 30.0 and rs["mode"] == "given"
+    assert sorted(rs["omega_rad_s"]) == sorted(p.name for p in ws.frames_dir.iterdir())
+    gt = read_cameras(clip_dir / "cameras.txt")
+    est = read_cameras(ws.cameras_txt)
+    err = ate_rmse(np.array([f.pose.center for f in est.frames]), np.array([f.pose.center for f in gt.frames]))
+    assert err["rmse_pct"] < 0.5
+    name = sorted(rs["omega_rad_s"])[8]
+    a = iio.imread(ws.images_dir / name).astype(float)
+    b = iio.imread(ws.frames_dir / name).astype(float)
+    assert a.shape == b.shape
+    inner = (slice(10, -10), slice(10, -10))
+    assert 0 < np.abs(a - b)[inner].mean() < 5
 
 
 def test_known_poses_are_kept_exactly(clip_dir, tmp_path):
