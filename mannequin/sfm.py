@@ -441,7 +441,9 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, 
             f"the camera turns at up to {motion['rate_before_deg_s']:.0f}°/s one way and "
             f"{motion['rate_after_deg_s']:.0f}°/s the other (reversal at frame {motion['reversal_frame']}): "
             "with a rolling-shutter camera the image distortion flips sign there, so frames on the two "
-            "sides disagree and poses and depth are unreliable; split the clip at that frame")
+            "sides disagree and poses and depth are unreliable; the rolling-shutter correction was "
+            + ("off" if cfg.readout_ms == 0 else "not applied") +
+            " (pass --readout-ms with the camera's readout time, or split the clip at that frame)")
     if spread is not None and spread > cfg.max_focal_spread:
         starts = ", ".join(f"{t['focal_px']:.0f} px from " + (f"{t['fov_prior_deg']:g}°" if t.get("fov_prior_deg") is not None
                                                              else f"{t.get('prior_focal_px') or 0:.0f} px")
