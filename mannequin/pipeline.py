@@ -183,8 +183,10 @@ def _sfm(ws, cfg, *, poses, progress, **_):
 
     run_sfm(ws, cfg.sfm, poses=poses, seed=cfg.seed, progress=progress)
     s = read_json_or_empty(ws.sfm_dir / "summary.json")
-    return {k: s.get(k) for k in ("registered", "total_frames", "registered_fraction", "points",
-                                  "focal_px", "median_triangulation_deg", "reprojection_error_px", "warnings")}
+    out = {k: s.get(k) for k in ("registered", "total_frames", "registered_fraction", "points",
+                                 "focal_px", "median_triangulation_deg", "reprojection_error_px", "warnings")}
+    out["rolling_shutter_readout_ms"] = (s.get("rolling_shutter") or {}).get("readout_ms", 0.0)
+    return out
 
 
 def _stereo(ws, cfg, *, progress, stage_hash, **_):

@@ -484,6 +484,17 @@ def write_report_html(path, report: dict, frames: list[dict], *, thumbnails_dir_
         w(f"<tr><th>{_e(k)}</th><td class=\"num\">{_fmt_num(v) if v is not None else '&ndash;'}</td></tr>\n")
     w("</table>\n")
 
+    # camera (stage sfm)
+    sfm = (report.get("stages") or {}).get("sfm")
+    if isinstance(sfm, dict) and sfm.get("focal_px") is not None:
+        cam_rows = [("focal (px)", sfm.get("focal_px")), ("reprojection error (px)", sfm.get("reprojection_error_px")),
+                    ("median triangulation angle (°)", sfm.get("median_triangulation_deg")),
+                    ("rolling-shutter readout (ms, 0 = none)", sfm.get("rolling_shutter_readout_ms"))]
+        w("<h2>Camera</h2>\n<table class=\"camera\">\n")
+        for k, v in cam_rows:
+            w(f"<tr><th>{_e(k)}</th><td class=\"num\">{_fmt_num(v, 2) if v is not None else '&ndash;'}</td></tr>\n")
+        w("</table>\n")
+
     # stages
     stages = report.get("stages") or {}
     w("<h2>Stages</h2>\n<table class=\"stages\">\n<tr><th>stage</th><th>wall time (s)</th>"

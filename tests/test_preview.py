@@ -230,7 +230,8 @@ def test_write_report_html(tmp_path):
         "verdict": {"accepted": False, "reasons": ["too few frames registered: 2 < 10", bad]},
         "counts": {"frames": 3, "registered": 2, "kept": 2, "dropped": 1},
         "stages": {"frames": {"seconds": 1.234, "peak_mb": 210.5, "skipped": False},
-                   "sfm": {"seconds": 0.5, "peak_mb": 300.0, "skipped": True}},
+                   "sfm": {"seconds": 0.5, "peak_mb": 300.0, "skipped": True, "focal_px": 517.3,
+                           "reprojection_error_px": 0.98, "rolling_shutter_readout_ms": 20.0}},
         "eval": {"clip": {"absrel": 0.0512, "delta_1.25": 0.97}},
         "config": {"preset": "fast", "note": bad},
     }
@@ -245,6 +246,7 @@ def test_write_report_html(tmp_path):
     assert "rejected" in text and "too few frames registered" in text
     assert "peak memory" in text and "1.23" in text and "210.5" in text
     assert "0.0512" in text and "<details>" in text
+    assert "rolling-shutter readout" in text and "20.00" in text and "517.30" in text
     assert not [p for p in prev.rglob(".*")]
     parser = _StrictParser()
     parser.feed(text)
