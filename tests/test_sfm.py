@@ -44,6 +44,27 @@ def test_sfm_recovers_synthetic_trajectory(clip_dir, tmp_path):
     assert rs["readout_ms"] == 0 and rs["mode"] == "auto" and rs["skipped"].startswith("turns at most"), rs
 
 
+def test_fast_global_shutter_clip_gets_no_readout(clip_dir, tmp_path):
+    """The synthetic walk (a global shutter) played at 300 fps turns at ~200°/s: the auto search runs,
+    and every readout time scores worse than none, so nothing is corrected."""
+    import json
+
+    import imageio.v3 as iio
+
+    from mannequin.synth import _write_video
+
+    frames = sorted((clip_dir / "frames").glob("*.png"))
+    video = _write_video(tmp_path / "fast.mp4", np.stack([iio.imread(p) for p in frames]), 300.0)
+    ws = Workspace(tmp_path / "ws").create()
+    extract_frames(video, ws, FramesConfig())
+    run_sfm(ws, SfmConfig(max_features=2048))
+    rs = json.loads((ws.sfm_dir / "summary.json").read_text())["rolling_shutter"]
+    assert rs["max_rate_deg_s"] > SfmConfig().max_rotation_rate_deg_s and "skipped" not in rs, rs
+    scores = rs["median_reprojection_px"]
+    assert rs["readout_ms"] == 0 and "omega_rad_s" not in rs
+    assert all(v > scores["0"] for k, v in scores.items() if k != "0"), scores
+
+
 def test_given_readout_corrects_keypoints_and_frames(clip_dir, tmp_path):
     """--readout-ms 30: keypoints corrected, mapping re-run, frames resampled per row (the slow
     synthetic walk barely turns, so the model stays as accurate and the frames change little)."""
