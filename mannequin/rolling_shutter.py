@@ -107,32 +107,61 @@ def from_frame_time(points, project: Callable[[np.ndarray], np.ndarray], omega, 
     return Xr, px
 
 
+#: rectify_image traces every MAP_STEP-th pixel and interpolates the map in between (bilinearly):
+#: 0.85 s → 0.06 s per 640×480 RGB frame; with TUM's strong distortion the interpolated map is
+#: within 0.04 px of the exact one (0.01 px at the 99th percentile; tests/test_rolling_shutter.py).
+MAP_STEP = 4
+
+
+def rectify_map(project: Callable[[np.ndarray], np.ndarray], K_out, out_size: Tuple[int, int], omega,
+                readout_s: float, height: int, step: int = MAP_STEP) -> np.ndarray:
+    """Where each output pixel of a global-shutter pinhole camera ``K_out`` (pixel centres at +0.5)
+    was recorded: (H_out, W_out, 2) pixels (x, y) of the recorded image (height ``height``, lens
+    model ``project``), through :func:`from_frame_time`.  Traced at every ``step``-th pixel (and the
+    last row and column), interpolated bilinearly in between; ``step`` 1 traces every pixel."""
+    from scipy.ndimage import map_coordinates
+
+    K = np.asarray(K_out, dtype=np.float64)
+    if K.shape != (3, 3):
+        raise ValueError(f"K_out must be 3x3, got {K.shape}")
+    if step < 1:
+        raise ValueError(f"step must be >= 1, got {step}")
+    w_out, h_out = (int(v) for v in out_size)
+    ys = np.unique(np.r_[np.arange(0, h_out, step), h_out - 1]).astype(np.float64)
+    xs = np.unique(np.r_[np.arange(0, w_out, step), w_out - 1]).astype(np.float64)
+    v, u = np.meshgrid(ys, xs, indexing="ij")
+    rays = np.stack([((u + 0.5 - K[0, 2]) / K[0, 0]).ravel(), ((v + 0.5 - K[1, 2]) / K[1, 1]).ravel(),
+                     np.ones(u.size)], axis=1)
+    _, px = from_frame_time(rays, project, omega, readout_s, height)
+    coarse = px.reshape(len(ys), len(xs), 2)
+    if step == 1:
+        return coarse
+    fy = np.interp(np.arange(h_out), ys, np.arange(len(ys), dtype=np.float64))
+    fx = np.interp(np.arange(w_out), xs, np.arange(len(xs), dtype=np.float64))
+    FY, FX = np.meshgrid(fy, fx, indexing="ij")
+    return np.stack([map_coordinates(coarse[..., k], [FY, FX], order=1, mode="nearest") for k in range(2)], axis=-1)
+
+
 def rectify_image(image, project: Callable[[np.ndarray], np.ndarray], K_out, out_size: Tuple[int, int],
-                  omega, readout_s: float, order: int = 1) -> np.ndarray:
+                  omega, readout_s: float, order: int = 1, step: int = MAP_STEP) -> np.ndarray:
     """Resample a recorded (distorted, rolling-shutter) image into a global-shutter pinhole image.
 
     image (H, W) or (H, W, C), any dtype; ``project`` maps camera points (M, 3) to pixels of
     ``image`` (its lens model); K_out (3, 3) the pinhole output camera (pixel centres at +0.5);
     out_size (W_out, H_out).  Every output pixel's frame-time ray is traced to the row that
-    recorded it (:func:`from_frame_time`) and sampled bilinearly (``order`` 1; 0 = nearest, for
-    depth maps); rays that land outside are 0.  Returns (H_out, W_out[, C]) in the input dtype.
+    recorded it (:func:`rectify_map`, every ``step``-th pixel) and sampled bilinearly (``order`` 1;
+    0 = nearest, for depth maps); rays that land outside are 0.  Returns (H_out, W_out[, C]) in the
+    input dtype.
     """
     from scipy.ndimage import map_coordinates
 
     img = np.asarray(image)
     if img.ndim not in (2, 3):
         raise ValueError(f"image must have shape (H, W) or (H, W, C), got {img.shape}")
-    K = np.asarray(K_out, dtype=np.float64)
-    if K.shape != (3, 3):
-        raise ValueError(f"K_out must be 3x3, got {K.shape}")
-    w_out, h_out = (int(v) for v in out_size)
-    v, u = np.mgrid[0:h_out, 0:w_out].astype(np.float64)
-    x = (u + 0.5 - K[0, 2]) / K[0, 0]
-    y = (v + 0.5 - K[1, 2]) / K[1, 1]
-    rays = np.stack([x.ravel(), y.ravel(), np.ones(x.size)], axis=1)
-    _, px = from_frame_time(rays, project, omega, readout_s, img.shape[0])
     if order not in (0, 1):
         raise ValueError(f"order must be 0 (nearest) or 1 (bilinear), got {order}")
+    w_out, h_out = (int(v) for v in out_size)
+    px = rectify_map(project, K_out, out_size, omega, readout_s, img.shape[0], step).reshape(-1, 2)
     coords = [px[:, 1] - 0.5, px[:, 0] - 0.5]  # array indices: pixel centres at integers
     if order == 0:
         coords = [np.rint(c) for c in coords]
