@@ -64,7 +64,10 @@ def resolve_config(args, workspace: Optional[Path] = None) -> "Config":  # noqa:
     if getattr(args, "intrinsics", None):
         cfg = cfg.replace(sfm={"intrinsics": args.intrinsics})
     if getattr(args, "readout_ms", None) is not None:
-        cfg = cfg.replace(sfm={"readout_ms": args.readout_ms})
+        r = args.readout_ms
+        if not (r == -1 or 0 <= r <= 1000):
+            raise InputError(f"--readout-ms {r:g}: expected -1 (auto), 0 (global shutter) or a readout time up to 1000 ms")
+        cfg = cfg.replace(sfm={"readout_ms": r})
     return cfg
 
 

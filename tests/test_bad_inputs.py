@@ -172,6 +172,11 @@ def _(tmp, clip):
     return [clip / "video.mp4", "--max-size", "999999"]
 
 
+@case("absurd --readout-ms", "--readout-ms")
+def _(tmp, clip):
+    return [clip / "video.mp4", "--readout-ms", "5000"]
+
+
 @case("unknown --preset", "unknown preset")
 def _(tmp, clip):
     return [clip / "video.mp4", "--preset", "ultra"]
