@@ -45,10 +45,9 @@ READOUT_MS = 30.0
 
 def _project(X):
     """Camera points (M, 3) → pixels of the recorded (distorted) TUM image, centres at +0.5."""
-    from mannequin.evaluate import distort_opencv
+    from mannequin.evaluate import project_opencv
 
-    xd, yd = distort_opencv(X[:, 0] / X[:, 2], X[:, 1] / X[:, 2], DIST)
-    return np.column_stack([K[0, 0] * xd + K[0, 2] + 0.5, K[1, 1] * yd + K[1, 2] + 0.5])
+    return project_opencv(X, (K[0, 0], K[1, 1], K[0, 2], K[1, 2], DIST))
 
 
 def load(n_frames: int = 30, readout_ms: float = 0.0):
@@ -64,7 +63,8 @@ def load(n_frames: int = 30, readout_ms: float = 0.0):
 
     rows = [ln.split() for ln in (TUM / "frames_gt_interp.txt").read_text().splitlines()
             if ln.strip() and not ln.startswith("#")][:n_frames]
-    m1, m2 = cv2.initUndistortRectifyMap(K, DIST, None, K, (640, 480), cv2.CV_32FC1)
+    if readout_ms <= 0:
+        m1, m2 = cv2.initUndistortRectifyMap(K, DIST, None, K, (640, 480), cv2.CV_32FC1)
     Rs = np.array([Rotation.from_quat([float(v) for v in r[6:10]]).as_matrix() for r in rows])
     Cs = np.array([[float(v) for v in r[3:6]] for r in rows])
     omega = angular_velocities(Rs, np.array([float(r[0]) for r in rows]))

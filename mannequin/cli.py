@@ -64,10 +64,10 @@ def resolve_config(args, workspace: Optional[Path] = None) -> "Config":  # noqa:
     if getattr(args, "intrinsics", None):
         cfg = cfg.replace(sfm={"intrinsics": args.intrinsics})
     if getattr(args, "readout_ms", None) is not None:
-        r = args.readout_ms
-        if not (r == -1 or 0 <= r <= 1000):
-            raise InputError(f"--readout-ms {r:g}: expected -1 (auto), 0 (global shutter) or a readout time up to 1000 ms")
-        cfg = cfg.replace(sfm={"readout_ms": r})
+        from .config import check_readout_ms
+
+        check_readout_ms(args.readout_ms, "--readout-ms")
+        cfg = cfg.replace(sfm={"readout_ms": args.readout_ms})
     return cfg
 
 

@@ -339,6 +339,13 @@ def preset(name: str) -> Config:
     return Config.from_dict(PRESETS[name], source=f"preset {name}")
 
 
+def check_readout_ms(value: float, name: str = "sfm.readout_ms") -> None:
+    """Raise :class:`InputError` (naming ``name``) unless ``value`` is a valid
+    :attr:`SfmConfig.readout_ms`: -1 (auto), 0 (global shutter) or a readout time up to 1000 ms."""
+    if not (value == -1 or 0 <= value <= 1000):
+        raise InputError(f"{name} {value:g}: expected -1 (auto), 0 (global shutter) or a readout time up to 1000 ms")
+
+
 def usable_cores() -> int:
     """Cores this process may use (its CPU affinity where the OS tells it)."""
     import os

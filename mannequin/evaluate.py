@@ -87,6 +87,15 @@ def distort_opencv(x: np.ndarray, y: np.ndarray, dist: Sequence[float]):
     return xd, yd
 
 
+def project_opencv(X: np.ndarray, camera) -> np.ndarray:
+    """Camera points (M, 3) → pixels (M, 2) of a camera ``(fx, fy, cx, cy, dist)`` given in the
+    OpenCV convention (OpenCV distortion), returned with pixel centres at +0.5 (COLMAP's, as
+    :mod:`mannequin.rolling_shutter` expects)."""
+    fx, fy, cx, cy, dist = camera
+    xd, yd = distort_opencv(X[:, 0] / X[:, 2], X[:, 1] / X[:, 2], dist)
+    return np.column_stack([fx * xd + cx + 0.5, fy * yd + cy + 0.5])
+
+
 def sample_through_points(label: np.ndarray, K: np.ndarray, gt: np.ndarray, gt_camera, rolling=None) -> tuple:
     """Label depths and GT depths at the same 3-D points.
 
@@ -106,11 +115,8 @@ def sample_through_points(label: np.ndarray, K: np.ndarray, gt: np.ndarray, gt_c
     if rolling is not None and rolling[1] > 0:
         from .rolling_shutter import from_frame_time
 
-        def project(X):  # camera points → GT pixels, pixel centres at +0.5
-            xd_, yd_ = distort_opencv(X[:, 0] / X[:, 2], X[:, 1] / X[:, 2], dist)
-            return np.column_stack([fx * xd_ + cx + 0.5, fy * yd_ + cy + 0.5])
-
-        X, px = from_frame_time(np.column_stack([x * z, y * z, z]), project, rolling[0], rolling[1], gt.shape[0])
+        X, px = from_frame_time(np.column_stack([x * z, y * z, z]), lambda P: project_opencv(P, gt_camera),
+                                rolling[0], rolling[1], gt.shape[0])
         z = X[:, 2]
         u = np.rint(px[:, 0] - 0.5).astype(np.int64)
         v = np.rint(px[:, 1] - 0.5).astype(np.int64)

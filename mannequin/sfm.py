@@ -19,7 +19,7 @@ from typing import Optional
 import numpy as np
 
 from .cameras import CameraFile, Intrinsics, from_reconstruction, read_cameras, to_reconstruction, write_cameras
-from .config import SfmConfig, worker_threads
+from .config import SfmConfig, check_readout_ms, worker_threads
 from .errors import InputError, StageError
 from .workspace import Workspace, atomic_path, write_json
 
@@ -459,8 +459,7 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, 
 
 
 def _check_readout(cfg: SfmConfig) -> None:
-    if not (cfg.readout_ms < 0 or 0 <= cfg.readout_ms <= 1000):
-        raise InputError(f"sfm.readout_ms {cfg.readout_ms}: expected -1 (auto), 0 (off) or a readout time up to 1000 ms")
+    check_readout_ms(cfg.readout_ms)
     bad = [v for v in cfg.readout_candidates_ms if not 0 < v <= 1000]
     if bad or not cfg.readout_candidates_ms:
         raise InputError(f"sfm.readout_candidates_ms {list(cfg.readout_candidates_ms)}: expected readout times "
@@ -506,11 +505,22 @@ def _angular_velocities(rec, names, timestamps: dict) -> tuple[dict, float, floa
     return out, float(np.degrees(np.linalg.norm(om, axis=1).max())), float(max(steps))
 
 
-def _correct_keypoints(pycolmap, db_path: Path, cam, omegas: dict, readout_s: float) -> None:
-    """Move every keypoint in the database to where a global-shutter camera at the frame time would
-    have seen it (:func:`rolling_shutter.to_frame_time` through the lens model ``cam``)."""
+def _frame_time_pixels(cam, xy, omega, readout_s: float) -> np.ndarray:
+    """Recorded pixels (M, 2) of camera ``cam`` (pycolmap, lens model included) → where a
+    global-shutter camera at the frame time sees them (:func:`rolling_shutter.to_frame_time`)."""
     from .rolling_shutter import to_frame_time
 
+    xy = np.ascontiguousarray(xy, dtype=np.float64)
+    b = np.asarray(cam.cam_from_img(xy), dtype=np.float64)
+    if b.shape[1] == 2:
+        b = np.column_stack([b, np.ones(len(b))])
+    b = to_frame_time(b, xy[:, 1], omega, readout_s, cam.height)
+    return np.asarray(cam.img_from_cam(np.ascontiguousarray(b)), dtype=np.float64)
+
+
+def _correct_keypoints(pycolmap, db_path: Path, cam, omegas: dict, readout_s: float) -> None:
+    """Move every keypoint in the database to where a global-shutter camera at the frame time would
+    have seen it (:func:`_frame_time_pixels` through the lens model ``cam``)."""
     db = pycolmap.Database.open(str(db_path))
     try:
         for img in db.read_all_images():
@@ -518,27 +528,27 @@ def _correct_keypoints(pycolmap, db_path: Path, cam, omegas: dict, readout_s: fl
             kp = db.read_keypoints(img.image_id)
             if om is None or len(kp) == 0:
                 continue
-            xy = np.ascontiguousarray(kp[:, :2], dtype=np.float64)
-            b = np.asarray(cam.cam_from_img(xy), dtype=np.float64)
-            if b.shape[1] == 2:
-                b = np.column_stack([b, np.ones(len(b))])
-            b = to_frame_time(b, xy[:, 1], om, readout_s, cam.height)
             kp2 = kp.copy()
-            kp2[:, :2] = np.asarray(cam.img_from_cam(np.ascontiguousarray(b)), dtype=np.float64)
+            kp2[:, :2] = _frame_time_pixels(cam, kp[:, :2], om, readout_s)
             db.update_keypoints(img.image_id, kp2.astype(kp.dtype))
+    finally:
+        db.close()
+
+
+def _update_db_camera(pycolmap, db_path: Path, update) -> None:
+    """Set the shared camera's parameters in the database to ``update(camera)``."""
+    db = pycolmap.Database.open(str(db_path))
+    try:
+        cam = db.read_all_cameras()[0]
+        cam.params = np.asarray(update(cam), dtype=np.float64)
+        db.update_camera(cam)
     finally:
         db.close()
 
 
 def _set_camera_params(pycolmap, db_path: Path, params) -> None:
     """Set the shared camera's parameters in the database (mapping then holds them fixed)."""
-    db = pycolmap.Database.open(str(db_path))
-    try:
-        cam = db.read_all_cameras()[0]
-        cam.params = np.asarray(params, dtype=np.float64)
-        db.update_camera(cam)
-    finally:
-        db.close()
+    _update_db_camera(pycolmap, db_path, lambda _: params)
 
 
 def _readout_pass(pycolmap, rec, db_path: Path, image_dir: Path, work: Path, cfg: SfmConfig, seed: int,
@@ -610,25 +620,17 @@ def _readout_score(pycolmap, rec, omegas: dict, readout_s: float, refine_focal: 
     """Median reprojection error (px) of ``rec``'s observations after correcting them for a readout
     time ``readout_s`` (:func:`rolling_shutter.to_frame_time`) and a bundle adjustment of poses and
     points (on a copy), with the intrinsics fixed or, ``refine_focal``, the focal length free."""
-    from .rolling_shutter import to_frame_time
-
     r = pycolmap.Reconstruction(rec)
-    for iid in r.reg_image_ids():
+    for iid in r.reg_image_ids() if readout_s else ():
         img = r.image(iid)
-        cam = r.camera(img.camera_id)
         n = len(img.points2D)
-        if n == 0 or readout_s == 0:
+        if n == 0:
             continue
-        xy = np.array([p.xy for p in img.points2D], dtype=np.float64)
-        b = np.asarray(cam.cam_from_img(np.ascontiguousarray(xy)), dtype=np.float64)
-        if b.shape[1] == 2:
-            b = np.column_stack([b, np.ones(n)])
-        new = np.asarray(cam.img_from_cam(np.ascontiguousarray(to_frame_time(b, xy[:, 1], omegas[img.name], readout_s,
-                                                                              cam.height))))
+        new = _frame_time_pixels(r.camera(img.camera_id), [p.xy for p in img.points2D], omegas[img.name], readout_s)
         for k in range(n):
             img.points2D[k].xy = new[k]
     opts = pycolmap.BundleAdjustmentOptions()
-    opts.refine_focal_length = opts.refine_principal_point = opts.refine_extra_params = False
+    opts.refine_principal_point = opts.refine_extra_params = False
     opts.refine_focal_length = bool(refine_focal)
     opts.print_summary = False
     pycolmap.bundle_adjustment(r, opts)
@@ -740,16 +742,12 @@ def _initial_camera(cfg: SfmConfig, cam_file, width: int, height: int, intrinsic
 
 def _set_focal(pycolmap, db_path: Path, focal: float) -> None:
     """Set the shared camera's initial focal length in the database (other parameters kept)."""
-    db = pycolmap.Database.open(str(db_path))
-    try:
-        cam = db.read_all_cameras()[0]
+    def update(cam):
         params = np.array(cam.params, dtype=np.float64)
-        for k in cam.focal_length_idxs():
-            params[k] = focal
-        cam.params = params
-        db.update_camera(cam)
-    finally:
-        db.close()
+        params[list(cam.focal_length_idxs())] = focal
+        return params
+
+    _update_db_camera(pycolmap, db_path, update)
 
 
 # Re-fit of a far-off focal prior (see _map): at most this many re-mappings, stopping once the
