@@ -142,6 +142,14 @@ class StereoConfig:
     widened by the margin (fraction).  Matching is on grey images.
     shift: shiftable-window reach in px against fattening at depth edges (-1 = window // 2, 0 = off).
     smooth: edge-aware smoothing of the inverse depth over smooth × smooth (-1 = window, 0 = off).
+    window_candidates / window_min_agreement / probe_frames: the window adapts to the footage.  The
+    base ``window`` runs first on ``probe_frames`` frames and a neighbour of each; when under
+    ``window_min_agreement`` of their pixels agree with the neighbour's depth (the fuse stage's
+    test: blurred or noisy footage, whose labels would come out sparse), the larger candidates are
+    tried while the agreement grows, and the clip keeps the window with the highest agreement
+    (``WS/stereo/window.json``).  Sharp synthetic clips keep 7 (83% agree; 11 and 15 lower it and
+    worsen AbsRel); the blurred TUM fr1/rpy sample goes to 21 (6.5% → 12% agree, label density
+    ×4 at the same AbsRel; see benchmarks/labels.py).  An empty tuple turns it off.
     """
 
     n_planes: int = 96
@@ -153,6 +161,9 @@ class StereoConfig:
     min_angle_deg: float = 1.0
     depth_percentiles: Tuple[float, float] = (1.0, 99.0)
     depth_margin: float = 0.15
+    window_candidates: Tuple[int, ...] = (11, 15, 21)
+    window_min_agreement: float = 0.5
+    probe_frames: int = 3
 
 
 @dataclass(frozen=True)
@@ -310,6 +321,10 @@ def _coerce(default, value, where, variable_length: bool = False):
         if not isinstance(value, (list, tuple)) or (not variable_length and len(value) != len(default)):
             n = "numbers" if variable_length else f"{len(default)} numbers"
             raise InputError(f"{where} must be a list of {n}, got {value!r}")
+        if default and all(isinstance(d, int) for d in default):  # a list of integers
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                raise InputError(f"{where} must be a list of integers, got {value!r}")
+            return tuple(value)
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
             raise InputError(f"{where} must be a list of numbers, got {value!r}")
         return tuple(float(v) for v in value)

@@ -193,7 +193,9 @@ def _stereo(ws, cfg, *, progress, stage_hash, **_):
     from .stereo import run_stereo
 
     run_stereo(ws, cfg.stereo, stage_hash=stage_hash, progress=progress)
-    return {"frames": len(list(ws.depth_dir.glob("*.conf.npy")))}
+    choice = read_json_or_empty(ws.stereo_dir / "window.json")
+    return {"frames": len(list(ws.depth_dir.glob("*.conf.npy"))), "window": choice.get("window"),
+            "window_agreement": choice.get("agreement")}
 
 
 def _fuse(ws, cfg, *, progress, **_):

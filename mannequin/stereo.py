@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import List, Sequence, Tuple
 
 import numpy as np
 
@@ -21,6 +22,11 @@ from .views import depth_range, relative_pose, select_views, sparse_geometry
 from .workspace import Workspace, save_npy, write_json
 
 log = logging.getLogger("mannequin.stereo")
+
+WINDOW_FILE = "window.json"
+# The window choice's agreement test: the fuse stage's defaults (FuseConfig rel_depth, reproj_px).
+PROBE_REL_DEPTH = 0.015
+PROBE_REPROJ_PX = 1.5
 
 
 def load_image(path: Path) -> np.ndarray:
@@ -45,6 +51,7 @@ def run_stereo(ws: Workspace, cfg: StereoConfig, *, stage_hash: str = "", progre
 
     if not (ws.sparse_dir / "images.bin").exists() and not (ws.sparse_dir / "images.txt").exists():
         raise InputError(f"{ws.sparse_dir}: no sparse model (run 'mannequin sfm {ws.root}' first)")
+    check_window_options(cfg)
     rec = pycolmap.Reconstruction(str(ws.sparse_dir))
     geo = sparse_geometry(rec)
     if len(geo.names) < 2:
@@ -56,6 +63,7 @@ def run_stereo(ws: Workspace, cfg: StereoConfig, *, stage_hash: str = "", progre
         # Outputs of other options (or of unknown origin) must not be mixed with new ones.
         for p in sorted(ws.depth_dir.glob("*.npy")) if ws.depth_dir.exists() else []:
             p.unlink()
+        (ws.stereo_dir / WINDOW_FILE).unlink(missing_ok=True)
     ws.depth_dir.mkdir(parents=True, exist_ok=True)
     index = {n: k for k, n in enumerate(geo.names)}
     ranges = {n: depth_range(geo, index[n], cfg.depth_percentiles, cfg.depth_margin) for n in geo.names}
@@ -72,31 +80,133 @@ def run_stereo(ws: Workspace, cfg: StereoConfig, *, stage_hash: str = "", progre
         return cache[name]
 
     timings = []
-    bar = tqdm(geo.names, desc="stereo", unit="frame", disable=not progress, dynamic_ncols=True)
+
+    def sweep(name, window):
+        i = index[name]
+        srcs = views[name]
+        if not srcs:
+            h, w = geo.sizes[i][1], geo.sizes[i][0]
+            return np.zeros((h, w), np.float32), np.zeros((h, w), np.float32)
+        Rs, ts = zip(*(relative_pose(geo, i, index[s]) for s in srcs))
+        t0 = time.perf_counter()
+        out = plane_sweep(
+            image(name), [image(s) for s in srcs], geo.K[i], [geo.K[index[s]] for s in srcs],
+            list(Rs), list(ts), ranges[name], n_planes=cfg.n_planes, window=window,
+            top_k=cfg.top_k, min_angle_deg=cfg.min_angle_deg,
+            shift=None if cfg.shift < 0 else cfg.shift, smooth=None if cfg.smooth < 0 else cfg.smooth)
+        timings.append(time.perf_counter() - t0)
+        return out
+
+    def save(name, depth, conf):
+        stem = Path(name).stem
+        save_npy(ws.conf_path(stem), conf.astype(np.float32))
+        save_npy(ws.depth_path(stem), depth.astype(np.float32))  # depth last: it marks the frame done
+
+    for name in geo.names:
+        if not views[name]:
+            log.warning("%s: no source view with parallax; no depth for this frame", name)
+    window = _choose_window(ws, cfg, geo, views, sweep, save, progress=progress)
+    bar = tqdm(geo.names, desc=f"stereo (window {window})", unit="frame", disable=not progress, dynamic_ncols=True)
     for name in bar:
         stem = Path(name).stem
         if ws.depth_path(stem).exists() and ws.conf_path(stem).exists():
             continue
-        i = index[name]
-        srcs = views[name]
-        if not srcs:
-            log.warning("%s: no source view with parallax; no depth for this frame", name)
-            h, w = geo.sizes[i][1], geo.sizes[i][0]
-            depth, conf = np.zeros((h, w), np.float32), np.zeros((h, w), np.float32)
-        else:
-            Rs, ts = zip(*(relative_pose(geo, i, index[s]) for s in srcs))
-            t0 = time.perf_counter()
-            depth, conf = plane_sweep(
-                image(name), [image(s) for s in srcs], geo.K[i], [geo.K[index[s]] for s in srcs],
-                list(Rs), list(ts), ranges[name], n_planes=cfg.n_planes, window=cfg.window,
-                top_k=cfg.top_k, min_angle_deg=cfg.min_angle_deg,
-                shift=None if cfg.shift < 0 else cfg.shift, smooth=None if cfg.smooth < 0 else cfg.smooth)
-            timings.append(time.perf_counter() - t0)
-        save_npy(ws.conf_path(stem), conf.astype(np.float32))
-        save_npy(ws.depth_path(stem), depth.astype(np.float32))  # depth last: it marks the frame done
+        save(name, *sweep(name, window))
     if timings:
         log.debug("stereo: %.2f s per frame", float(np.mean(timings)))
     return ws.depth_dir
+
+
+def check_window_options(cfg: StereoConfig) -> None:
+    """Raise :class:`InputError` naming the option unless the window options are usable."""
+    for w in (cfg.window, *cfg.window_candidates):
+        if not (isinstance(w, int) and w >= 3 and w % 2 == 1):
+            raise InputError(f"stereo.window / stereo.window_candidates: {w!r} is not an odd integer >= 3")
+    if not 0.0 <= cfg.window_min_agreement <= 1.0:
+        raise InputError(f"stereo.window_min_agreement {cfg.window_min_agreement:g}: expected a share in [0, 1]")
+    if cfg.probe_frames < 0:
+        raise InputError(f"stereo.probe_frames {cfg.probe_frames}: expected >= 0")
+
+
+def probe_pairs(names: Sequence[str], views: dict, n: int) -> List[Tuple[str, str]]:
+    """``n`` (probe, neighbour) frame pairs for the window choice: probes evenly spread over the
+    clip (never the first or last frame when there are more), each with its first fusion
+    neighbour (:func:`mannequin.fusion.neighbours_for`: its first stereo source)."""
+    from .fusion import neighbours_for
+
+    names = list(names)
+    if n <= 0 or len(names) < 2:
+        return []
+    picks = sorted({int(round(k)) for k in np.linspace(0, len(names) - 1, n + 2)[1:-1]})
+    as_views = {k: {"sources": list(v)} for k, v in views.items()}
+    out = []
+    for k in picks:
+        nb = neighbours_for(names, as_views, names[k], 1)
+        if nb:
+            out.append((names[k], nb[0]))
+    return out
+
+
+def _choose_window(ws: Workspace, cfg: StereoConfig, geo, views: dict, sweep, save, *, progress: bool) -> int:
+    """The matching window of the clip: ``cfg.window``, or a larger one of
+    ``cfg.window_candidates`` when the base window's depth maps agree poorly between frames.
+
+    Agreement: the share of a probe frame's pixels whose depth agrees with its neighbour's (the
+    fuse stage's test, :data:`PROBE_REL_DEPTH` and :data:`PROBE_REPROJ_PX`), averaged over
+    :func:`probe_pairs`.  Below ``cfg.window_min_agreement`` (blurred or noisy footage: the labels
+    would come out sparse), the candidates are tried in increasing size while the agreement grows,
+    and the window with the highest agreement is kept.  The choice and the agreements go to
+    ``WS/stereo/window.json`` (read back when a killed run resumes); the probe frames' depth maps
+    of the chosen window are the stage's outputs, so the base window costs nothing extra.
+    """
+    from .consistency import check_geometric_consistency
+
+    path = ws.stereo_dir / WINDOW_FILE
+    done = _read_json(path)
+    if isinstance(done.get("window"), int):
+        return done["window"]
+    pairs = probe_pairs(geo.names, views, cfg.probe_frames) if cfg.window_candidates else []
+    if not pairs:
+        write_json(path, {"window": cfg.window, "agreement": {}, "probes": []})
+        return cfg.window
+    index = {n: k for k, n in enumerate(geo.names)}
+    frames = sorted({n for pair in pairs for n in pair})
+
+    def extrinsics(name):
+        M = np.eye(4)
+        M[:3, :3], M[:3, 3] = geo.R[index[name]], geo.t[index[name]]
+        return M
+
+    def agreement(maps) -> float:
+        shares = []
+        for a, b in pairs:
+            mask = check_geometric_consistency(
+                maps[a][0], geo.K[index[a]], extrinsics(a), maps[b][0], geo.K[index[b]], extrinsics(b),
+                max_rel_depth=PROBE_REL_DEPTH, max_reproj_px=PROBE_REPROJ_PX)[0]
+            shares.append(float(mask.mean()))
+        return float(np.mean(shares))
+
+    from tqdm import tqdm
+
+    tried, results = {}, {}
+    for window in (cfg.window, *sorted(w for w in cfg.window_candidates if w > cfg.window)):
+        maps = {n: sweep(n, window) for n in tqdm(frames, desc=f"stereo probe (window {window})", unit="frame",
+                                                   disable=not progress, dynamic_ncols=True, leave=False)}
+        tried[window] = agreement(maps)
+        log.info("stereo: window %d: %.1f%% of probe pixels agree with a neighbour", window, 100 * tried[window])
+        best = max(tried, key=lambda w: (tried[w], -w))
+        if best == window:
+            results = {window: maps}
+        if window == cfg.window and tried[window] >= cfg.window_min_agreement:
+            break
+        if window != best:  # the agreement stopped growing
+            break
+    best = max(tried, key=lambda w: (tried[w], -w))
+    write_json(path, {"window": best, "agreement": {str(w): a for w, a in tried.items()},
+                      "probes": [list(p) for p in pairs], "min_agreement": cfg.window_min_agreement})
+    for name, (depth, conf) in results[best].items():
+        save(name, depth, conf)
+    return best
 
 
 def _read_json(path: Path) -> dict:

@@ -76,3 +76,92 @@ def test_stage_needs_a_sparse_model(tmp_path):
     ws = Workspace(tmp_path / "ws").create()
     with pytest.raises(InputError, match="sparse"):
         run_stereo(ws, StereoConfig())
+
+
+# --- the matching window adapts to the footage ---------------------------------------------------
+
+def test_probe_pairs_spread_over_the_clip_with_sources_first():
+    from mannequin.stereo import probe_pairs
+
+    names = [f"{i:06d}.png" for i in range(10)]
+    views = {n: [] for n in names}
+    views["000004.png"] = ["000009.png", "000003.png"]
+    pairs = probe_pairs(names, views, 3)
+    assert pairs == [("000002.png", "000001.png"), ("000004.png", "000009.png"), ("000007.png", "000006.png")]
+    assert probe_pairs(names, views, 0) == []
+    assert probe_pairs(names[:1], views, 3) == []
+
+
+def test_sharp_clip_keeps_the_base_window(tiny_run):
+    import json
+
+    choice = json.loads((tiny_run.stereo_dir / "window.json").read_text())
+    # the fast preset's window 5 agrees well enough on the sharp synthetic clip: nothing else is tried
+    assert choice["window"] == 5
+    assert list(choice["agreement"]) == ["5"] and choice["agreement"]["5"] >= choice["min_agreement"]
+    report = json.loads(tiny_run.report_json.read_text())
+    assert report["stages"]["stereo"]["window"] == 5
+
+
+def _blurred_copy(ws_src, dst, sigma=2.0, noise=4.0):
+    import shutil
+
+    import imageio.v3 as iio
+    from scipy import ndimage as ndi
+
+    from mannequin.workspace import Workspace
+
+    shutil.copytree(ws_src.root, dst)
+    rng = np.random.default_rng(0)
+    for p in sorted((dst / "images").glob("*.png")):
+        im = ndi.gaussian_filter(iio.imread(p).astype(float), (sigma, sigma, 0))
+        im += rng.normal(0, noise, im.shape)
+        iio.imwrite(p, np.clip(im, 0, 255).astype(np.uint8))
+    return Workspace(dst)
+
+
+def test_blurred_clip_gets_a_larger_window_and_resumes_with_it(tiny_run, tmp_path):
+    import dataclasses
+    import json
+
+    from conftest import fast_config
+    from mannequin.stereo import run_stereo
+
+    ws = _blurred_copy(tiny_run, tmp_path / "blurred")
+    cfg = dataclasses.replace(fast_config().stereo, window_candidates=(9, 15))
+    run_stereo(ws, cfg, stage_hash="h")
+    choice = json.loads((ws.stereo_dir / "window.json").read_text())
+    agree = {int(k): v for k, v in choice["agreement"].items()}
+    assert agree[5] < choice["min_agreement"]
+    assert choice["window"] == max(agree, key=agree.get) > 5
+    assert agree[choice["window"]] > 1.5 * agree[5]
+    names = ws.image_names()
+    first = {n: np.load(ws.depth_path(n)) for n in names}
+    # a killed run that lost a probe frame and a plain frame resumes with the recorded window
+    probe = json.loads((ws.stereo_dir / "window.json").read_text())["probes"][0][0]
+    for n in (probe[:-4], names[-1]):
+        ws.depth_path(n).unlink()
+    run_stereo(ws, cfg, stage_hash="h")
+    for n in names:
+        np.testing.assert_array_equal(np.load(ws.depth_path(n)), first[n])
+    # the chosen window's maps are the plain sweep's with that window
+    direct = dataclasses.replace(cfg, window=choice["window"], window_candidates=())
+    ws2 = _blurred_copy(tiny_run, tmp_path / "direct")
+    run_stereo(ws2, direct, stage_hash="d")
+    for n in names:
+        np.testing.assert_array_equal(np.load(ws2.depth_path(n)), first[n])
+
+
+@pytest.mark.parametrize("over, match", [
+    ({"window_candidates": [4]}, "odd integer"),
+    ({"window_candidates": [9.0]}, "list of integers"),
+    ({"window_min_agreement": 1.5}, "window_min_agreement"),
+    ({"probe_frames": -1}, "probe_frames"),
+])
+def test_bad_window_options_are_refused(tmp_path, over, match):
+    from mannequin.config import Config
+    from mannequin.errors import InputError
+    from mannequin.stereo import check_window_options
+
+    with pytest.raises(InputError, match=match):
+        check_window_options(Config.from_dict({"stereo": over}).stereo)
