@@ -495,6 +495,17 @@ def write_report_html(path, report: dict, frames: list[dict], *, thumbnails_dir_
             w(f"<tr><th>{_e(k)}</th><td class=\"num\">{_fmt_num(v, 2) if v is not None else '&ndash;'}</td></tr>\n")
         w("</table>\n")
 
+    # matching window (stage stereo): the base one, or a larger one for blurred footage
+    stereo = (report.get("stages") or {}).get("stereo")
+    if isinstance(stereo, dict) and stereo.get("window") is not None:
+        agree = stereo.get("window_agreement") or {}
+        tried = ", ".join(f"{k} px: {100 * float(a):.1f}%" for k, a in sorted(agree.items(), key=lambda kv: int(kv[0])))
+        w("<h2>Stereo</h2>\n<table class=\"stereo\">\n")
+        w(f"<tr><th>matching window (px)</th><td class=\"num\">{_fmt_num(stereo['window'])}</td></tr>\n")
+        if tried:
+            w(f"<tr><th>probe pixels agreeing with a neighbour</th><td>{_e(tried)}</td></tr>\n")
+        w("</table>\n")
+
     # stages
     stages = report.get("stages") or {}
     w("<h2>Stages</h2>\n<table class=\"stages\">\n<tr><th>stage</th><th>wall time (s)</th>"
