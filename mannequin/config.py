@@ -181,6 +181,10 @@ class FuseConfig:
     15% beat 2 px / 5% on 5 synthetic seeds, 3 tuned and 2 held out: lower AbsRel, density within 0.5 pt.)
     max_behind_frac: drop a pixel that more than this fraction of its agreeing views see through
     (free-space violations, n_behind > max_behind_frac * n_agree); negative disables.
+    noise_margin: a source whose depth is off by less than noise_margin × the clip's depth noise
+    (the median disagreement between probe frame pairs) is no evidence of a free-space violation or
+    of motion (``n_near``); only matters where the noise exceeds rel_depth / noise_margin (blurred
+    footage: TUM fr1/rpy 3.5%), never on sharp clips (0.3%).  0 disables.
     min_valid_fraction: a frame with fewer labelled pixels is dropped (MC paper: 0.2).
     min_kept_frames: a clip with fewer kept frames is rejected.  voxel_size: fused-cloud voxel as a
     fraction of the median scene depth.
@@ -196,6 +200,7 @@ class FuseConfig:
     edge_px: int = 4
     edge_rel: float = 0.15
     max_behind_frac: float = 0.34
+    noise_margin: float = 3.0
     min_valid_fraction: float = 0.2
     min_kept_frames: int = 30
     voxel_size: float = 0.005

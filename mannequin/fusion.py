@@ -23,6 +23,7 @@ import numpy as np
 from .config import FuseConfig
 from .consistency import (
     consistency_votes,
+    depth_noise,
     depth_to_points,
     dynamic_mask,
     erode_depth_edges,
@@ -35,6 +36,9 @@ from .views import sparse_geometry
 from .workspace import Workspace, atomic_path, save_image, save_npy, write_json
 
 log = logging.getLogger("mannequin.fusion")
+
+#: Frame pairs whose disagreement measures the clip's depth noise (those of the stereo window choice).
+NOISE_PROBES = 3
 
 
 class _LRU(OrderedDict):
@@ -193,6 +197,10 @@ def run_fuse(ws: Workspace, cfg: FuseConfig, *, progress: bool = False) -> dict:
     qc = []
     cloud = VoxelAccumulator(max(cfg.voxel_size * _scene_scale(geo), 1e-9))
     rng = np.random.default_rng(0)
+    noise, band = clip_noise_band(names, views, index, geo, E, cache, cfg)
+    if band > cfg.rel_depth:
+        log.info("fuse: depth noise %.1f%% between frames: a source off by up to %.1f%% is no free-space "
+                 "or motion evidence", 100 * noise, 100 * band)
     bar = tqdm(names, desc="fuse", unit="frame", disable=not progress, dynamic_ncols=True)
     for name in bar:
         stem = Path(name).stem
@@ -200,7 +208,7 @@ def run_fuse(ws: Workspace, cfg: FuseConfig, *, progress: bool = False) -> dict:
         nbs = neighbours_for(names, views, name, cfg.n_neighbors)
         neighbours = [(cache.get(s)[0], geo.K[index[s]], E[s]) for s in nbs]
         votes = consistency_votes(depth, geo.K[index[name]], E[name], neighbours,
-                                  max_rel_depth=cfg.rel_depth, max_reproj_px=cfg.reproj_px)
+                                  max_rel_depth=cfg.rel_depth, max_reproj_px=cfg.reproj_px, noise_rel=band)
         label, dyn = filter_from_votes(depth, votes, cfg, len(neighbours))
         valid = float((label > 0).mean())
         kept = valid >= cfg.min_valid_fraction
@@ -220,7 +228,25 @@ def run_fuse(ws: Workspace, cfg: FuseConfig, *, progress: bool = False) -> dict:
     write_json(ws.labels_dir / "qc.json", qc)
     n_points = _write_cloud(ws.fused_ply, cloud)
     return {"frames": len(qc), "kept": sum(q["kept"] for q in qc), "fused_points": n_points,
-            "mean_valid_fraction": round(float(np.mean([q["valid_fraction"] for q in qc])), 4)}
+            "mean_valid_fraction": round(float(np.mean([q["valid_fraction"] for q in qc])), 4),
+            "depth_noise_rel": round(noise, 5) if np.isfinite(noise) else None, "noise_band_rel": round(band, 5)}
+
+
+def clip_noise_band(names, views: dict, index: dict, geo, E: dict, cache, cfg: FuseConfig):
+    """(noise, band): the clip's depth noise (:func:`mannequin.consistency.depth_noise` over the
+    stereo stage's probe pairs, :func:`mannequin.stereo.probe_pairs`) and the band
+    ``cfg.noise_margin`` × noise within which a disagreeing source counts as ``n_near`` (no
+    evidence of a free-space violation or of motion) rather than behind or in front.  The band is
+    0 (no effect) when ``noise_margin`` is 0 or the noise is unknown."""
+    from .stereo import probe_pairs
+
+    if cfg.noise_margin <= 0:
+        return float("nan"), 0.0
+    sources = {n: (views.get(n) or {}).get("sources", []) for n in names}
+    pairs = [(cache.get(a)[0], geo.K[index[a]], E[a], cache.get(b)[0], geo.K[index[b]], E[b])
+             for a, b in probe_pairs(names, sources, NOISE_PROBES)]
+    noise = depth_noise(pairs) if pairs else float("nan")
+    return noise, (float(cfg.noise_margin * noise) if np.isfinite(noise) else 0.0)
 
 
 def _scene_scale(geo) -> float:

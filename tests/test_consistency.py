@@ -7,6 +7,7 @@ from mannequin.cameras import Intrinsics, Pose
 from mannequin.consistency import (
     check_geometric_consistency,
     consistency_votes,
+    depth_noise,
     depth_to_points,
     dynamic_mask,
     erode_depth_edges,
@@ -262,3 +263,40 @@ def test_free_space_mask():
     assert not free_space_mask(v, max_frac=10.0)[(v.n_agree >= 1)].any()
     with pytest.raises(ValueError):
         free_space_mask(v, -1.0)
+
+
+def test_noise_band_turns_small_disagreements_into_no_evidence():
+    """Noisy maps (TUM-like, a few % between frames): a source a little behind is noise, not a
+    free-space violation; one far behind still is."""
+    rng = np.random.default_rng(3)
+    noisy = [d * (1 + 0.03 * rng.standard_normal(d.shape)) for d in DEPTHS]
+    ref = noisy[0].copy()
+    blob = np.zeros((H, W), bool)
+    blob[50:62, 70:82] = True
+    ref[blob] *= 0.6                     # a phantom surface well in front: the sources see through it
+    nbs = neighbours(noisy, [1, 2, 3, 4])
+    plain = consistency_votes(ref, K, CAMS[0], nbs, max_rel_depth=0.015)
+    banded = consistency_votes(ref, K, CAMS[0], nbs, max_rel_depth=0.015, noise_rel=0.1)
+    assert (plain.n_near == 0).all()     # no band, no near votes: the votes of before
+    assert (banded.n_agree == plain.n_agree).all() and (banded.n_disagree == plain.n_disagree).all()
+    assert banded.n_near.sum() > 0 and (banded.n_behind <= plain.n_behind).all()
+    ok = (ref > 0) & ~blob
+    assert banded.n_behind[ok].mean() < 0.2 * plain.n_behind[ok].mean()
+    assert (banded.n_behind[blob] >= 3).all()
+    assert free_space_mask(banded)[blob].all()
+    assert free_space_mask(banded)[ok].mean() < 0.5 * free_space_mask(plain)[ok].mean()
+    with pytest.raises(ValueError):
+        consistency_votes(ref, K, CAMS[0], nbs, noise_rel=-0.1)
+
+
+def test_depth_noise_measures_the_disagreement_between_frames():
+    assert depth_noise([(DEPTHS[0], K, CAMS[0], DEPTHS[1], K, CAMS[1])]) < 1e-3
+    off = depth_noise([(DEPTHS[0], K, CAMS[0], DEPTHS[j] * 1.04, K, CAMS[j]) for j in (1, 2)])
+    assert off == pytest.approx(0.04, rel=0.05)
+    rng = np.random.default_rng(0)
+    noisy = [d * (1 + 0.02 * rng.standard_normal(d.shape)) for d in DEPTHS]
+    # the median |difference| of two maps with 2% noise each: 0.6745 * sqrt(2) * 2% ≈ 1.9%
+    assert depth_noise([(noisy[0], K, CAMS[0], noisy[j], K, CAMS[j]) for j in (1, 2, 3)]) == pytest.approx(0.019, rel=0.2)
+    assert np.isnan(depth_noise([]))
+    with pytest.raises(ValueError):
+        depth_noise([(DEPTHS[0], K, CAMS[0])])
