@@ -497,6 +497,7 @@ def write_report_html(path, report: dict, frames: list[dict], *, thumbnails_dir_
 
     # matching window (stage stereo): the base one, or a larger one for blurred footage
     stereo = (report.get("stages") or {}).get("stereo")
+    fuse = (report.get("stages") or {}).get("fuse")
     if isinstance(stereo, dict) and stereo.get("window") is not None:
         agree = stereo.get("window_agreement") or {}
         tried = ", ".join(f"{k} px: {100 * float(a):.1f}%" for k, a in sorted(agree.items(), key=lambda kv: int(kv[0])))
@@ -504,6 +505,11 @@ def write_report_html(path, report: dict, frames: list[dict], *, thumbnails_dir_
         w(f"<tr><th>matching window (px)</th><td class=\"num\">{_fmt_num(stereo['window'])}</td></tr>\n")
         if tried:
             w(f"<tr><th>probe pixels agreeing with a neighbour</th><td>{_e(tried)}</td></tr>\n")
+        if isinstance(fuse, dict) and fuse.get("depth_noise_rel") is not None:
+            noise = _fmt_num(100 * float(fuse["depth_noise_rel"]))
+            w(f"<tr><th>depth noise between frames (%)</th><td class=\"num\">{noise}</td></tr>\n")
+            w(f"<tr><th>no-evidence band of the fuse votes (%)</th><td class=\"num\">"
+              f"{_fmt_num(100 * float(fuse.get('noise_band_rel') or 0))}</td></tr>\n")
         w("</table>\n")
 
     # stages
