@@ -8,16 +8,17 @@ Rows:
   held fixed): how much of the SfM-pose rows' error is the self-calibrated focal.
 - TUM fr1/rpy, 30 frames (data/samples/tum_fr1_rpy), SfM poses with the given calibration, compared
   with the Kinect depth through 3-D points, one scale per clip.  Targets AbsRel ≤ 3%, density ≥ 40%.
-  Diagnostic (no target): the same workspace re-fused without the free-space test.
+  Diagnostic (no target): the same workspace re-fused without the free-space test.  Figure
+  ``results/labels_tum.png``: frame, raw depth, label, Kinect depth and label error for 3 frames.
 - our filter against `pycolmap.stereo_fusion` on the same raw depth maps (synthetic seed 0, GT
   poses): points kept and their accuracy against the exact depth.
 - filter sweep (synthetic seed 0, GT poses): the fusion filter's settings (FuseConfig rel_depth ×
   min_views, and min_confidence) re-applied to the raw depth maps already computed for the first
   row, through the same pure functions as the ``fuse`` stage (no stereo re-run); AbsRel against
   density per setting, in ``labels.json`` (``filter_sweep``) and ``results/labels_filter_sweep.png``.
-Usage: python benchmarks/labels.py [--quick] [--filter-only]
+Usage: python benchmarks/labels.py [--quick] [--filter-only] [--tum-only]
   (--quick: one seed, no TUM; --filter-only: only the first row and the filter sweep, merged into
-  labels.json)
+  labels.json; --tum-only: only the TUM rows and ``results/labels_tum.png``, merged)
 """
 from __future__ import annotations
 
@@ -93,7 +94,66 @@ def tum_row(tmp: Path) -> dict:
         return {**row, "status": "failed", "error": r.stderr.strip()}
     m = evaluate(ws, "--gt-depth", TUM / "depth", "--depth-scale", 5000, "--gt-intrinsics", TUM / "intrinsics.txt")
     row.update(_flatten(m), status="ok", targets={"absrel": 0.03, "density": 0.40}, window=_window(ws), ws=str(ws))
+    try:
+        from common import RESULTS
+
+        row["figure"] = tum_figure(ws, m["labels"]["scale"], RESULTS / "labels_tum.png").name
+    except Exception as exc:  # reported, not fatal
+        row["figure_error"] = f"{type(exc).__name__}: {exc}"
     return row
+
+
+def tum_figure(ws: Path, scale: float, path: Path, names=("000005", "000015", "000025")) -> Path:
+    """Rows of frame / raw depth / label / Kinect depth / label error for a few TUM frames.
+
+    Depths in metres (the clip's one scale); the Kinect depth is shown on its own (distorted) grid,
+    the error (label - Kinect) / Kinect on the label grid, through the same 3-D point sampling as
+    ``mannequin eval --gt-intrinsics``."""
+    import imageio.v3 as iio
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pycolmap
+
+    from mannequin.evaluate import read_gt_depth, sample_through_points
+    from mannequin.views import sparse_geometry
+
+    intr = np.loadtxt(TUM / "intrinsics.txt").ravel()
+    cam = (intr[0], intr[1], intr[2], intr[3], intr[4:])
+    geo = sparse_geometry(pycolmap.Reconstruction(str(ws / "sparse")))
+    K = {Path(n).stem: geo.K[k] for k, n in enumerate(geo.names)}
+    rs = json.loads((ws / "sfm" / "summary.json").read_text()).get("rolling_shutter") or {}
+    names = [n for n in names if n in K]
+    fig, axes = plt.subplots(len(names), 5, figsize=(17, 2.9 * len(names)), squeeze=False)
+    lo, hi = 0.5, 1.6
+    for ax_row, name in zip(axes, names):
+        raw = np.load(ws / "depth" / f"{name}.npy") * scale
+        label = np.load(ws / "labels" / f"{name}.npy") * scale
+        gt = read_gt_depth(TUM / "depth" / f"{name}.png", 5000)
+        rolling = ((np.asarray(rs["omega_rad_s"][name + ".png"]), rs["readout_ms"] * 1e-3)
+                   if rs.get("readout_ms", 0) > 0 and name + ".png" in rs.get("omega_rad_s", {}) else None)
+        p, g = sample_through_points(label, K[name], gt, cam, rolling)
+        err = np.full(label.shape, np.nan)
+        rows, cols = np.nonzero(label > 0)
+        ok = g > 0
+        err[rows[ok], cols[ok]] = (p[ok] - g[ok]) / g[ok]
+        density = ok.sum() / max(int((gt > 0).sum()), 1)
+        absrel = float(np.mean(np.abs(err[rows[ok], cols[ok]]))) if ok.any() else float("nan")
+        panels = [(iio.imread(ws / "images" / f"{name}.png"), f"{name} (undistorted)", {}),
+                  (np.where(raw > 0, raw, np.nan), "raw depth (m)", dict(vmin=lo, vmax=hi, cmap="turbo")),
+                  (np.where(label > 0, label, np.nan), f"label: {density:.0%} of Kinect px", dict(vmin=lo, vmax=hi, cmap="turbo")),
+                  (np.where(gt > 0, gt, np.nan), "Kinect depth (m, distorted grid)", dict(vmin=lo, vmax=hi, cmap="turbo")),
+                  (err, f"label error, AbsRel {absrel:.1%}", dict(vmin=-0.1, vmax=0.1, cmap="RdBu_r"))]
+        for ax, (img, title, kw) in zip(ax_row, panels):
+            im = ax.imshow(img, **kw)
+            ax.set_title(title, fontsize=9)
+            ax.axis("off")
+            if kw:
+                fig.colorbar(im, ax=ax, fraction=0.035)
+    fig.suptitle("TUM fr1/rpy sample, SfM poses, one scale per clip (benchmarks/labels.py)", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
 
 
 def tum_no_free_space_row(tmp: Path) -> dict:
@@ -375,12 +435,50 @@ def colmap_only() -> None:
     _redo_on_synth0(section)
 
 
+def tum_only() -> None:
+    """Only the TUM rows (and their figure), merged into an existing labels.json."""
+    from common import RESULTS
+
+    path = RESULTS / "labels.json"
+    result = json.loads(path.read_text()) if path.exists() else header("labels")
+    with tempfile.TemporaryDirectory() as d:
+        rows = [tum_row(Path(d))]
+        if rows[0].get("status") == "ok":
+            rows.append(tum_no_free_space_row(Path(d)))
+    for r in rows:
+        r["met"] = _met(r) if r.get("targets") else None
+        r.pop("ws", None)
+    names = {r["name"] for r in rows}
+    result["rows"] = [r for r in result.get("rows", []) if r["name"] not in names] + rows
+    result["table"] = [t for t in result.get("table", []) if not any(t["name"].startswith(f"labels {n}:") for n in names)]
+    result["table"] += [table_row(r) for r in rows]
+    result["tum_merged"] = header("labels")["date"]
+    print(write_results("labels", result))
+
+
+def table_row(r: dict) -> dict:
+    """The RESULTS.md row of one labels row."""
+    if r.get("status") != "ok":
+        return {"name": f"labels {r['name']}", "measured": f"failed: {r.get('error', '')[:80]}", "target": "", "met": False}
+    t = r["targets"]
+    target = ", ".join([f"AbsRel <= {t['absrel']:.1%}"] + ([f"d1.05 >= {t['delta_1.05']:.0%}"] if "delta_1.05" in t else [])
+                       + [f"density >= {t['density']:.0%}"]) if t else "(diagnostic)"
+    win = f", stereo window {r['window']}" if r.get("window") not in (None, 7) else ""
+    return {"name": f"labels {r['name']}: AbsRel / d1.05 / density",
+            "measured": f"{r['lab_absrel']:.2%} / {r['lab_delta_1.05']:.1%} / {r['lab_density']:.1%} "
+                        f"(raw {r['raw_absrel']:.2%} / {r['raw_delta_1.05']:.1%} / {r['raw_density']:.1%}){win}",
+            "target": target, "met": r["met"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--colmap-only", action="store_true", help="only redo the stereo_fusion comparison (merged into labels.json)")
     ap.add_argument("--filter-only", action="store_true", help="only redo the filter sweep (merged into labels.json)")
+    ap.add_argument("--tum-only", action="store_true", help="only redo the TUM rows and figure (merged into labels.json)")
     args = ap.parse_args()
+    if args.tum_only:
+        return tum_only()
     if args.colmap_only:
         return colmap_only()
     if args.filter_only:
@@ -414,20 +512,7 @@ def main() -> None:
         r.pop("ws", None)
     result["rows"] = rows
     result["total_s"] = time.perf_counter() - t_all
-    result["table"] = []
-    for r in rows:
-        if r.get("status") != "ok":
-            result["table"].append({"name": f"labels {r['name']}", "measured": f"failed: {r.get('error', '')[:80]}",
-                                    "target": "", "met": False})
-            continue
-        t = r["targets"]
-        target = ", ".join([f"AbsRel <= {t['absrel']:.1%}"] + ([f"d1.05 >= {t['delta_1.05']:.0%}"] if "delta_1.05" in t else [])
-                           + [f"density >= {t['density']:.0%}"]) if t else "(diagnostic)"
-        win = f", stereo window {r['window']}" if r.get("window") not in (None, 7) else ""
-        result["table"].append({"name": f"labels {r['name']}: AbsRel / d1.05 / density",
-                                "measured": f"{r['lab_absrel']:.2%} / {r['lab_delta_1.05']:.1%} / {r['lab_density']:.1%} "
-                                            f"(raw {r['raw_absrel']:.2%} / {r['raw_delta_1.05']:.1%} / {r['raw_density']:.1%}){win}",
-                                "target": target, "met": r["met"]})
+    result["table"] = [table_row(r) for r in rows]
     cf = result.get("colmap_fusion", {})
     if cf.get("status") == "ok":
         result["table"].append({"name": "filter vs pycolmap.stereo_fusion (same raw maps)",

@@ -14,6 +14,8 @@ ORDER = ["sfm", "stereo", "labels", "tum_oracle", "pipeline", "batch"]
 PLOTS = {
     "labels_filter_sweep.png": "Labels: AbsRel against density for the fusion filter's settings "
                                "(`benchmarks/labels.py`, synthetic clip, GT poses)",
+    "labels_tum.png": "Labels on real footage: TUM fr1/rpy frames, raw depth, labels, Kinect depth and the "
+                      "label error (`benchmarks/labels.py`, SfM poses, one scale per clip)",
     "stereo_throughput.png": "Stereo: plane-sweep hypotheses/s against planes and source views "
                              "(`benchmarks/stereo.py`)",
 }
