@@ -160,6 +160,8 @@ def cmd_eval(args) -> int:
                       gt_poses=args.gt_poses, which=args.which, gt_format=args.gt_format)
     write_eval_plots(ws, result)
     print(to_json(result))
+    for warning in result.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     if not args.quiet:
         c, p = result["clip"], result.get("poses")
         line = (f"{ws.root.name}: {args.which} vs GT depth: AbsRel {100 * (c['absrel'] or 0):.2f}%, "

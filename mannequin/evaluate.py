@@ -326,7 +326,9 @@ def evaluate(ws: Workspace, gt_dir, *, depth_scale: float = 1.0, gt_camera=None,
     ``gt_format``: "depth", "middlebury" (disparity, see the module docstring) or "auto"
     (middlebury when ``gt_dir/calib.txt`` exists).  ``depth_scale``: GT units per pose unit (PNG
     depth: TUM 5000; Middlebury mm: 1000 for poses in metres).
-    Returns {"clip": {...}, "frames": [...], "poses": {...}?}.
+    Returns {"clip": {...}, "frames": [...], "poses": {...}?, "warnings": [...]?}; a warning when
+    the frames were rolling-shutter corrected (``sfm/summary.json``) and the GT is compared pixel by
+    pixel (no ``gt_camera``): such GT belongs to the recorded rows, not the corrected ones.
     """
     import pycolmap
 
@@ -406,6 +408,10 @@ def evaluate(ws: Workspace, gt_dir, *, depth_scale: float = 1.0, gt_camera=None,
     clip.update({"scale": scale, "scale_fitted": bool(fit_scale), "frames": len(frames), "source": which,
                  "gt_format": gt_format if calib is not None or gt_format == "depth" else "middlebury-uncalibrated"})
     out = {"clip": _clean(clip), "frames": [_clean(f) for f in frames], "_errors": errs[:: max(1, errs.size // 200000)]}
+    if rolling and gt_camera is None:
+        out["warnings"] = [f"{ws.root}: the {which} sit on rolling-shutter-corrected frames (readout "
+                           f"{float(rs['readout_ms']):g} ms) while pixel-registered GT belongs to the recorded "
+                           "frames; pass --gt-intrinsics to compare through 3-D points"]
     if gt_poses is not None:
         out["poses"] = _pose_metrics(ws, gt_poses)
     return out

@@ -245,3 +245,29 @@ def test_real_cones_disparity(shared_data):
     z = read_middlebury_depth(shared_data / "middlebury_cones" / "disp2.pgm")
     ok = np.isfinite(d)
     np.testing.assert_allclose(z[ok] * d[ok], 1.0, rtol=1e-6)
+
+
+def test_pixelwise_eval_of_a_rolling_shutter_workspace_warns(tiny_clip, tiny_run, tmp_path):
+    """Labels on rolling-shutter-corrected frames against pixel-registered GT: a warning that names
+    the readout and the way out (--gt-intrinsics), on stderr from the CLI; none without correction."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from mannequin.evaluate import evaluate
+    from mannequin.workspace import Workspace
+
+    assert "warnings" not in evaluate(tiny_run, tiny_clip / "depth")
+    ws = Workspace(tmp_path / "ws")
+    shutil.copytree(tiny_run.root, ws.root)
+    summary = json.loads((ws.sfm_dir / "summary.json").read_text())
+    summary["rolling_shutter"] = {"readout_ms": 20.0,
+                                  "omega_rad_s": {f"{n}.png": [0.5, 0.0, 0.0] for n in ws.image_names()}}
+    (ws.sfm_dir / "summary.json").write_text(json.dumps(summary))
+    warnings = evaluate(ws, tiny_clip / "depth")["warnings"]
+    assert len(warnings) == 1 and "20 ms" in warnings[0] and "--gt-intrinsics" in warnings[0]
+    r = subprocess.run([sys.executable, "-m", "mannequin", "eval", str(ws.root), "--gt-depth", str(tiny_clip / "depth"),
+                        "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0 and "warning:" in r.stderr and "rolling-shutter" in r.stderr
+    assert json.loads(r.stdout)["warnings"] == warnings
