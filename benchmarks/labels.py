@@ -36,6 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, header, print_table, save_figure, write_results  # noqa: E402
 
 TUM = REPO / "data" / "samples" / "tum_fr1_rpy"
+# mannequin eval against the sample's Kinect depth, through 3-D points (registered to the distorted frames)
+TUM_EVAL = ("--gt-depth", TUM / "depth", "--depth-scale", 5000, "--gt-intrinsics", TUM / "intrinsics.txt")
 # The filter sweep: rel_depth × min_views at the default min_confidence, then min_confidence alone.
 SWEEP_REL_DEPTH = (0.005, 0.01, 0.015, 0.03, 0.06)
 SWEEP_MIN_VIEWS = (1, 2, 3, 4)
@@ -92,7 +94,7 @@ def tum_row(tmp: Path) -> dict:
     row = {"name": "tum-fr1rpy-30-sfm-poses", "seconds": time.perf_counter() - t0}
     if r.returncode:
         return {**row, "status": "failed", "error": r.stderr.strip()}
-    m = evaluate(ws, "--gt-depth", TUM / "depth", "--depth-scale", 5000, "--gt-intrinsics", TUM / "intrinsics.txt")
+    m = evaluate(ws, *TUM_EVAL)
     row.update(_flatten(m), status="ok", targets={"absrel": 0.03, "density": 0.40}, window=_window(ws), ws=str(ws))
     try:
         from common import RESULTS
@@ -168,7 +170,7 @@ def tum_no_free_space_row(tmp: Path) -> dict:
     row = {"name": "tum-fr1rpy-30-sfm-poses-no-free-space-test", "seconds": time.perf_counter() - t0}
     if r.returncode:
         return {**row, "status": "failed", "error": r.stderr.strip()}
-    m = evaluate(ws, "--gt-depth", TUM / "depth", "--depth-scale", 5000, "--gt-intrinsics", TUM / "intrinsics.txt")
+    m = evaluate(ws, *TUM_EVAL)
     row.update(_flatten(m), status="ok", targets={}, window=_window(ws))
     return row
 
@@ -254,8 +256,8 @@ def filter_sweep(ws: Path, gt_dir: Path, plot_path: Path) -> dict:
 
     from mannequin.config import Config
     from mannequin.consistency import consistency_votes
-    from mannequin.fusion import filter_from_votes, neighbours_for
-    from mannequin.views import sparse_geometry
+    from mannequin.fusion import filter_from_votes
+    from mannequin.views import neighbours_for, sparse_geometry, world_to_camera
 
     t_start = time.perf_counter()
     base = Config.load(ws / "config.json").fuse if (ws / "config.json").exists() else Config().fuse
@@ -267,12 +269,8 @@ def filter_sweep(ws: Path, gt_dir: Path, plot_path: Path) -> dict:
     raw = {n: (np.load(ws / "depth" / f"{Path(n).stem}.npy"), np.load(ws / "depth" / f"{Path(n).stem}.conf.npy"))
            for n in names}
     gts = {n: np.load(gt_dir / f"{Path(n).stem}.npy") for n in names}
-    E = {}
-    for n in names:
-        M = np.eye(4)
-        M[:3, :3], M[:3, 3] = geo.R[index[n]], geo.t[index[n]]
-        E[n] = M
-    nbs = {n: neighbours_for(names, views, n, base.n_neighbors) for n in names}
+    E = {n: world_to_camera(geo, index[n]) for n in names}
+    nbs = {n: neighbours_for(names, (views.get(n) or {}).get("sources", []), n, base.n_neighbors) for n in names}
 
     def score(labels: dict) -> dict:
         err_sum, n_px, d105, dens = 0.0, 0, 0, []
@@ -445,15 +443,20 @@ def tum_only() -> None:
         rows = [tum_row(Path(d))]
         if rows[0].get("status") == "ok":
             rows.append(tum_no_free_space_row(Path(d)))
-    for r in rows:
-        r["met"] = _met(r) if r.get("targets") else None
-        r.pop("ws", None)
+    _finish(rows)
     names = {r["name"] for r in rows}
     result["rows"] = [r for r in result.get("rows", []) if r["name"] not in names] + rows
     result["table"] = [t for t in result.get("table", []) if not any(t["name"].startswith(f"labels {n}:") for n in names)]
     result["table"] += [table_row(r) for r in rows]
     result["tum_merged"] = header("labels")["date"]
     print(write_results("labels", result))
+
+
+def _finish(rows: list) -> None:
+    """Mark each row met / not met against its targets and drop its temporary workspace path."""
+    for r in rows:
+        r["met"] = _met(r) if r.get("targets") else None
+        r.pop("ws", None)
 
 
 def table_row(r: dict) -> dict:
@@ -507,9 +510,7 @@ def main() -> None:
             except Exception as exc:  # reported, not fatal: the comparison needs COLMAP's workspace layout
                 result["colmap_fusion"] = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
             result["filter_sweep"] = run_filter_sweep(Path(rows[0]["ws"]), tmp / "syn0" / "depth")
-    for r in rows:
-        r["met"] = _met(r) if r.get("targets") else None
-        r.pop("ws", None)
+    _finish(rows)
     result["rows"] = rows
     result["total_s"] = time.perf_counter() - t_all
     result["table"] = [table_row(r) for r in rows]

@@ -111,19 +111,16 @@ def sample_through_points(label: np.ndarray, K: np.ndarray, gt: np.ndarray, gt_c
     z = label[rows, cols].astype(np.float64)
     x = (cols + 0.5 - K[0, 2]) / K[0, 0]
     y = (rows + 0.5 - K[1, 2]) / K[1, 1]
-    fx, fy, cx, cy, dist = gt_camera
+    X = np.column_stack([x * z, y * z, z])
     if rolling is not None and rolling[1] > 0:
         from .rolling_shutter import from_frame_time
 
-        X, px = from_frame_time(np.column_stack([x * z, y * z, z]), lambda P: project_opencv(P, gt_camera),
-                                rolling[0], rolling[1], gt.shape[0])
+        X, px = from_frame_time(X, lambda P: project_opencv(P, gt_camera), rolling[0], rolling[1], gt.shape[0])
         z = X[:, 2]
-        u = np.rint(px[:, 0] - 0.5).astype(np.int64)
-        v = np.rint(px[:, 1] - 0.5).astype(np.int64)
     else:
-        xd, yd = distort_opencv(x, y, dist)
-        u = np.rint(fx * xd + cx).astype(np.int64)
-        v = np.rint(fy * yd + cy).astype(np.int64)
+        px = project_opencv(X, gt_camera)
+    u = np.rint(px[:, 0] - 0.5).astype(np.int64)
+    v = np.rint(px[:, 1] - 0.5).astype(np.int64)
     inside = (u >= 0) & (v >= 0) & (u < gt.shape[1]) & (v < gt.shape[0])
     g = np.zeros_like(z)
     g[inside] = gt[v[inside], u[inside]]

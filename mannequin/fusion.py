@@ -32,7 +32,7 @@ from .consistency import (
     votes_to_depth,
 )
 from .errors import InputError
-from .views import sparse_geometry
+from .views import neighbours_for, sparse_geometry, world_to_camera
 from .workspace import Workspace, atomic_path, save_image, save_npy, write_json
 
 log = logging.getLogger("mannequin.fusion")
@@ -123,19 +123,6 @@ class VoxelAccumulator:
         return self._sums[:, :3] / n, self._sums[:, 3:6] / n / 255.0
 
 
-def neighbours_for(names, views: dict, name: str, n: int) -> list:
-    """The frame's stereo sources first, then the nearest frames in sequence, up to ``n``."""
-    out = [s for s in views.get(name, {}).get("sources", []) if s in names and s != name][:n]
-    i = names.index(name)
-    for k in range(1, len(names)):
-        for j in (i - k, i + k):
-            if len(out) >= n:
-                return out
-            if 0 <= j < len(names) and names[j] not in out:
-                out.append(names[j])
-    return out
-
-
 def filter_from_votes(depth: np.ndarray, votes, cfg: FuseConfig, n_neighbours: int):
     """The label of one frame from its raw depth and its consistency votes (pure, no I/O).
 
@@ -179,11 +166,7 @@ def run_fuse(ws: Workspace, cfg: FuseConfig, *, progress: bool = False) -> dict:
     views_path = ws.stereo_dir / "views.json"
     views = json.loads(views_path.read_text()) if views_path.exists() else {}
     index = {n: k for k, n in enumerate(geo.names)}
-    E = {}
-    for n in names:
-        M = np.eye(4)
-        M[:3, :3], M[:3, 3] = geo.R[index[n]], geo.t[index[n]]
-        E[n] = M
+    E = {n: world_to_camera(geo, index[n]) for n in names}
 
     def load(name):
         stem = Path(name).stem
@@ -205,7 +188,7 @@ def run_fuse(ws: Workspace, cfg: FuseConfig, *, progress: bool = False) -> dict:
     for name in bar:
         stem = Path(name).stem
         depth, conf = cache.get(name)
-        nbs = neighbours_for(names, views, name, cfg.n_neighbors)
+        nbs = neighbours_for(names, _sources(views, name), name, cfg.n_neighbors)
         neighbours = [(cache.get(s)[0], geo.K[index[s]], E[s]) for s in nbs]
         votes = consistency_votes(depth, geo.K[index[name]], E[name], neighbours,
                                   max_rel_depth=cfg.rel_depth, max_reproj_px=cfg.reproj_px, noise_rel=band)
@@ -232,6 +215,11 @@ def run_fuse(ws: Workspace, cfg: FuseConfig, *, progress: bool = False) -> dict:
             "depth_noise_rel": round(noise, 5) if np.isfinite(noise) else None, "noise_band_rel": round(band, 5)}
 
 
+def _sources(views: dict, name: str) -> list:
+    """The stereo sources of ``name`` in WS/stereo/views.json's mapping (none when absent)."""
+    return (views.get(name) or {}).get("sources", [])
+
+
 def clip_noise_band(names, views: dict, index: dict, geo, E: dict, cache, cfg: FuseConfig):
     """(noise, band): the clip's depth noise (:func:`mannequin.consistency.depth_noise` over the
     stereo stage's probe pairs, :func:`mannequin.stereo.probe_pairs`) and the band
@@ -242,7 +230,7 @@ def clip_noise_band(names, views: dict, index: dict, geo, E: dict, cache, cfg: F
 
     if cfg.noise_margin <= 0:
         return float("nan"), 0.0
-    sources = {n: (views.get(n) or {}).get("sources", []) for n in names}
+    sources = {n: _sources(views, n) for n in names}
     pairs = [(cache.get(a)[0], geo.K[index[a]], E[a], cache.get(b)[0], geo.K[index[b]], E[b])
              for a, b in probe_pairs(names, sources, NOISE_PROBES)]
     noise = depth_noise(pairs) if pairs else float("nan")

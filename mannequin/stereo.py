@@ -18,7 +18,7 @@ import numpy as np
 
 from .config import StereoConfig
 from .errors import InputError
-from .views import depth_range, relative_pose, select_views, sparse_geometry
+from .views import depth_range, neighbours_for, relative_pose, select_views, sparse_geometry, world_to_camera
 from .workspace import Workspace, save_npy, write_json
 
 log = logging.getLogger("mannequin.stereo")
@@ -131,17 +131,15 @@ def check_window_options(cfg: StereoConfig) -> None:
 def probe_pairs(names: Sequence[str], views: dict, n: int) -> List[Tuple[str, str]]:
     """``n`` (probe, neighbour) frame pairs for the window choice: probes evenly spread over the
     clip (never the first or last frame when there are more), each with its first fusion
-    neighbour (:func:`mannequin.fusion.neighbours_for`: its first stereo source)."""
-    from .fusion import neighbours_for
-
+    neighbour (:func:`mannequin.views.neighbours_for`: its first stereo source).  ``views``: the
+    stereo sources per frame name."""
     names = list(names)
     if n <= 0 or len(names) < 2:
         return []
     picks = sorted({int(round(k)) for k in np.linspace(0, len(names) - 1, n + 2)[1:-1]})
-    as_views = {k: {"sources": list(v)} for k, v in views.items()}
     out = []
     for k in picks:
-        nb = neighbours_for(names, as_views, names[k], 1)
+        nb = neighbours_for(names, views.get(names[k], []), names[k], 1)
         if nb:
             out.append((names[k], nb[0]))
     return out
@@ -172,39 +170,32 @@ def _choose_window(ws: Workspace, cfg: StereoConfig, geo, views: dict, sweep, sa
     index = {n: k for k, n in enumerate(geo.names)}
     frames = sorted({n for pair in pairs for n in pair})
 
-    def extrinsics(name):
-        M = np.eye(4)
-        M[:3, :3], M[:3, 3] = geo.R[index[name]], geo.t[index[name]]
-        return M
-
     def agreement(maps) -> float:
         shares = []
         for a, b in pairs:
+            ia, ib = index[a], index[b]
             mask = check_geometric_consistency(
-                maps[a][0], geo.K[index[a]], extrinsics(a), maps[b][0], geo.K[index[b]], extrinsics(b),
+                maps[a][0], geo.K[ia], world_to_camera(geo, ia), maps[b][0], geo.K[ib], world_to_camera(geo, ib),
                 max_rel_depth=PROBE_REL_DEPTH, max_reproj_px=PROBE_REPROJ_PX)[0]
             shares.append(float(mask.mean()))
         return float(np.mean(shares))
 
     from tqdm import tqdm
 
-    tried, results = {}, {}
+    tried, best, best_maps = {}, None, {}
     for window in (cfg.window, *sorted(w for w in cfg.window_candidates if w > cfg.window)):
         maps = {n: sweep(n, window) for n in tqdm(frames, desc=f"stereo probe (window {window})", unit="frame",
                                                    disable=not progress, dynamic_ncols=True, leave=False)}
         tried[window] = agreement(maps)
         log.info("stereo: window %d: %.1f%% of probe pixels agree with a neighbour", window, 100 * tried[window])
-        best = max(tried, key=lambda w: (tried[w], -w))
-        if best == window:
-            results = {window: maps}
+        if best is not None and tried[window] <= tried[best]:
+            break  # the agreement stopped growing
+        best, best_maps = window, maps
         if window == cfg.window and tried[window] >= cfg.window_min_agreement:
             break
-        if window != best:  # the agreement stopped growing
-            break
-    best = max(tried, key=lambda w: (tried[w], -w))
     write_json(path, {"window": best, "agreement": {str(w): a for w, a in tried.items()},
                       "probes": [list(p) for p in pairs], "min_agreement": cfg.window_min_agreement})
-    for name, (depth, conf) in results[best].items():
+    for name, (depth, conf) in best_maps.items():
         save(name, depth, conf)
     return best
 

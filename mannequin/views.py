@@ -53,6 +53,28 @@ def sparse_geometry(rec) -> SparseGeometry:
                           np.array(sizes, dtype=np.int64).reshape(-1, 2), points, obs)
 
 
+def world_to_camera(geo: SparseGeometry, i: int) -> np.ndarray:
+    """(4, 4) world-to-camera matrix of image ``i``."""
+    M = np.eye(4)
+    M[:3, :3], M[:3, 3] = geo.R[i], geo.t[i]
+    return M
+
+
+def neighbours_for(names: Sequence[str], sources: Sequence[str], name: str, n: int) -> list:
+    """Up to ``n`` neighbours of frame ``name``: its stereo ``sources`` first (those in ``names``),
+    then the nearest frames of ``names`` in sequence."""
+    names = list(names)
+    out = [s for s in sources if s in names and s != name][:n]
+    i = names.index(name)
+    for k in range(1, len(names)):
+        for j in (i - k, i + k):
+            if len(out) >= n:
+                return out
+            if 0 <= j < len(names) and names[j] not in out:
+                out.append(names[j])
+    return out
+
+
 def depth_range(geo: SparseGeometry, i: int, percentiles: Tuple[float, float] = (1.0, 99.0),
                 margin: float = 0.15, min_points: int = 20) -> Tuple[float, float]:
     """(near, far) for image ``i``: robust percentiles of the z-depths of the points it sees,
