@@ -46,6 +46,8 @@ def sfm_table(data: dict) -> list:
             measured = f"reg {r['registered_fraction']:.0%}, RMSE {r['rmse_pct']:.2f}% of path, rot {r['rot_err_mean_deg']:.2f}°, focal {r['focal_err_pct']:+.1f}%"
             if r.get("readout_ms"):
                 measured += f", rolling-shutter readout {r['readout_ms']:g} ms"
+            if r.get("sparse_absrel") is not None:
+                measured += f"; SfM points vs Kinect AbsRel {100 * r['sparse_absrel']:.1f}%"
         target = ", ".join(filter(None, [
             f"reg >= {t['min_reg']:.0%}" if "min_reg" in t else "",
             f"RMSE <= {t['max_rmse_pct']}%" if "max_rmse_pct" in t else "",

@@ -147,7 +147,7 @@ def cmd_eval(args) -> int:
     from .workspace import Workspace
 
     ws = Workspace(args.workspace)
-    src = ws.labels_dir if args.which == "labels" else ws.depth_dir
+    src = {"labels": ws.labels_dir, "depth": ws.depth_dir, "sparse": ws.sparse_dir}[args.which]
     if not src.is_dir() or not ws.sparse_dir.is_dir():
         raise InputError(f"{ws.root}: no {args.which} to evaluate (run 'mannequin run' first)")
     if args.depth_scale <= 0:
@@ -253,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "Middlebury mm (1000 for poses in metres)")
     p.add_argument("--gt-intrinsics", help="GT camera fx,fy,cx,cy[,k1,k2,p1,p2[,k3]] (OpenCV convention): "
                    "compare through 3-D points, for GT registered to distorted images")
-    p.add_argument("--which", choices=["labels", "depth"], default="labels", help="labels (default) or raw depth")
+    p.add_argument("--which", choices=["labels", "depth", "sparse"], default="labels",
+                   help="labels (default), raw depth, or sparse: the SfM points each frame sees (structure accuracy)")
     _add_common(p)
     p.set_defaults(func=cmd_eval)
 

@@ -36,6 +36,8 @@ from .workspace import Workspace, read_json_or_empty
 GT_EXTS = (".npy", ".png", ".pfm")
 DISP_EXTS = (".pfm", ".npy", ".png", ".pgm")
 GT_FORMATS = ("auto", "depth", "middlebury")
+#: What ``evaluate`` scores: the labels, the raw stereo depth, or the SfM points of each frame.
+WHICH = ("labels", "depth", "sparse")
 _CALIB_NUMBERS = ("doffs", "baseline", "width", "height", "ndisp", "isint", "vmin", "vmax", "dyavg", "dymax")
 
 
@@ -316,7 +318,9 @@ def evaluate(ws: Workspace, gt_dir, *, depth_scale: float = 1.0, gt_camera=None,
              fit_scale: Optional[bool] = None, which: str = "labels", gt_format: str = "auto") -> dict:
     """Depth metrics of ``WS/<which>/<name>.npy`` against GT, per frame and per clip (+ ATE).
 
-    ``which``: "labels" or "depth" (the raw sweep).  ``fit_scale``: None = fit one scale per clip
+    ``which``: "labels", "depth" (the raw sweep) or "sparse" (the SfM points each frame observes,
+    :func:`mannequin.views.sparse_depth_map`: the structure's accuracy, independent of the stereo;
+    its density is tiny by nature).  ``fit_scale``: None = fit one scale per clip
     when the poses came from SfM, 1 with known poses.  ``gt_poses``: an MC camera file or a TUM
     trajectory (``name ts tx ty tz qx qy qz qw`` or ``ts tx ty tz qx qy qz qw``) whose i-th pose
     belongs to the i-th frame; adds ``poses`` with the ATE after Sim(3) alignment.
@@ -329,7 +333,7 @@ def evaluate(ws: Workspace, gt_dir, *, depth_scale: float = 1.0, gt_camera=None,
     """
     import pycolmap
 
-    from .views import sparse_geometry
+    from .views import sparse_depth_map, sparse_geometry
 
     gt_dir = Path(gt_dir)
     if not gt_dir.is_dir():
@@ -342,10 +346,17 @@ def evaluate(ws: Workspace, gt_dir, *, depth_scale: float = 1.0, gt_camera=None,
     calib = read_middlebury_calib(calib_path) if gt_format == "middlebury" and calib_path.is_file() else None
     if gt_format == "middlebury" and calib is None:
         fit_scale = True  # no calibration: disparity gives depth only up to scale
-    src_dir = ws.labels_dir if which == "labels" else ws.depth_dir
+    if which not in WHICH:
+        raise InputError(f"--which {which}: unknown (use {', '.join(WHICH)})")
+    src_dir = {"labels": ws.labels_dir, "depth": ws.depth_dir, "sparse": ws.sparse_dir}[which]
     geo = sparse_geometry(pycolmap.Reconstruction(str(ws.sparse_dir)))
     K = {Path(n).stem: geo.K[k] for k, n in enumerate(geo.names)}
-    names_with_pred = [n for n in sorted(K) if (src_dir / f"{n}.npy").exists()]
+    index = {Path(n).stem: k for k, n in enumerate(geo.names)}
+
+    def load_pred(name):
+        return sparse_depth_map(geo, index[name]) if which == "sparse" else np.load(src_dir / f"{name}.npy")
+
+    names_with_pred = [n for n in sorted(K) if which == "sparse" or (src_dir / f"{n}.npy").exists()]
     gt_files = _match_gt(ws, gt_dir, names_with_pred, gt_format)
     rs = read_json_or_empty(ws.sfm_dir / "summary.json").get("rolling_shutter") or {}
     rolling = ({Path(n).stem: (np.asarray(om), float(rs["readout_ms"]) * 1e-3) for n, om in rs.get("omega_rad_s", {}).items()}
@@ -355,7 +366,7 @@ def evaluate(ws: Workspace, gt_dir, *, depth_scale: float = 1.0, gt_camera=None,
         gt_path = gt_files.get(name)
         if gt_path is None:
             continue
-        pred = np.load(src_dir / f"{name}.npy")
+        pred = load_pred(name)
         if gt_format == "middlebury":
             gt = read_middlebury_depth(gt_path, calib, depth_scale)
         else:

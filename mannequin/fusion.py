@@ -13,6 +13,7 @@ Outputs: ``WS/labels/<name>.npy`` (float32, 0 = no label), ``<name>.conf.npy``,
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections import OrderedDict
@@ -184,6 +185,10 @@ def run_fuse(ws: Workspace, cfg: FuseConfig, *, progress: bool = False) -> dict:
     if band > cfg.rel_depth:
         log.info("fuse: depth noise %.1f%% between frames: a source off by up to %.1f%% is no free-space "
                  "or motion evidence", 100 * noise, 100 * band)
+    fcfg = adapt_to_noise(cfg, noise)
+    if fcfg != cfg:
+        log.info("fuse: depth noise %.1f%%: agreement within %.1f%% from %d views (instead of %.1f%% from %d)",
+                 100 * noise, 100 * fcfg.rel_depth, fcfg.min_views, 100 * cfg.rel_depth, cfg.min_views)
     bar = tqdm(names, desc="fuse", unit="frame", disable=not progress, dynamic_ncols=True)
     for name in bar:
         stem = Path(name).stem
@@ -191,8 +196,8 @@ def run_fuse(ws: Workspace, cfg: FuseConfig, *, progress: bool = False) -> dict:
         nbs = neighbours_for(names, _sources(views, name), name, cfg.n_neighbors)
         neighbours = [(cache.get(s)[0], geo.K[index[s]], E[s]) for s in nbs]
         votes = consistency_votes(depth, geo.K[index[name]], E[name], neighbours,
-                                  max_rel_depth=cfg.rel_depth, max_reproj_px=cfg.reproj_px, noise_rel=band)
-        label, dyn = filter_from_votes(depth, votes, cfg, len(neighbours))
+                                  max_rel_depth=fcfg.rel_depth, max_reproj_px=cfg.reproj_px, noise_rel=band)
+        label, dyn = filter_from_votes(depth, votes, fcfg, len(neighbours))
         valid = float((label > 0).mean())
         kept = valid >= cfg.min_valid_fraction
         reason = "" if kept else f"valid fraction {valid:.2f} < {cfg.min_valid_fraction:.2f}"
@@ -212,7 +217,8 @@ def run_fuse(ws: Workspace, cfg: FuseConfig, *, progress: bool = False) -> dict:
     n_points = _write_cloud(ws.fused_ply, cloud)
     return {"frames": len(qc), "kept": sum(q["kept"] for q in qc), "fused_points": n_points,
             "mean_valid_fraction": round(float(np.mean([q["valid_fraction"] for q in qc])), 4),
-            "depth_noise_rel": round(noise, 5) if np.isfinite(noise) else None, "noise_band_rel": round(band, 5)}
+            "depth_noise_rel": round(noise, 5) if np.isfinite(noise) else None, "noise_band_rel": round(band, 5),
+            "rel_depth": fcfg.rel_depth, "min_views": fcfg.min_views}
 
 
 def _sources(views: dict, name: str) -> list:
@@ -228,13 +234,29 @@ def clip_noise_band(names, views: dict, index: dict, geo, E: dict, cache, cfg: F
     0 (no effect) when ``noise_margin`` is 0 or the noise is unknown."""
     from .stereo import probe_pairs
 
-    if cfg.noise_margin <= 0:
+    if cfg.noise_margin <= 0 and cfg.noise_tolerance <= 0:
         return float("nan"), 0.0
     sources = {n: _sources(views, n) for n in names}
     pairs = [(cache.get(a)[0], geo.K[index[a]], E[a], cache.get(b)[0], geo.K[index[b]], E[b])
              for a, b in probe_pairs(names, sources, NOISE_PROBES)]
     noise = depth_noise(pairs) if pairs else float("nan")
-    return noise, (float(cfg.noise_margin * noise) if np.isfinite(noise) else 0.0)
+    return noise, (float(cfg.noise_margin * noise) if np.isfinite(noise) and cfg.noise_margin > 0 else 0.0)
+
+
+def adapt_to_noise(cfg: FuseConfig, noise: float) -> FuseConfig:
+    """The agreement test matched to the clip's depth noise (pure).
+
+    ``noise``: the clip's relative depth noise (:func:`clip_noise_band`; NaN = unknown).  When
+    ``cfg.noise_tolerance`` × noise exceeds ``cfg.rel_depth`` (blurred or noisy footage), returns
+    ``cfg`` with ``rel_depth`` = noise_tolerance × noise and ``min_views`` + 1; otherwise ``cfg``
+    itself (sharp footage, unknown noise, or ``noise_tolerance`` = 0).
+    """
+    if cfg.noise_tolerance <= 0 or not np.isfinite(noise):
+        return cfg
+    tol = float(cfg.noise_tolerance * noise)
+    if tol <= cfg.rel_depth:
+        return cfg
+    return dataclasses.replace(cfg, rel_depth=round(tol, 5), min_views=cfg.min_views + 1)
 
 
 def _scene_scale(geo) -> float:

@@ -60,6 +60,26 @@ def world_to_camera(geo: SparseGeometry, i: int) -> np.ndarray:
     return M
 
 
+def sparse_depth_map(geo: SparseGeometry, i: int) -> np.ndarray:
+    """The sparse points image ``i`` observes as a depth map: (H, W) float32 of their camera-frame
+    z (pose units) at the pixel each projects to (``floor`` of the pixel coordinates, centres at
+    +0.5), the nearest point where several land on one pixel, 0 elsewhere.  (W, H) is
+    ``geo.sizes[i]``.  Lets the SfM structure be scored like a depth map (``mannequin eval --which
+    sparse``), independently of the stereo."""
+    W, H = (int(v) for v in geo.sizes[i])
+    out = np.zeros((H, W), np.float32)
+    X = geo.points[geo.observations[i]] @ geo.R[i].T + geo.t[i]
+    X = X[X[:, 2] > 0]
+    if not len(X):
+        return out
+    uv = X[:, :2] / X[:, 2:3] @ geo.K[i][:2, :2].T + geo.K[i][:2, 2]
+    c, r = np.floor(uv[:, 0]).astype(np.int64), np.floor(uv[:, 1]).astype(np.int64)
+    ok = (c >= 0) & (r >= 0) & (c < W) & (r < H)
+    order = np.argsort(-X[ok, 2])  # far first, so the nearest point is written last
+    out[r[ok][order], c[ok][order]] = X[ok, 2][order]
+    return out
+
+
 def neighbours_for(names: Sequence[str], sources: Sequence[str], name: str, n: int) -> list:
     """Up to ``n`` neighbours of frame ``name``: its stereo ``sources`` first (those in ``names``),
     then the nearest frames of ``names`` in sequence."""

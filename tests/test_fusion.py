@@ -156,7 +156,8 @@ def test_noise_band_only_spares_labels(tiny_run, tmp_path):
     ws = Workspace(tmp_path / "ws")
     shutil.copytree(tiny_run.root, ws.root)
     info = run_fuse(ws, dataclasses.replace(cfg, noise_margin=0.0))
-    assert info["noise_band_rel"] == 0.0 and info["depth_noise_rel"] is None
+    assert info["noise_band_rel"] == 0.0 and info["depth_noise_rel"] == fuse["depth_noise_rel"]
+    assert (info["rel_depth"], info["min_views"]) == (fuse["rel_depth"], fuse["min_views"])
     more = 0
     for n in tiny_run.image_names():
         without, with_band = np.load(ws.label_path(n)), np.load(tiny_run.label_path(n))
@@ -165,3 +166,24 @@ def test_noise_band_only_spares_labels(tiny_run, tmp_path):
         np.testing.assert_array_equal(without[both], with_band[both])
         more += int((with_band > 0).sum() - (without > 0).sum())
     assert more >= 0
+
+
+def test_adapt_to_noise_widens_the_test_only_on_noisy_footage():
+    """The agreement test follows the clip's depth noise: unchanged on sharp footage (0.3%) and
+    when the noise is unknown or the adaptation is off; on 3% noise it becomes 1.2 x 3% from one
+    more view."""
+    import dataclasses
+
+    from mannequin.config import FuseConfig
+    from mannequin.fusion import adapt_to_noise
+
+    cfg = FuseConfig()
+    assert adapt_to_noise(cfg, 0.003) is cfg
+    assert adapt_to_noise(cfg, float("nan")) is cfg
+    assert adapt_to_noise(cfg, cfg.rel_depth / cfg.noise_tolerance) is cfg  # at the threshold: unchanged
+    noisy = adapt_to_noise(cfg, 0.03)
+    assert noisy.rel_depth == pytest.approx(cfg.noise_tolerance * 0.03)
+    assert noisy.min_views == cfg.min_views + 1
+    assert dataclasses.replace(noisy, rel_depth=cfg.rel_depth, min_views=cfg.min_views) == cfg
+    off = dataclasses.replace(cfg, noise_tolerance=0.0)
+    assert adapt_to_noise(off, 0.03) is off
