@@ -10,6 +10,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, git_commit, machine_info  # noqa: E402
 
 ORDER = ["sfm", "stereo", "labels", "tum_oracle", "pipeline", "batch"]
+# Diagnostics run by hand (not in `make bench`): listed when their results exist.
+OPTIONAL = ["tum_readout"]
 # Plots written by the scripts, with their captions; any other results/*.png is listed after them.
 PLOTS = {
     "labels_filter_sweep.png": "Labels: AbsRel against density for the fusion filter's settings "
@@ -64,7 +66,7 @@ def main() -> None:
              "shared, noisy machine, so speeds are quoted as ratios against a baseline of the same run where one exists.",
              "", "| benchmark | figure | measured | target | met |", "|---|---|---|---|---|"]
     runs = []
-    for name in ORDER:
+    for name in ORDER + [n for n in OPTIONAL if (RESULTS / f"{n}.json").exists()]:
         path = RESULTS / f"{name}.json"
         if not path.exists():
             lines.append(f"| {name} | (not run) | | | |")
