@@ -83,8 +83,31 @@ def parse_intrinsics(spec: str, width: int, height: int) -> tuple[Intrinsics, tu
     fx, fy, cx, cy = nums[:4]
     if fx <= 0 or fy <= 0:
         raise InputError(f"--intrinsics {spec!r}: focal lengths must be positive")
+    dist = tuple(nums[4:])
+    if dist and width > 1 and height > 1:
+        k1, k2, k3 = dist[0], dist[1], (dist[4] if len(dist) > 4 else 0.0)
+        fold = radial_fold_radius(k1, k2, k3)
+        corners = [math.hypot((u - cx) / fx, (v - cy) / fy) for u in (-0.5, width - 0.5) for v in (-0.5, height - 0.5)]
+        r_fold = fold * (1 + k1 * fold ** 2 + k2 * fold ** 4 + k3 * fold ** 6) if math.isfinite(fold) else math.inf
+        if r_fold < max(corners):
+            raise InputError(
+                f"--intrinsics {spec!r}: the radial distortion (k1 {k1:g}, k2 {k2:g}, k3 {k3:g}) folds back "
+                f"{r_fold * fx:.0f} px from the principal point, inside the {width}x{height} frame (corner at "
+                f"{max(corners) * fx:.0f} px), so the frames cannot be undistorted; give all the calibration's "
+                "coefficients (OpenCV order k1,k2,p1,p2,k3)")
     # Calibration tools (OpenCV, TUM) put pixel centres at integers; COLMAP at +0.5.
-    return Intrinsics(fx, fy, cx + 0.5, cy + 0.5, width, height), tuple(nums[4:])
+    return Intrinsics(fx, fy, cx + 0.5, cy + 0.5, width, height), dist
+
+
+def radial_fold_radius(k1: float, k2: float, k3: float = 0.0, r_max: float = 4.0) -> float:
+    """The smallest undistorted normalised radius r in (0, ``r_max``] where OpenCV's radial model
+    ``r (1 + k1 r^2 + k2 r^4 + k3 r^6)`` stops growing (its derivative ``1 + 3 k1 r^2 + 5 k2 r^4 +
+    7 k3 r^6`` reaches 0): beyond it two rays land on one pixel and the image cannot be undistorted.
+    ``inf`` when the model grows all the way (r_max 4 is a 152° field of view)."""
+    r = np.linspace(0.0, r_max, 4001)
+    d = 1 + 3 * k1 * r ** 2 + 5 * k2 * r ** 4 + 7 * k3 * r ** 6
+    bad = np.nonzero(d <= 0)[0]
+    return float(r[bad[0]]) if bad.size else math.inf
 
 
 def _timestamps(ws: Workspace) -> dict:
@@ -176,6 +199,10 @@ def rotation_parallax(rec, db_path, min_matches: int = 20) -> dict:
         if i not in reg or j not in reg or len(m) < min_matches:
             continue
         a, b = bearings[i][m[:, 0]], bearings[j][m[:, 1]]
+        finite = np.isfinite(a).all(axis=1) & np.isfinite(b).all(axis=1)  # keypoints the lens model cannot undistort
+        a, b = a[finite], b[finite]
+        if len(a) < min_matches:
+            continue
         keep = np.ones(len(a), dtype=bool)
         for _ in range(3):
             R = _best_rotation(a[keep], b[keep])

@@ -204,6 +204,11 @@ def _(tmp, clip):
     return [clip / "video.mp4", "--intrinsics", "500,500"]
 
 
+@case("--intrinsics whose distortion folds back inside the frame", "folds back")
+def _(tmp, clip):
+    return [clip / "video.mp4", "--intrinsics", "150,150,95.5,71.5,0.3,-1.0,0,0"]
+
+
 @case("workspace inside the input folder", "inside the input folder")
 def _(tmp, clip):
     d = tmp / "frames_in"

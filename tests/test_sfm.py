@@ -176,6 +176,24 @@ def test_parse_intrinsics(tmp_path):
             parse_intrinsics(bad, 640, 480)
 
 
+def test_intrinsics_whose_distortion_folds_inside_the_frame_are_refused():
+    """TUM's calibration without its k3 folds back 328 px from the centre, inside the 640x480 frame
+    (corner 411 px): the frames cannot be undistorted there, which once ended in an SVD error."""
+    from mannequin.sfm import radial_fold_radius
+
+    tum = "517.3,516.5,318.6,255.3,0.2624,-0.9531,-0.0054,0.0026"
+    with pytest.raises(InputError, match="folds back .* inside the 640x480 frame") as err:
+        parse_intrinsics(tum, 640, 480)
+    assert len(str(err.value).splitlines()) == 1
+    assert parse_intrinsics(tum + ",1.1633", 640, 480)[1][4] == 1.1633  # the full calibration is fine
+    narrow = "517.3,516.5,239.5,179.5,0.2624,-0.9531,-0.0054,0.0026"
+    assert parse_intrinsics(narrow, 480, 360)[1]  # a frame that ends before the fold (corner 300 px) is fine
+    assert parse_intrinsics(tum, 1, 1)  # size unknown (eval's GT camera): no check
+    assert radial_fold_radius(0.1, 0.0) == float("inf")
+    # k2 alone: 1 + 5 k2 r^4 = 0 at r = (1 / (5 |k2|))^(1/4)
+    assert radial_fold_radius(0.0, -0.2) == pytest.approx(1.0, abs=1e-3)
+
+
 def test_self_calibration_recovers_focal_and_distortion(tmp_path):
     """A clip rendered through radial distortion: focal within 1%, k1 within 0.02 (issue 10)."""
     out = synth(tmp_path / "dist", seed=3, n_frames=24, width=384, height=288, video=True, k1=-0.12)
