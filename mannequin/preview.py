@@ -510,6 +510,9 @@ def write_report_html(path, report: dict, frames: list[dict], *, thumbnails_dir_
             w(f"<tr><th>depth noise between frames (%)</th><td class=\"num\">{noise}</td></tr>\n")
             w(f"<tr><th>no-evidence band of the fuse votes (%)</th><td class=\"num\">"
               f"{_fmt_num(100 * float(fuse.get('noise_band_rel') or 0))}</td></tr>\n")
+        if isinstance(fuse, dict) and fuse.get("rel_depth") is not None:
+            w(f"<tr><th>fuse agreement test</th><td>within {_fmt_num(100 * float(fuse['rel_depth']))}% "
+              f"from {_e(fuse.get('min_views'))} views</td></tr>\n")
         w("</table>\n")
 
     # stages

@@ -233,7 +233,8 @@ def test_write_report_html(tmp_path):
                    "sfm": {"seconds": 0.5, "peak_mb": 300.0, "skipped": True, "focal_px": 517.3,
                            "reprojection_error_px": 0.98, "rolling_shutter_readout_ms": 20.0},
                    "stereo": {"seconds": 2.0, "window": 15, "window_agreement": {"7": 0.054, "15": 0.092, "11": 0.075}},
-                   "fuse": {"seconds": 1.0, "depth_noise_rel": 0.0286, "noise_band_rel": 0.0859}},
+                   "fuse": {"seconds": 1.0, "depth_noise_rel": 0.0286, "noise_band_rel": 0.0859,
+                            "rel_depth": 0.0343, "min_views": 3}},
         "eval": {"clip": {"absrel": 0.0512, "delta_1.25": 0.97}},
         "config": {"preset": "fast", "note": bad},
     }
@@ -251,6 +252,7 @@ def test_write_report_html(tmp_path):
     assert "rolling-shutter readout" in text and "20.00" in text and "517.30" in text
     assert "matching window" in text and "7 px: 5.4%, 11 px: 7.5%, 15 px: 9.2%" in text
     assert "depth noise between frames" in text and "2.86" in text and "8.59" in text
+    assert "fuse agreement test" in text and "within 3.43% from 3 views" in text
     assert not [p for p in prev.rglob(".*")]
     parser = _StrictParser()
     parser.feed(text)
