@@ -246,7 +246,9 @@ def _evaluate(ws, summary, gt_by_name: dict, gt_fx: float, width_gt: int) -> dic
                 "points": summary.get("points"),
                 "median_triangulation_deg": summary.get("median_triangulation_deg"),
                 "camera_params_distorted": summary.get("camera_params_distorted"),
-                "readout_ms": (summary.get("rolling_shutter") or {}).get("readout_ms")})
+                "readout_ms": (summary.get("rolling_shutter") or {}).get("readout_ms"),
+                "readout_gain": (summary.get("rolling_shutter") or {}).get("gain"),
+                "warnings": summary.get("warnings") or []})
     return res
 
 

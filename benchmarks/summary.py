@@ -50,6 +50,9 @@ def sfm_table(data: dict) -> list:
                 measured += f", rolling-shutter readout {r['readout_ms']:g} ms"
             if r.get("sparse_absrel") is not None:
                 measured += f"; SfM points vs Kinect AbsRel {100 * r['sparse_absrel']:.1f}%"
+            warned = [w.split(":")[0] for w in r.get("warnings") or []]
+            if warned:
+                measured += "; warned: " + "; ".join(warned)
         target = ", ".join(filter(None, [
             f"reg >= {t['min_reg']:.0%}" if "min_reg" in t else "",
             f"RMSE <= {t['max_rmse_pct']}%" if "max_rmse_pct" in t else "",

@@ -98,6 +98,10 @@ class SfmConfig:
     Frames 30-59 (one way, 55°/s): a 3.6% lower score at 20 ms, and the camera-centre RMSE against the
     mocap 2.91% → 1.83% of the path.  A global-shutter synthetic walk played at 300 fps (208°/s):
     every readout scores worse (+39% at 10 ms), so none is applied.
+    readout_sure_gain: a readout applied with a gain under this fraction is reported as poorly
+    determined (a warning): the model absorbed most of the skew, and on a camera that mostly turns
+    it absorbs it by bending depth.  TUM fr1/rpy: frames 0-29 gain 17-28% (SfM points 8-15% off
+    the Kinect depth), frames 30-59 gain 4-5% (23-31% off; benchmarks/tum_readout.py).
     """
 
     camera_model: str = "SIMPLE_RADIAL"
@@ -129,6 +133,7 @@ class SfmConfig:
     readout_ms: float = -1.0
     readout_candidates_ms: Tuple[float, ...] = (10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0)
     readout_min_gain: float = 0.02
+    readout_sure_gain: float = 0.10
 
 
 @dataclass(frozen=True)

@@ -471,6 +471,9 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, 
             "sides disagree and poses and depth are unreliable; the rolling-shutter correction was "
             + ("off" if cfg.readout_ms == 0 else "not applied") +
             " (pass --readout-ms with the camera's readout time, or split the clip at that frame)")
+    readout_doubt = readout_warning(summary.get("rolling_shutter") or {}, cfg.readout_sure_gain)
+    if readout_doubt:
+        warnings.append(readout_doubt)
     if spread is not None and spread > cfg.max_focal_spread:
         starts = ", ".join(f"{t['focal_px']:.0f} px from " + (f"{t['fov_prior_deg']:g}°" if t.get("fov_prior_deg") is not None
                                                              else f"{t.get('prior_focal_px') or 0:.0f} px")
@@ -483,6 +486,23 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, 
     write_json(ws.sfm_dir / "summary.json", summary)
     shutil.rmtree(work / "undistorted", ignore_errors=True)
     return ws.sparse_dir
+
+
+def readout_warning(rs: dict, sure_gain: float) -> Optional[str]:
+    """The warning for a rolling-shutter readout chosen by the auto search with a gain under
+    ``sure_gain`` (:class:`SfmConfig` readout_sure_gain), or None.  ``rs``: the ``rolling_shutter``
+    report of ``sfm/summary.json`` (``readout_ms``, ``gain``, ``median_reprojection_px``)."""
+    gain = rs.get("gain")
+    if not rs.get("readout_ms") or gain is None or gain >= sure_gain:
+        return None
+    scores = {float(k): v for k, v in (rs.get("median_reprojection_px") or {}).items()}
+    cand = [v for k, v in scores.items() if k > 0]
+    seen = (f" (candidates {min(cand):.3f}-{max(cand):.3f} px, none {scores[0.0]:.3f} px)"
+            if cand and 0.0 in scores else "")
+    return (f"rolling-shutter readout poorly determined: the {rs['readout_ms']:g} ms chosen lowers the "
+            f"reprojection error by only {gain:.1%}{seen}, so the model absorbed most of the skew; on a "
+            "camera that mostly turns it does so by bending depth (near too far, far too near); pass "
+            "--readout-ms if the camera's readout time is known")
 
 
 def _check_readout(cfg: SfmConfig) -> None:
@@ -623,6 +643,7 @@ def _readout_pass(pycolmap, rec, db_path: Path, image_dir: Path, work: Path, cfg
         ms = min(scores, key=lambda k: (scores[k], k))
         if ms == 0.0 or scores[ms] > (1.0 - cfg.readout_min_gain) * scores[0.0]:
             return rec, report
+        report["gain"] = 1.0 - scores[ms] / scores[0.0]
     else:
         ms = float(cfg.readout_ms)
     db_rs = work / "readout.db"

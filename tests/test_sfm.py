@@ -296,3 +296,22 @@ def test_matching_options_follow_config():
     assert _matching_options(SfmConfig(guided_matching="off"), True).guided_matching is False
     with pytest.raises(InputError, match="guided_matching"):
         _matching_options(SfmConfig(guided_matching="yes"), True)
+
+
+def test_readout_warning_only_when_the_search_barely_chose():
+    """The scores the auto search saw on TUM fr1/rpy: frames 30-59 (flat: SfM points 31% off the
+    Kinect depth) get the warning, frames 0-29 (a clear minimum: 8% off) do not; nor does a clip
+    with no readout applied or one given by the user."""
+    from mannequin.sfm import readout_warning
+
+    flat = {"readout_ms": 20.0, "gain": 0.036, "median_reprojection_px": {
+        "0": 1.051, "10": 1.023, "15": 1.014, "20": 1.013, "25": 1.015, "30": 1.014, "35": 1.016, "40": 1.017}}
+    clear = {"readout_ms": 25.0, "gain": 0.275, "median_reprojection_px": {
+        "0": 1.074, "10": 0.987, "15": 0.958, "20": 0.822, "25": 0.778, "30": 0.807, "35": 0.886, "40": 0.93}}
+    sure = SfmConfig().readout_sure_gain
+    w = readout_warning(flat, sure)
+    assert w and "20 ms" in w and "3.6%" in w and "1.013-1.023 px, none 1.051 px" in w and "--readout-ms" in w
+    assert readout_warning(clear, sure) is None
+    assert readout_warning({"readout_ms": 0.0, "mode": "auto", "median_reprojection_px": flat["median_reprojection_px"]},
+                           sure) is None
+    assert readout_warning({"readout_ms": 30.0, "mode": "given"}, sure) is None
