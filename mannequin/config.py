@@ -100,8 +100,9 @@ class SfmConfig:
     every readout scores worse (+39% at 10 ms), so none is applied.
     readout_sure_gain: a readout applied with a gain under this fraction is reported as poorly
     determined (a warning): the model absorbed most of the skew, and on a camera that mostly turns
-    it absorbs it by bending depth.  TUM fr1/rpy: frames 0-29 gain 17-28% (SfM points 8-15% off
-    the Kinect depth), frames 30-59 gain 4-5% (23-31% off; benchmarks/tum_readout.py).
+    it absorbs it by bending depth.  TUM fr1/rpy: frames 0-29 gain 10-28% (SfM points 8-15% off
+    the Kinect depth), frames 30-59 gain 4-5% (23-31% off; benchmarks/tum_readout.py); 7% sits
+    between them on a log scale.
     """
 
     camera_model: str = "SIMPLE_RADIAL"
@@ -133,7 +134,7 @@ class SfmConfig:
     readout_ms: float = -1.0
     readout_candidates_ms: Tuple[float, ...] = (10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0)
     readout_min_gain: float = 0.02
-    readout_sure_gain: float = 0.10
+    readout_sure_gain: float = 0.07
 
 
 @dataclass(frozen=True)
