@@ -123,21 +123,35 @@ def gt_tum(lo, hi):
     return out
 
 
+def tum_clip(lo: int, hi: int, video: Path) -> tuple:
+    """TUM fr1/rpy frames ``lo``..``hi - 1`` written as a 30 fps H.264 video (crf 8), the way users
+    feed clips: frames are then a time sequence and the default rolling-shutter search applies.
+    Returns ``(video, gt, depth, times)``, each dict keyed by the frame names the frames stage gives
+    (000000, ...): GT Pose, Kinect depth PNG, RGB timestamp (s)."""
+    import imageio.v3 as iio
+
+    from mannequin.synth import _write_video
+
+    g = gt_tum(lo, hi)
+    order = sorted(g)  # the stems are the RGB timestamps
+    video = _write_video(video, np.stack([iio.imread(g[n][0]) for n in order]), 30.0)
+    names = [f"{k:06d}" for k in range(len(order))]
+    return (video, {k: g[n][1] for k, n in zip(names, order)}, {k: g[n][2] for k, n in zip(names, order)},
+            {k: float(n) for k, n in zip(names, order)})
+
+
 def sparse_structure(ws, depth_by_frame: dict, work: Path) -> dict:
     """The SfM points against the Kinect depth (``mannequin eval --which sparse``: each frame's
     points through 3-D points into the distorted GT grid, one scale per clip).  A clip can place its
     cameras within 2% of the path and still bend its structure: on a camera that mostly turns, an
     offset in inverse depth trades against a small rotation (the bas-relief ambiguity)."""
-    from mannequin.evaluate import evaluate
-    from mannequin.sfm import parse_intrinsics
+    from mannequin.evaluate import evaluate, parse_gt_camera
 
     gt_dir = work / "gt_depth"
     gt_dir.mkdir(parents=True, exist_ok=True)
     for name, path in depth_by_frame.items():
         os.symlink(Path(path).resolve(), gt_dir / f"{name}.png")
-    intr, dist = parse_intrinsics(TUM_CALIB, 1, 1)
-    res = evaluate(ws, gt_dir, depth_scale=5000, gt_camera=(intr.fx, intr.fy, intr.cx - 0.5, intr.cy - 0.5, dist),
-                   which="sparse")
+    res = evaluate(ws, gt_dir, depth_scale=5000, gt_camera=parse_gt_camera(TUM_CALIB), which="sparse")
     c = res["clip"]
     per_frame = [f["absrel"] for f in res["frames"] if f.get("absrel") is not None]
     return {"sparse_absrel": c["absrel"], "sparse_delta_1.05": c["delta_1.05"], "sparse_points_compared": c["n"],
@@ -278,19 +292,8 @@ def run_row(name: str, work: Path, out: dict) -> dict:
         if kind == "known":
             poses = clip / "cameras.txt"
     elif kind == "tum":
-        lo, hi = params["window"]
-        g = gt_tum(lo, hi)
-        # As a video (H.264, crf 8), the way users feed clips: frames are then a time sequence and the
-        # default rolling-shutter search (SfmConfig.readout_ms = -1) applies to these fast turns.
-        import imageio.v3 as iio
-
-        from mannequin.synth import _write_video
-
-        order = sorted(g)
-        src = _write_video(row_dir / "input.mp4", np.stack([iio.imread(g[n][0]) for n in order]), 30.0)
+        src, gt, gt_depth, _ = tum_clip(*params["window"], row_dir / "input.mp4")
         fcfg = FramesConfig(max_size=640, blur_ratio=0.0)
-        gt = {f"{k:06d}": g[n][1] for k, n in enumerate(order)}
-        gt_depth = {f"{k:06d}": g[n][2] for k, n in enumerate(order)}
         gt_fx, gt_w = TUM_FX, 640
         if params["calib"]:
             sfm_cfg = SfmConfig(intrinsics=TUM_CALIB)

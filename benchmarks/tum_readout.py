@@ -33,9 +33,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sfm import DATA, TUM_CALIB, _evaluate, gt_tum, sparse_structure  # noqa: E402
+from sfm import DATA, TUM_CALIB, TUM_FX, _evaluate, sparse_structure, tum_clip  # noqa: E402
 
-from common import RESULTS, header, print_target_table  # noqa: E402
+from common import header, print_target_table, write_results  # noqa: E402
 
 WINDOWS = {"a": (0, 30), "b": (30, 60)}
 
@@ -56,21 +56,13 @@ def omega_ratio(ws, gt: dict, times: dict) -> float:
 
 
 def run_window(key: str, readouts: list, work: Path) -> list:
-    import imageio.v3 as iio
-
     from mannequin.config import FramesConfig, SfmConfig
     from mannequin.frames import extract_frames
     from mannequin.sfm import run_sfm
-    from mannequin.synth import _write_video
     from mannequin.workspace import Workspace
 
     lo, hi = WINDOWS[key]
-    g = gt_tum(lo, hi)
-    order = sorted(g)
-    video = _write_video(work / f"{key}.mp4", np.stack([iio.imread(g[n][0]) for n in order]), 30.0)
-    gt = {f"{k:06d}": g[n][1] for k, n in enumerate(order)}
-    depth = {f"{k:06d}": g[n][2] for k, n in enumerate(order)}
-    times = {f"{k:06d}": float(n) for k, n in enumerate(order)}  # the stems are the RGB timestamps
+    video, gt, depth, times = tum_clip(lo, hi, work / f"{key}.mp4")
     rows = []
     for ms in readouts:
         t0 = time.perf_counter()
@@ -80,7 +72,7 @@ def run_window(key: str, readouts: list, work: Path) -> list:
         summary = json.loads((ws.sfm_dir / "summary.json").read_text())
         row = {"window": key, "frames": f"{lo}-{hi - 1}", "readout_ms": ms,
                "reprojection_error_px": summary.get("reprojection_error_px"), "points": summary.get("points")}
-        row.update({k: v for k, v in _evaluate(ws, summary, gt, 517.3, 640).items()
+        row.update({k: v for k, v in _evaluate(ws, summary, gt, TUM_FX, 640).items()
                     if k in ("rmse_pct", "registered", "rot_err_mean_deg")})
         row.update(sparse_structure(ws, depth, work / f"{key}-{ms:g}-gt"))
         row["omega_ratio"] = omega_ratio(ws, gt, times)
@@ -116,11 +108,7 @@ def main(argv=None) -> int:
               "target": "(diagnostic)", "met": None} for r in rows]
     print_target_table([(t["name"], t["measured"], t["target"], t["met"]) for t in table])
     doc = {**header("tum_readout"), "total_s": time.perf_counter() - t0, "rows": rows, "table": table}
-    out = RESULTS / "tum_readout.json"
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True))
-    tmp.replace(out)
-    print(out)
+    print(write_results("tum_readout", doc))
     return 0
 
 

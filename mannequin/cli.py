@@ -142,20 +142,16 @@ def _stage_command(stage: str):
 
 
 def cmd_eval(args) -> int:
-    from .evaluate import evaluate, to_json, write_eval_plots
-    from .sfm import parse_intrinsics
+    from .evaluate import evaluate, parse_gt_camera, prediction_dir, to_json, write_eval_plots
     from .workspace import Workspace
 
     ws = Workspace(args.workspace)
-    src = {"labels": ws.labels_dir, "depth": ws.depth_dir, "sparse": ws.sparse_dir}[args.which]
+    src = prediction_dir(ws, args.which)
     if not src.is_dir() or not ws.sparse_dir.is_dir():
         raise InputError(f"{ws.root}: no {args.which} to evaluate (run 'mannequin run' first)")
     if args.depth_scale <= 0:
         raise InputError(f"--depth-scale {args.depth_scale}: must be positive")
-    gt_camera = None
-    if args.gt_intrinsics:
-        intr, dist = parse_intrinsics(args.gt_intrinsics, 1, 1)
-        gt_camera = (intr.fx, intr.fy, intr.cx - 0.5, intr.cy - 0.5, dist)
+    gt_camera = parse_gt_camera(args.gt_intrinsics) if args.gt_intrinsics else None
     result = evaluate(ws, args.gt_depth, depth_scale=args.depth_scale, gt_camera=gt_camera,
                       gt_poses=args.gt_poses, which=args.which, gt_format=args.gt_format)
     write_eval_plots(ws, result)

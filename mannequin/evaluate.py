@@ -89,6 +89,23 @@ def distort_opencv(x: np.ndarray, y: np.ndarray, dist: Sequence[float]):
     return xd, yd
 
 
+def prediction_dir(ws: Workspace, which: str) -> Path:
+    """The workspace folder ``evaluate`` reads for ``which`` (one of :data:`WHICH`): labels, raw
+    depth, or the sparse model whose points :func:`mannequin.views.sparse_depth_map` turns into maps."""
+    if which not in WHICH:
+        raise InputError(f"--which {which}: unknown (use {', '.join(WHICH)})")
+    return {"labels": ws.labels_dir, "depth": ws.depth_dir, "sparse": ws.sparse_dir}[which]
+
+
+def parse_gt_camera(spec: str) -> tuple:
+    """``fx,fy,cx,cy[,k1,k2,p1,p2[,k3]]`` (OpenCV convention, or a file holding it) → the
+    ``(fx, fy, cx, cy, dist)`` camera :func:`sample_through_points` and :func:`project_opencv` take."""
+    from .sfm import parse_intrinsics
+
+    intr, dist = parse_intrinsics(spec, 1, 1)
+    return (intr.fx, intr.fy, intr.cx - 0.5, intr.cy - 0.5, dist)
+
+
 def project_opencv(X: np.ndarray, camera) -> np.ndarray:
     """Camera points (M, 3) → pixels (M, 2) of a camera ``(fx, fy, cx, cy, dist)`` given in the
     OpenCV convention (OpenCV distortion), returned with pixel centres at +0.5 (COLMAP's, as
@@ -346,17 +363,14 @@ def evaluate(ws: Workspace, gt_dir, *, depth_scale: float = 1.0, gt_camera=None,
     calib = read_middlebury_calib(calib_path) if gt_format == "middlebury" and calib_path.is_file() else None
     if gt_format == "middlebury" and calib is None:
         fit_scale = True  # no calibration: disparity gives depth only up to scale
-    if which not in WHICH:
-        raise InputError(f"--which {which}: unknown (use {', '.join(WHICH)})")
-    src_dir = {"labels": ws.labels_dir, "depth": ws.depth_dir, "sparse": ws.sparse_dir}[which]
+    src_dir = prediction_dir(ws, which)
     geo = sparse_geometry(pycolmap.Reconstruction(str(ws.sparse_dir)))
-    K = {Path(n).stem: geo.K[k] for k, n in enumerate(geo.names)}
     index = {Path(n).stem: k for k, n in enumerate(geo.names)}
 
     def load_pred(name):
         return sparse_depth_map(geo, index[name]) if which == "sparse" else np.load(src_dir / f"{name}.npy")
 
-    names_with_pred = [n for n in sorted(K) if which == "sparse" or (src_dir / f"{n}.npy").exists()]
+    names_with_pred = [n for n in sorted(index) if which == "sparse" or (src_dir / f"{n}.npy").exists()]
     gt_files = _match_gt(ws, gt_dir, names_with_pred, gt_format)
     rs = read_json_or_empty(ws.sfm_dir / "summary.json").get("rolling_shutter") or {}
     rolling = ({Path(n).stem: (np.asarray(om), float(rs["readout_ms"]) * 1e-3) for n, om in rs.get("omega_rad_s", {}).items()}
@@ -372,7 +386,7 @@ def evaluate(ws: Workspace, gt_dir, *, depth_scale: float = 1.0, gt_camera=None,
         else:
             gt = read_gt_depth(gt_path, depth_scale)
         if gt_camera is not None:
-            p, g = sample_through_points(pred, K[name], gt, gt_camera, rolling.get(name))
+            p, g = sample_through_points(pred, geo.K[index[name]], gt, gt_camera, rolling.get(name))
             # density: labelled share of GT pixels is measured in the GT image's own grid
             valid_gt = int((gt > 0).sum())
             pairs.append((p, g, valid_gt))
@@ -385,7 +399,7 @@ def evaluate(ws: Workspace, gt_dir, *, depth_scale: float = 1.0, gt_camera=None,
             pairs.append((pred, gt, None))
         names.append(name)
     if not pairs:
-        first = sorted(K)[0] if K else "NAME"
+        first = sorted(index)[0] if index else "NAME"
         like = (f"{first}.pfm, disp<N>.pfm for frame im<N>, or a lone disp0.pfm" if gt_format == "middlebury"
                 else f"{first}.png")
         hint = ("; for Middlebury disparity without calib.txt pass --gt-format middlebury"

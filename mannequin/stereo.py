@@ -16,7 +16,7 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
-from .config import StereoConfig
+from .config import FuseConfig, StereoConfig
 from .errors import InputError
 from .views import depth_range, neighbours_for, relative_pose, select_views, sparse_geometry, world_to_camera
 from .workspace import Workspace, save_npy, write_json
@@ -24,9 +24,9 @@ from .workspace import Workspace, save_npy, write_json
 log = logging.getLogger("mannequin.stereo")
 
 WINDOW_FILE = "window.json"
-# The window choice's agreement test: the fuse stage's defaults (FuseConfig rel_depth, reproj_px).
-PROBE_REL_DEPTH = 0.015
-PROBE_REPROJ_PX = 1.5
+# The window choice's agreement test: the fuse stage's defaults.
+PROBE_REL_DEPTH = FuseConfig.rel_depth
+PROBE_REPROJ_PX = FuseConfig.reproj_px
 
 
 def load_image(path: Path) -> np.ndarray:
