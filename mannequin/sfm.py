@@ -511,6 +511,8 @@ def _check_readout(cfg: SfmConfig) -> None:
     if bad or not cfg.readout_candidates_ms:
         raise InputError(f"sfm.readout_candidates_ms {list(cfg.readout_candidates_ms)}: expected readout times "
                          "in ms, each in (0, 1000]")
+    if not (math.isfinite(cfg.ba_loss_px) and 0 <= cfg.ba_loss_px <= 100):
+        raise InputError(f"sfm.ba_loss_px {cfg.ba_loss_px}: expected a loss scale in pixels in [0, 100] (0 = squared loss)")
 
 
 def _is_video(ws: Workspace) -> bool:
@@ -659,6 +661,8 @@ def _readout_pass(pycolmap, rec, db_path: Path, image_dir: Path, work: Path, cfg
     shutil.copyfile(db_rs, db_path)
     if not fixed_intrinsics:
         r, report["refine"] = _refine_intrinsics(pycolmap, r, cfg, n_frames)
+    elif cfg.ba_loss_px > 0:
+        _bundle_adjust(pycolmap, r, cfg, refine_focal=False, refine_extra=False)
     report["readout_ms"] = ms
     report["omega_rad_s"] = {n: [float(v) for v in om] for n, om in sorted(omegas.items())}
     return r, report
@@ -852,6 +856,20 @@ def _incremental(pycolmap, db_path, image_dir, out_dir, cfg: SfmConfig, seed: in
     return max(models.values(), key=_model_key)
 
 
+def _bundle_adjust(pycolmap, rec, cfg: SfmConfig, *, refine_focal: bool, refine_extra: bool) -> None:
+    """Bundle-adjust ``rec`` in place: poses and points, the focal and the distortion terms when asked
+    (never the principal point), with a Cauchy loss of scale ``cfg.ba_loss_px`` (0 = squared)."""
+    opts = pycolmap.BundleAdjustmentOptions()
+    opts.refine_focal_length = bool(refine_focal)
+    opts.refine_extra_params = bool(refine_extra)
+    opts.refine_principal_point = False
+    opts.print_summary = False
+    if cfg.ba_loss_px > 0:
+        opts.ceres.loss_function_type = pycolmap.LossFunctionType.CAUCHY
+        opts.ceres.loss_function_scale = float(cfg.ba_loss_px)
+    pycolmap.bundle_adjustment(rec, opts)
+
+
 def _refine_intrinsics(pycolmap, rec, cfg: SfmConfig, n_frames: int):
     """Staged self-calibration: the focal length first, then the distortion terms once enough frames
     registered, kept only when the evidence supports them.  Returns (model, report).
@@ -862,12 +880,7 @@ def _refine_intrinsics(pycolmap, rec, cfg: SfmConfig, n_frames: int):
     (synthetic seed 2: focal error 2.4% with k1 free, 1.2% without, for 0.05% lower error).
     """
     def ba(model, refine_extra):
-        opts = pycolmap.BundleAdjustmentOptions()
-        opts.refine_focal_length = True
-        opts.refine_extra_params = refine_extra
-        opts.refine_principal_point = False
-        opts.print_summary = False
-        pycolmap.bundle_adjustment(model, opts)
+        _bundle_adjust(pycolmap, model, cfg, refine_focal=True, refine_extra=refine_extra)
 
     ba(rec, False)
     e0 = float(rec.compute_mean_reprojection_error())
@@ -925,6 +938,8 @@ def _map(pycolmap, db_path, image_dir, out_dir, cfg: SfmConfig, seed: int, n_fra
         refine = {}
         if not fixed_intrinsics:
             rec, refine = _refine_intrinsics(pycolmap, rec, cfg, n_frames)
+        elif cfg.ba_loss_px > 0:
+            _bundle_adjust(pycolmap, rec, cfg, refine_focal=False, refine_extra=False)
         cam = rec.camera(rec.image(rec.reg_image_ids()[0]).camera_id)
         t = {"fov_prior_deg": fov, "prior_focal_px": focal, "registered": rec.num_reg_images(),
              "points": rec.num_points3D(), "focal_px": float(cam.mean_focal_length()), **refine, "rec": rec}
