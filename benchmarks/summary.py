@@ -11,7 +11,7 @@ from common import RESULTS, git_commit, machine_info  # noqa: E402
 
 ORDER = ["sfm", "stereo", "labels", "tum_oracle", "pipeline", "batch"]
 # Diagnostics run by hand (not in `make bench`): listed when their results exist.
-OPTIONAL = ["tum_readout"]
+OPTIONAL = ["tum_readout", "tum_windows"]
 # Plots written by the scripts, with their captions; any other results/*.png is listed after them.
 PLOTS = {
     "labels_filter_sweep.png": "Labels: AbsRel against density for the fusion filter's settings "
