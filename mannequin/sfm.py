@@ -317,7 +317,7 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, 
     (an MC/RealEstate10K file): its intrinsics and world-to-camera poses are used exactly and
     sparse points are triangulated with the poses fixed (no parallax checks).
     """
-    _check_readout(cfg)
+    _check_options(cfg)
     pycolmap = _pycolmap()
     pycolmap.set_random_seed(int(seed))
     names = ws.frame_names()
@@ -505,7 +505,8 @@ def readout_warning(rs: dict, sure_gain: float) -> Optional[str]:
             "--readout-ms if the camera's readout time is known")
 
 
-def _check_readout(cfg: SfmConfig) -> None:
+def _check_options(cfg: SfmConfig) -> None:
+    """Refuse (InputError) sfm options out of range before any work: readout times, loss scale."""
     check_readout_ms(cfg.readout_ms)
     bad = [v for v in cfg.readout_candidates_ms if not 0 < v <= 1000]
     if bad or not cfg.readout_candidates_ms:

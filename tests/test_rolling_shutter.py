@@ -97,15 +97,15 @@ def test_rectify_image_undoes_a_rendered_rolling_shutter():
 
 
 def test_readout_config_is_checked():
-    from mannequin.sfm import _check_readout
+    from mannequin.sfm import _check_options
 
-    _check_readout(SfmConfig())
-    _check_readout(SfmConfig(readout_ms=0.0))
-    _check_readout(SfmConfig(readout_ms=25.0))
+    _check_options(SfmConfig())
+    _check_options(SfmConfig(readout_ms=0.0))
+    _check_options(SfmConfig(readout_ms=25.0))
     with pytest.raises(InputError, match="readout_ms"):
-        _check_readout(SfmConfig(readout_ms=5000.0))
+        _check_options(SfmConfig(readout_ms=5000.0))
     with pytest.raises(InputError, match="readout_candidates_ms"):
-        _check_readout(SfmConfig(readout_candidates_ms=(10.0, -1.0)))
+        _check_options(SfmConfig(readout_candidates_ms=(10.0, -1.0)))
 
 
 def test_cli_readout_flag_reaches_the_config():
