@@ -857,23 +857,28 @@ def _incremental(pycolmap, db_path, image_dir, out_dir, cfg: SfmConfig, seed: in
     return max(models.values(), key=_model_key)
 
 
-# Relative cost decrease below which the self-calibration bundle adjustments stop.
-BA_FUNCTION_TOLERANCE = 1e-6
+# The robust bundle adjustments stop at this relative cost decrease, or after this many iterations.
+BA_FUNCTION_TOLERANCE = 1e-9
+BA_MAX_ITERATIONS = 300
 
 
 def _bundle_adjust(pycolmap, rec, cfg: SfmConfig, *, refine_focal: bool, refine_extra: bool) -> None:
     """Bundle-adjust ``rec`` in place: poses and points, the focal and the distortion terms when asked
     (never the principal point), with a Cauchy loss of scale ``cfg.ba_loss_px`` (0 = squared).
 
-    It stops when an iteration lowers the cost by under 1e-6 (relative; Ceres' default, which
-    pycolmap sets to 0): with the Cauchy loss the last of 100 iterations crawl, 3-4 s on a 30-frame
-    clip, for a focal that moves by 0.001%."""
+    It stops when an iteration lowers the cost by under ``BA_FUNCTION_TOLERANCE`` (relative;
+    pycolmap sets Ceres' tolerance to 0, so 100 iterations always ran) or after ``BA_MAX_ITERATIONS``.
+    With the Cauchy loss, convergence crawls: a synthetic 30-frame clip reaches its focal (within
+    0.008%) in 1.7 s instead of 4-8 s; on TUM fr1/rpy, where the robust adjustment moves the
+    cameras by 11% of the path from the mapper's solution, it stops within 0.07% of the converged
+    one (Ceres' usual 1e-6 stopped 0.8% short, enough to change the downstream model)."""
     opts = pycolmap.BundleAdjustmentOptions()
     opts.refine_focal_length = bool(refine_focal)
     opts.refine_extra_params = bool(refine_extra)
     opts.refine_principal_point = False
     opts.print_summary = False
     opts.ceres.solver_options.function_tolerance = BA_FUNCTION_TOLERANCE
+    opts.ceres.solver_options.max_num_iterations = BA_MAX_ITERATIONS
     if cfg.ba_loss_px > 0:
         opts.ceres.loss_function_type = pycolmap.LossFunctionType.CAUCHY
         opts.ceres.loss_function_scale = float(cfg.ba_loss_px)
