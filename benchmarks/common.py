@@ -7,6 +7,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -67,6 +68,14 @@ def write_results(name: str, data: dict) -> Path:
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def finish_diagnostic(name: str, t0: float, rows: list, table: list) -> Path:
+    """End of a by-hand diagnostic script: print its table (dicts with name, measured, target, met)
+    and write ``results/<name>.json`` with the header, the run time since ``t0`` (perf_counter),
+    the rows and the table.  Returns the path."""
+    print_target_table([(t["name"], t["measured"], t["target"], t["met"]) for t in table])
+    return write_results(name, {**header(name), "total_s": time.perf_counter() - t0, "rows": rows, "table": table})
 
 
 def print_table(rows: list, columns: list) -> None:

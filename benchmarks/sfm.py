@@ -158,6 +158,24 @@ def sparse_structure(ws, depth_by_frame: dict, work: Path) -> dict:
             "sparse_absrel_frame_range": [min(per_frame), max(per_frame)] if per_frame else None}
 
 
+def tum_sfm(video: Path, gt: dict, depth: dict, sfm_cfg, ws_dir: Path) -> tuple:
+    """One SfM run on a :func:`tum_clip` video, the way the TUM rows feed it (frames at 640 px, no
+    blur rejection, seed 0), scored against the mocap (:func:`_evaluate`) and the Kinect depth
+    (:func:`sparse_structure`, GT links in ``<ws_dir>-gt``).  Returns ``(ws, summary, metrics)``."""
+    from mannequin.config import FramesConfig
+    from mannequin.frames import extract_frames
+    from mannequin.sfm import run_sfm
+    from mannequin.workspace import Workspace
+
+    ws = Workspace(ws_dir).create()
+    extract_frames(video, ws, FramesConfig(max_size=640, blur_ratio=0.0))
+    run_sfm(ws, sfm_cfg, seed=0)
+    summary = json.loads((ws.sfm_dir / "summary.json").read_text())
+    metrics = _evaluate(ws, summary, gt, TUM_FX, 640)
+    metrics.update(sparse_structure(ws, depth, ws_dir.with_name(ws_dir.name + "-gt")))
+    return ws, summary, metrics
+
+
 def gt_temple(views):
     from mannequin.cameras import Pose
 

@@ -23,7 +23,6 @@ benchmark's rows report what it picks.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -33,9 +32,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sfm import DATA, TUM_CALIB, TUM_FX, _evaluate, sparse_structure, tum_clip  # noqa: E402
+from sfm import DATA, TUM_CALIB, tum_clip, tum_sfm  # noqa: E402
 
-from common import header, print_target_table, write_results  # noqa: E402
+from common import finish_diagnostic  # noqa: E402
 
 WINDOWS = {"a": (0, 30), "b": (30, 60)}
 
@@ -56,25 +55,19 @@ def omega_ratio(ws, gt: dict, times: dict) -> float:
 
 
 def run_window(key: str, readouts: list, work: Path) -> list:
-    from mannequin.config import FramesConfig, SfmConfig
-    from mannequin.frames import extract_frames
-    from mannequin.sfm import run_sfm
-    from mannequin.workspace import Workspace
+    from mannequin.config import SfmConfig
 
     lo, hi = WINDOWS[key]
     video, gt, depth, times = tum_clip(lo, hi, work / f"{key}.mp4")
     rows = []
     for ms in readouts:
         t0 = time.perf_counter()
-        ws = Workspace(work / f"{key}-{ms:g}").create()
-        extract_frames(video, ws, FramesConfig(max_size=640, blur_ratio=0.0))
-        run_sfm(ws, SfmConfig(intrinsics=TUM_CALIB, readout_ms=float(ms)), seed=0)
-        summary = json.loads((ws.sfm_dir / "summary.json").read_text())
+        ws, summary, metrics = tum_sfm(video, gt, depth, SfmConfig(intrinsics=TUM_CALIB, readout_ms=float(ms)),
+                                       work / f"{key}-{ms:g}")
         row = {"window": key, "frames": f"{lo}-{hi - 1}", "readout_ms": ms,
                "reprojection_error_px": summary.get("reprojection_error_px"), "points": summary.get("points")}
-        row.update({k: v for k, v in _evaluate(ws, summary, gt, TUM_FX, 640).items()
-                    if k in ("rmse_pct", "registered", "rot_err_mean_deg")})
-        row.update(sparse_structure(ws, depth, work / f"{key}-{ms:g}-gt"))
+        row.update({k: v for k, v in metrics.items()
+                    if k in ("rmse_pct", "registered", "rot_err_mean_deg") or k.startswith("sparse_")})
         row["omega_ratio"] = omega_ratio(ws, gt, times)
         row["seconds"] = time.perf_counter() - t0
         print(f"[tum_readout] {key} {ms:g} ms: sparse {100 * row['sparse_absrel']:.1f}%, reproj "
@@ -106,9 +99,7 @@ def main(argv=None) -> int:
                            f"vs Kinect AbsRel {100 * r['sparse_absrel']:.1f}%, turn rate x{r['omega_ratio']:.2f} "
                            f"of mocap, {r['points']} points"),
               "target": "(diagnostic)", "met": None} for r in rows]
-    print_target_table([(t["name"], t["measured"], t["target"], t["met"]) for t in table])
-    doc = {**header("tum_readout"), "total_s": time.perf_counter() - t0, "rows": rows, "table": table}
-    print(write_results("tum_readout", doc))
+    print(finish_diagnostic("tum_readout", t0, rows, table))
     return 0
 
 

@@ -19,7 +19,6 @@ range per row).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -27,9 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sfm import DATA, ROWS, TUM_CALIB, TUM_FX, _evaluate, sparse_structure, tum_clip  # noqa: E402
+from sfm import DATA, ROWS, TUM_CALIB, tum_clip, tum_sfm  # noqa: E402
 
-from common import header, print_target_table, write_results  # noqa: E402
+from common import finish_diagnostic  # noqa: E402
 
 # window -> (first frame, direction of the shift): the GT has 60 frames, so b shifts back.
 WINDOWS = {"a": (0, 1), "b": (30, -1)}
@@ -38,26 +37,20 @@ LENGTH = 30
 
 def run_one(key: str, mode: str, offset: int, work: Path) -> dict:
     """One SfM run: window ``key`` shifted by ``offset`` frames, ``mode`` self or calib."""
-    from mannequin.config import FramesConfig, SfmConfig
-    from mannequin.frames import extract_frames
-    from mannequin.sfm import run_sfm
-    from mannequin.workspace import Workspace
+    from mannequin.config import SfmConfig
 
     first, direction = WINDOWS[key]
     lo = first + direction * offset
     tag = f"{key}+{offset}-{mode}"
     t0 = time.perf_counter()
     video, gt, depth, _ = tum_clip(lo, lo + LENGTH, work / f"{tag}.mp4")
-    ws = Workspace(work / tag).create()
-    extract_frames(video, ws, FramesConfig(max_size=640, blur_ratio=0.0))
-    run_sfm(ws, SfmConfig(intrinsics=TUM_CALIB) if mode == "calib" else SfmConfig(), seed=0)
-    summary = json.loads((ws.sfm_dir / "summary.json").read_text())
+    _, summary, metrics = tum_sfm(video, gt, depth, SfmConfig(intrinsics=TUM_CALIB) if mode == "calib" else SfmConfig(),
+                                  work / tag)
     row = {"row": f"rpy-{key}-{mode}", "offset": offset, "frames": f"{lo}-{lo + LENGTH - 1}",
            "readout_ms": (summary.get("rolling_shutter") or {}).get("readout_ms"),
            "warnings": summary.get("warnings", [])}
-    row.update({k: v for k, v in _evaluate(ws, summary, gt, TUM_FX, 640).items()
-                if k in ("rmse_pct", "registered_fraction", "focal_err_pct")})
-    row.update(sparse_structure(ws, depth, work / f"{tag}-gt"))
+    row.update({k: v for k, v in metrics.items()
+                if k in ("rmse_pct", "registered_fraction", "focal_err_pct") or k.startswith("sparse_")})
     row["seconds"] = time.perf_counter() - t0
     print(f"[tum_windows] {tag}: RMSE {row['rmse_pct']:.2f}%, focal {row.get('focal_err_pct', 0):+.2f}%, "
           f"sparse {100 * row['sparse_absrel']:.1f}% ({row['seconds']:.0f} s)", file=sys.stderr, flush=True)
@@ -118,9 +111,7 @@ def main(argv=None) -> int:
                            + (f"; {len(r['warnings'])} warning(s)" if r["warnings"] else "")),
               "target": "(diagnostic)", "met": None} for r in rows]
     table += spread_rows(rows)
-    print_target_table([(t["name"], t["measured"], t["target"], t["met"]) for t in table])
-    doc = {**header("tum_windows"), "total_s": time.perf_counter() - t0, "rows": rows, "table": table}
-    print(write_results("tum_windows", doc))
+    print(finish_diagnostic("tum_windows", t0, rows, table))
     return 0
 
 

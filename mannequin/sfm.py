@@ -660,10 +660,9 @@ def _readout_pass(pycolmap, rec, db_path: Path, image_dir: Path, work: Path, cfg
                                  f"{rec.num_reg_images()} without: kept the uncorrected model")
         return rec, report
     shutil.copyfile(db_rs, db_path)
-    if not fixed_intrinsics:
-        r, report["refine"] = _refine_intrinsics(pycolmap, r, cfg, n_frames)
-    elif cfg.ba_loss_px > 0:
-        _bundle_adjust(pycolmap, r, cfg, refine_focal=False, refine_extra=False)
+    r, refine = _final_adjustment(pycolmap, r, cfg, n_frames, fixed_intrinsics)
+    if refine is not None:
+        report["refine"] = refine
     report["readout_ms"] = ms
     report["omega_rad_s"] = {n: [float(v) for v in om] for n, om in sorted(omegas.items())}
     return r, report
@@ -885,6 +884,18 @@ def _bundle_adjust(pycolmap, rec, cfg: SfmConfig, *, refine_focal: bool, refine_
     pycolmap.bundle_adjustment(rec, opts)
 
 
+def _final_adjustment(pycolmap, rec, cfg: SfmConfig, n_frames: int, fixed_intrinsics: bool):
+    """The adjustment after a mapping run: staged self-calibration (:func:`_refine_intrinsics`),
+    or with the intrinsics given, poses and points alone under the robust loss (none when
+    ``cfg.ba_loss_px`` is 0: the mapper's own adjustment stands).  Returns (model, report), the
+    report None with given intrinsics."""
+    if not fixed_intrinsics:
+        return _refine_intrinsics(pycolmap, rec, cfg, n_frames)
+    if cfg.ba_loss_px > 0:
+        _bundle_adjust(pycolmap, rec, cfg, refine_focal=False, refine_extra=False)
+    return rec, None
+
+
 def _refine_intrinsics(pycolmap, rec, cfg: SfmConfig, n_frames: int):
     """Staged self-calibration: the focal length first, then the distortion terms once enough frames
     registered, kept only when the evidence supports them.  Returns (model, report).
@@ -894,15 +905,12 @@ def _refine_intrinsics(pycolmap, rec, cfg: SfmConfig, n_frames: int):
     (0 with the FOV prior): on an undistorted clip a free k1 fits noise and drags the focal with it
     (synthetic seed 2: focal error 2.4% with k1 free, 1.2% without, for 0.05% lower error).
     """
-    def ba(model, refine_extra):
-        _bundle_adjust(pycolmap, model, cfg, refine_focal=True, refine_extra=refine_extra)
-
-    ba(rec, False)
+    _bundle_adjust(pycolmap, rec, cfg, refine_focal=True, refine_extra=False)
     e0 = float(rec.compute_mean_reprojection_error())
     report = {"reprojection_focal_only_px": e0, "distortion_kept": False}
     if rec.num_reg_images() >= cfg.min_registered * n_frames:
         trial = pycolmap.Reconstruction(rec)
-        ba(trial, True)
+        _bundle_adjust(pycolmap, trial, cfg, refine_focal=True, refine_extra=True)
         e1 = float(trial.compute_mean_reprojection_error())
         report["reprojection_with_distortion_px"] = e1
         if e1 <= (1.0 - cfg.min_distortion_gain) * e0:
@@ -950,14 +958,10 @@ def _map(pycolmap, db_path, image_dir, out_dir, cfg: SfmConfig, seed: int, n_fra
         rec = _incremental(pycolmap, db_path, image_dir, out_dir / f"start{k}", cfg, seed, n_frames, max_extra_param)
         if rec is None:
             return None
-        refine = {}
-        if not fixed_intrinsics:
-            rec, refine = _refine_intrinsics(pycolmap, rec, cfg, n_frames)
-        elif cfg.ba_loss_px > 0:
-            _bundle_adjust(pycolmap, rec, cfg, refine_focal=False, refine_extra=False)
+        rec, refine = _final_adjustment(pycolmap, rec, cfg, n_frames, fixed_intrinsics)
         cam = rec.camera(rec.image(rec.reg_image_ids()[0]).camera_id)
         t = {"fov_prior_deg": fov, "prior_focal_px": focal, "registered": rec.num_reg_images(),
-             "points": rec.num_points3D(), "focal_px": float(cam.mean_focal_length()), **refine, "rec": rec}
+             "points": rec.num_points3D(), "focal_px": float(cam.mean_focal_length()), **(refine or {}), "rec": rec}
         tries.append(t)
         return t
 
