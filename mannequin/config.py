@@ -59,6 +59,8 @@ class SfmConfig:
     sets and short clips, where the wide-baseline pairs are; templeRing's 46° gap between views 5
     and 6 goes from 18 to 79 inliers, enough to register the views behind it), "all" or "off".
     Sequential video matching gains nothing from it (synthetic k1 error 0.023 against 0.02 without).
+    With known poses (``--poses``) "exhaustive" does not guide: nothing is registered, and
+    guiding tripled the matching time for the same labels.
     vocab_tree: local vocabulary-tree file enabling loop detection (None = off; never downloads).
     mapper: "incremental" or "global".  init_min_tri_angle: degrees required of the initial pair;
     restarts after the first halve it (down to 1°), as small-baseline clips rarely offer 4° pairs.

@@ -316,6 +316,9 @@ def test_matching_options_follow_config():
     assert _matching_options(SfmConfig(), False).guided_matching is False
     assert _matching_options(SfmConfig(guided_matching="all"), False).guided_matching is True
     assert _matching_options(SfmConfig(guided_matching="off"), True).guided_matching is False
+    # Known poses: nothing to register, so no guiding unless asked for everywhere.
+    assert _matching_options(SfmConfig(), True, known_poses=True).guided_matching is False
+    assert _matching_options(SfmConfig(guided_matching="all"), True, known_poses=True).guided_matching is True
     with pytest.raises(InputError, match="guided_matching"):
         _matching_options(SfmConfig(guided_matching="yes"), True)
 
