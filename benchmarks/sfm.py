@@ -511,9 +511,11 @@ def run_parent(names: list, keep: bool, timeout: float, quick: bool, results: Pa
 
     work = Path(tempfile.mkdtemp(prefix="mannequin-bench-sfm-"))
     t_all = time.perf_counter()
-    # The synthetic clips are rendered first, once, so that two rows never render the same clip.
-    for seed in sorted({ROWS[n][1]["seed"] for n in names if ROWS[n][0] in ("synth", "known")}):
-        _synth_clip(seed, work)
+    # The synthetic clips are rendered first (``jobs`` at a time), once, so that two rows never
+    # render the same clip.
+    seeds = sorted({ROWS[n][1]["seed"] for n in names if ROWS[n][0] in ("synth", "known")})
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        list(pool.map(lambda seed: _synth_clip(seed, work), seeds))
     rows = []
     try:
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
