@@ -156,7 +156,7 @@ def sparse_structure(ws, depth_by_frame: dict, work: Path) -> dict:
     res = evaluate(ws, gt_dir, depth_scale=5000, gt_camera=parse_gt_camera(TUM_CALIB), which="sparse")
     c = res["clip"]
     per_frame = [f["absrel"] for f in res["frames"] if f.get("absrel") is not None]
-    return {"sparse_absrel": c["absrel"], "sparse_delta_1.05": c["delta_1.05"], "sparse_points_compared": c["n"],
+    return {"sparse_absrel": c["absrel"], "sparse_median_relerr": c.get("median_relerr"), "sparse_delta_1.05": c["delta_1.05"], "sparse_points_compared": c["n"],
             "sparse_absrel_frame_range": [min(per_frame), max(per_frame)] if per_frame else None}
 
 

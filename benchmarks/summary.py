@@ -50,6 +50,8 @@ def sfm_table(data: dict) -> list:
                 measured += f", rolling-shutter readout {r['readout_ms']:g} ms"
             if r.get("sparse_absrel") is not None:
                 measured += f"; SfM points vs Kinect AbsRel {100 * r['sparse_absrel']:.1f}%"
+                if r.get("sparse_median_relerr") is not None:
+                    measured += f" (median {100 * r['sparse_median_relerr']:.1f}%)"
             warned = [w.split(":")[0] for w in r.get("warnings") or []]
             if warned:
                 measured += "; warned: " + "; ".join(warned)

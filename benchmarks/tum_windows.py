@@ -107,7 +107,9 @@ def main(argv=None) -> int:
                     rows.append(run_one(key, mode, off, Path(tmp)))
     table = [{"name": f"{r['row']} frames {r['frames']}",
               "measured": (f"RMSE {r['rmse_pct']:.2f}%, focal {r.get('focal_err_pct', 0.0):+.2f}%, SfM points vs Kinect "
-                           f"{100 * r['sparse_absrel']:.1f}%, readout {r['readout_ms']:g} ms"
+                           f"{100 * r['sparse_absrel']:.1f}%"
+                           + (f" (median {100 * r['sparse_median_relerr']:.1f}%)" if r.get("sparse_median_relerr") is not None else "")
+                           + f", readout {r['readout_ms']:g} ms"
                            + (f"; {len(r['warnings'])} warning(s)" if r["warnings"] else "")),
               "target": "(diagnostic)", "met": None} for r in rows]
     table += spread_rows(rows)

@@ -46,7 +46,8 @@ def depth_metrics(pred, gt, mask=None, *, scale: float = 1.0) -> dict:
         scale: s, multiplied into the prediction first (e.g. from :func:`median_scale`).
 
     Returns:
-        dict with ``absrel`` = mean(|s·d − d*|/d*); ``rmse`` = sqrt(mean((s·d − d*)²)) in gt
+        dict with ``absrel`` = mean(|s·d − d*|/d*); ``median_relerr`` = median(|s·d − d*|/d*)
+        (robust where a few points are far off, e.g. sparse SfM points); ``rmse`` = sqrt(mean((s·d − d*)²)) in gt
         units; ``delta_1.05`` and ``delta_1.25`` = share with max(s·d/d*, d*/(s·d)) < t;
         ``density`` = share of the valid-gt pixels (inside mask) that have a prediction;
         ``n`` = number of pixels evaluated (both valid, inside mask); ``scale`` = s.
@@ -59,7 +60,7 @@ def depth_metrics(pred, gt, mask=None, *, scale: float = 1.0) -> dict:
     both = gt_ok & _valid(p)
     n = int(both.sum())
     n_gt = int(gt_ok.sum())
-    out = {"absrel": float("nan"), "rmse": float("nan"), "delta_1.05": float("nan"),
+    out = {"absrel": float("nan"), "median_relerr": float("nan"), "rmse": float("nan"), "delta_1.05": float("nan"),
            "delta_1.25": float("nan"), "density": n / n_gt if n_gt else float("nan"), "n": n,
            "scale": float(scale)}
     if n:
@@ -67,7 +68,8 @@ def depth_metrics(pred, gt, mask=None, *, scale: float = 1.0) -> dict:
         t = g[both]
         diff = d - t
         ratio = np.maximum(d / t, t / d)
-        out.update({"absrel": float(np.mean(np.abs(diff) / t)),
+        rel = np.abs(diff) / t
+        out.update({"absrel": float(np.mean(rel)), "median_relerr": float(np.median(rel)),
                     "rmse": float(np.sqrt(np.mean(diff * diff))),
                     "delta_1.05": float(np.mean(ratio < 1.05)),
                     "delta_1.25": float(np.mean(ratio < 1.25))})

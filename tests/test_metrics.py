@@ -24,6 +24,7 @@ def test_depth_metrics_hand_computed():
     # evaluated pixels: (1 vs 1), (2 vs 1), (4 vs 4.5); gt valid at 5 pixels
     assert m["n"] == 3
     assert m["absrel"] == pytest.approx((0 + 1 + 0.5 / 4.5) / 3)
+    assert m["median_relerr"] == pytest.approx(0.5 / 4.5)  # relative errors 0, 1, 0.111
     assert m["rmse"] == pytest.approx(math.sqrt((0 + 1 + 0.25) / 3))
     assert m["delta_1.05"] == pytest.approx(1 / 3)     # ratios 1, 2, 1.125
     assert m["delta_1.25"] == pytest.approx(2 / 3)
