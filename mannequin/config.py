@@ -65,7 +65,8 @@ class SfmConfig:
     mapper: "incremental" or "global".  init_min_tri_angle: degrees required of the initial pair;
     restarts after the first halve it (down to 1°), as small-baseline clips rarely offer 4° pairs.
     restarts: mapping attempts (other seeds) while frames stay unregistered or the model is thin (fewer
-    than min_points_per_frame 3-D points per registered frame).  min_registered: fail below this registered share.
+    than min_points_per_frame 3-D points per registered frame, counting at most 50 frames: a long
+    clip of one scene sees the same points again).  min_registered: fail below this registered share.
     min_points: fail when the model has fewer 3-D points (a degenerate initial pair).
     min_triangulation_deg: fail when the median triangulation angle is below this (no parallax).
     min_parallax_deg: fail when the matches show less parallax than this (degrees) beyond what a pure

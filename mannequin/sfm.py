@@ -826,10 +826,20 @@ def _model_key(rec) -> tuple:
     return (rec.num_reg_images(), rec.num_points3D())
 
 
+# The thin-model test counts at most this many frames: the 3-D points come from the scene, and a
+# long clip of one frozen scene sees the same points again rather than new ones.
+THIN_TEST_MAX_FRAMES = 50
+
+
 def _good_enough(rec, cfg: SfmConfig, n_frames: int) -> bool:
-    """All frames registered and a model that is not thin (min_points_per_frame per frame)."""
-    return (rec.num_reg_images() >= n_frames
-            and rec.num_points3D() >= cfg.min_points_per_frame * rec.num_reg_images())
+    """All frames registered and a model that is not thin: at least ``cfg.min_points_per_frame``
+    3-D points per registered frame, counting at most :data:`THIN_TEST_MAX_FRAMES` frames.
+
+    Without the cap, every long clip looked thin: 120 synthetic frames of one scene gave 2306
+    points (19 per frame) on each of three mapping attempts, 82 s of mapping instead of 27 s."""
+    n_reg = rec.num_reg_images()
+    return (n_reg >= n_frames
+            and rec.num_points3D() >= cfg.min_points_per_frame * min(n_reg, THIN_TEST_MAX_FRAMES))
 
 
 def _incremental(pycolmap, db_path, image_dir, out_dir, cfg: SfmConfig, seed: int, n_frames: int,

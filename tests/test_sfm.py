@@ -340,3 +340,21 @@ def test_readout_warning_only_when_the_search_barely_chose():
     assert readout_warning({"readout_ms": 0.0, "mode": "auto", "median_reprojection_px": flat["median_reprojection_px"]},
                            sure) is None
     assert readout_warning({"readout_ms": 30.0, "mode": "given"}, sure) is None
+
+
+def test_thin_model_test_counts_at_most_fifty_frames():
+    """A long clip of one scene re-sees its points: 2306 points over 120 frames is not thin, while
+    a short clip still needs min_points_per_frame per frame, and a long one at least 50 × that."""
+    from types import SimpleNamespace
+
+    from mannequin.sfm import THIN_TEST_MAX_FRAMES, _good_enough
+
+    def rec(reg, points):
+        return SimpleNamespace(num_reg_images=lambda: reg, num_points3D=lambda: points)
+
+    cfg = SfmConfig()
+    assert THIN_TEST_MAX_FRAMES == 50 and cfg.min_points_per_frame == 20
+    assert _good_enough(rec(120, 2306), cfg, 120)
+    assert not _good_enough(rec(120, 999), cfg, 120)
+    assert _good_enough(rec(30, 600), cfg, 30) and not _good_enough(rec(30, 599), cfg, 30)
+    assert not _good_enough(rec(119, 5000), cfg, 120)  # a frame left out: try again
