@@ -519,9 +519,8 @@ def run_parent(names: list, keep: bool, timeout: float, quick: bool, results: Pa
     rows = []
     try:
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            results_by_name = dict(zip(names, pool.map(lambda n: _run_child(n, work, timeout), names)))
-        for name in names:
-            res = results_by_name[name]
+            outcomes = list(pool.map(lambda n: _run_child(n, work, timeout), names))
+        for name, res in zip(names, outcomes):
             kind, params, targets = ROWS[name]
             met, missed = check_targets(res, targets)
             res.update({"name": name, "kind": kind, "params": params, "targets": targets,
