@@ -48,12 +48,15 @@ class SfmConfig:
     camera_model: COLMAP model of the single shared camera (SIMPLE_RADIAL, OPENCV, PINHOLE, ...).
     max_features: SIFT cap per image.  overlap / quadratic_overlap: sequential matching window (with
     quadratic_overlap COLMAP matches frame i with i+1, i+2, i+4, ... i+2^(overlap-1) only, not i+1..i+overlap).
-    exhaustive_max_frames: clips with at most this many frames and a fixed camera (given intrinsics or
-    known poses) match every pair instead (cheap there, and it gives short, rotation-heavy clips all their
-    wide-baseline pairs); 0 = always sequential.  exhaustive_fallback_below: a self-calibrated clip of at
-    most exhaustive_max_frames frames whose sequential matching registers less than this share of its
-    frames (an unordered image set, e.g. views in name order, not path order) is matched exhaustively and
-    mapped again; the model that registers more frames wins.
+    exhaustive_max_frames: clips with at most this many frames and given intrinsics held fixed match
+    every pair instead (cheap there, and it gives short, rotation-heavy clips all their wide-baseline
+    pairs to register); 0 = always sequential.  Known poses (``--poses``) always match sequentially:
+    nothing is registered, the points only set depth ranges and pick stereo views (synthetic 24 frames
+    384×288: matching 5.1 s → 2.1 s, labels AbsRel 0.37% / 0.49% at 88% / 80% density either way).
+    exhaustive_fallback_below: a self-calibrated clip of at most exhaustive_max_frames frames whose
+    sequential matching registers less than this share of its frames (an unordered image set, e.g. views
+    in name order, not path order) is matched exhaustively and mapped again; the model that registers
+    more frames wins.
     guided_matching: after a pair's two-view geometry is estimated, match its features again under
     that geometry (COLMAP's guided matching): "exhaustive" (in exhaustive matching only: unordered
     sets and short clips, where the wide-baseline pairs are; templeRing's 46° gap between views 5

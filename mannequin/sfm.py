@@ -258,7 +258,8 @@ def _database(pycolmap, db_path: Path, image_dir: Path, names, cfg: SfmConfig, c
     """Create the database: import (ids follow sorted names), extract SIFT, match.
 
     Matching is exhaustive for a short clip (``cfg.exhaustive_max_frames``) whose camera is held
-    fixed (given calibration or known poses), else sequential.  Self-calibration keeps sequential
+    fixed by a given calibration, else sequential (always with ``known_poses``: nothing is
+    registered, see :class:`SfmConfig`).  Self-calibration keeps sequential
     matching: the extra far pairs biased the refined focal (1.3 % vs 0.5 % on the synthetic clips).
     """
     if db_path.exists():
@@ -275,7 +276,7 @@ def _database(pycolmap, db_path: Path, image_dir: Path, names, cfg: SfmConfig, c
     pycolmap.extract_features(str(db_path), str(image_dir), image_names=list(names),
                               camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,
                               extraction_options=ext, device=pycolmap.Device.cpu)
-    _match(pycolmap, db_path, cfg, _exhaustive(cfg, names, fixed_camera), known_poses=known_poses)
+    _match(pycolmap, db_path, cfg, _exhaustive(cfg, names, fixed_camera and not known_poses), known_poses=known_poses)
 
 
 def _match(pycolmap, db_path: Path, cfg: SfmConfig, exhaustive: bool, *, again: bool = False,
@@ -400,6 +401,7 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, 
                 pycolmap, rec, db_path, ws.frames_dir, work, cfg, seed, [f"{n}.png" for n in names], timestamps,
                 max_extra, fixed_intrinsics, is_video=_is_video(ws))
         else:
+            summary["matching"] = "sequential"
             rec = _triangulate_known(pycolmap, cam_file, names, width, height, db_path, ws.frames_dir, work)
         rec.write(str(model_dir))
         timings["mapping_s"] = time.perf_counter() - t0

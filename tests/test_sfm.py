@@ -1,4 +1,6 @@
 """Stage sfm on small synthetic clips: SfM accuracy, known-pose import, and clear failures."""
+import json
+
 import numpy as np
 import pytest
 
@@ -100,6 +102,8 @@ def test_known_poses_are_kept_exactly(clip_dir, tmp_path):
     import pycolmap
 
     assert pycolmap.Reconstruction(str(ws.sparse_dir)).num_points3D() > 100
+    # Nothing to register: sequential pairs give the points (see SfmConfig.exhaustive_max_frames).
+    assert json.loads((ws.sfm_dir / "summary.json").read_text())["matching"] == "sequential"
 
 
 def test_known_poses_count_mismatch(clip_dir, tmp_path):
