@@ -11,6 +11,9 @@ Rows:
   with the Kinect depth through 3-D points, one scale per clip.  Targets AbsRel ≤ 3%, density ≥ 40%.
   Diagnostic (no target): the same workspace re-fused without the free-space test.  Figure
   ``results/labels_tum.png``: frame, raw depth, label, Kinect depth and label error for 3 frames.
+- diagnostic (no target): Middlebury Cones (data/samples/middlebury_cones, ``make demo``'s input),
+  9 sharp real views, SfM poses, against the structured-light depth of views 2 and 6, one scale:
+  what the labels reach on real footage without TUM's rolling shutter and motion blur.
 - our filter against `pycolmap.stereo_fusion` on the same raw depth maps (synthetic seed 0, GT
   poses): points kept and their accuracy against the exact depth.
 - filter sweep (synthetic seed 0, GT poses): the fusion filter's settings (FuseConfig rel_depth ×
@@ -38,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, header, print_table, save_figure, write_results  # noqa: E402
 
 TUM = REPO / "data" / "samples" / "tum_fr1_rpy"
+CONES = REPO / "data" / "samples" / "middlebury_cones"
 # mannequin eval against the sample's Kinect depth, through 3-D points (registered to the distorted frames)
 TUM_EVAL = ("--gt-depth", TUM / "depth", "--depth-scale", 5000, "--gt-intrinsics", TUM / "intrinsics.txt")
 # The filter sweep: rel_depth × min_views at the default min_confidence, then min_confidence alone.
@@ -86,6 +90,18 @@ def synthetic_row(tmp: Path, seed: int, poses: str) -> dict:
     else:
         row["targets"] = {}
         row["sfm_focal_px"] = json.loads((ws / "sfm" / "summary.json").read_text())["focal_px"]
+    return row
+
+
+def cones_row(tmp: Path) -> dict:
+    """Diagnostic: the demo's Middlebury Cones views through ``mannequin run`` (SfM poses)."""
+    ws = tmp / "cones"
+    t0 = time.perf_counter()
+    r = mannequin("run", CONES / "images", "--out", ws, "--config", CONES / "config.json", "--quiet")
+    row = {"name": "middlebury-cones-9-views-sfm-poses", "seconds": time.perf_counter() - t0, "targets": {}}
+    if r.returncode:
+        return {**row, "status": "failed", "error": r.stderr.strip()}
+    row.update(_flatten(evaluate(ws, "--gt-depth", CONES / "gt")), status="ok", window=_window(ws))
     return row
 
 
@@ -512,6 +528,9 @@ def main() -> None:
         if args.diagnostics and not args.quick:
             # What limits the SfM-pose rows: the same clip with the true focal given (no targets).
             rows.append(synthetic_row(tmp, 2, "sfm-true-focal"))
+            print(f"{rows[-1]['name']}: {rows[-1].get('status')}", flush=True)
+        if not args.quick and CONES.is_dir():
+            rows.append(cones_row(tmp))
             print(f"{rows[-1]['name']}: {rows[-1].get('status')}", flush=True)
         if tum is not None:
             rows += tum.result()
