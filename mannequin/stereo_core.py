@@ -198,7 +198,8 @@ def plane_sweep(ref, sources: Sequence, K_ref, K_sources: Sequence, R: Sequence,
     votes only where the warped window centre falls inside it); sources whose median
     triangulation angle over the image at the middle depth (the middle plane, 2/(1/near + 1/far))
     is below ``min_angle_deg`` get no vote at all (an empty result when none is left).  The
-    winner is refined by a parabola in inverse depth when ``subpixel``.  Confidence is
+    winner is refined by a parabola in inverse depth when ``subpixel``; a winner on the first or the
+    last plane is no minimum of the cost, only its edge, and gives no estimate.  Confidence is
     clip(1 - best) · clip((second - best) / CONF_SCALE), with ``second`` the lowest local minimum
     of the pixel's cost curve more than two planes from the winner.  Memory is O(H·W), whatever
     ``n_planes``; the grey images, state and outputs take a few dozen H×W float32 planes.

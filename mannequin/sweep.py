@@ -913,8 +913,9 @@ def _finalize_row(brow, irow, srow, mrow, prow, inv_depths, subpixel, conf_scale
 
     State rows (W,) in; inv_depths (P,) f64 plane inverse depths (evenly spaced).  Writes drow
     (depth, 0 = none), crow (conf in [0,1] = clip(1-best) * clip((second-best)/conf_scale)) and
-    krow (best cost, -1 = none), all (W,).  Branch free (selects; the plane's inverse depth is
-    inv_depths[0] + (i + x) step, the planes being evenly spaced), so that the loop vectorises."""
+    krow (best cost, -1 = none), all (W,); a winner on the first or last plane gives none.  Branch
+    free (selects; the plane's inverse depth is inv_depths[0] + (i + x) step, the planes being
+    evenly spaced), so that the loop vectorises."""
     P = inv_depths.shape[0]
     u0 = inv_depths[0]
     step = (inv_depths[P - 1] - u0) / (P - 1)
@@ -922,7 +923,10 @@ def _finalize_row(brow, irow, srow, mrow, prow, inv_depths, subpixel, conf_scale
     for c in range(brow.shape[0]):
         b = brow[c]
         i = irow[c]
-        valid = (i >= 0) & (b < VALID_LIMIT)
+        # A winner on the first or last plane is no minimum of the cost, only its edge: the surface
+        # lies outside the range, or nothing fits (a moving person whose apparent motion mimics a
+        # far surface: on the synthetic mover every such pixel sat at the far plane, 90% off).
+        valid = (i > 0) & (i < P - 1) & (b < VALID_LIMIT)
         cm = mrow[c]
         cp = prow[c]
         den = cm - 2.0 * b + cp

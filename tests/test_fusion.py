@@ -30,7 +30,9 @@ def test_moving_person_is_masked_and_unlabelled(moving_run):
         if truth.sum() > 50:
             covered.append((label[truth] > 0).mean())  # the mover is (almost) never labelled
             hits.append((dyn & truth).sum() / truth.sum())
-    assert np.median(covered) < 0.2
+    # 0.2% measured: the mover's phantom matches sat on the sweep's far plane, which gives no depth
+    # (25% of its pixels were labelled, 90% off, while edge winners counted)
+    assert np.median(covered) < 0.05
     assert np.median(hits) > 0.2
 
 

@@ -236,3 +236,25 @@ def test_plane_sweep_on_real_cones_views():
     bad1 = np.mean(np.abs(disp[top] - gt[top]) > 1.0)
     assert bad1 < 0.05, f"bad-1 {bad1:.1%} on the 70% most confident pixels"
     assert np.mean(np.abs(disp - gt) > 1.0) < 0.12  # all pixels (7.7% measured)
+
+
+def test_a_surface_outside_the_range_gets_no_depth():
+    """A winner on the first or last plane is the edge of the cost, not a minimum: a wall at
+    disparity 12 swept over disparities 2..8 gives no pixel the depth of plane 2 or 8 (a quarter
+    of them had plane 8, the nearest to the truth, and now get none; the rest match noise inside
+    the range); swept over 2..16 the wall is found."""
+    bg = _texture(40, 140, 5)
+    left, right = bg[:, :100], bg[:, 12:112]           # right pixel x sees reference column x + 12
+    K = np.array([[F, 0, 50.0], [0, F, 20.0], [0, 0, 1.0]])
+
+    def sweep_over(d_lo, d_hi):
+        return plane_sweep(left, [right], K, [K], [np.eye(3)], [np.array([-B, 0.0, 0.0])],
+                           (F * B / d_hi, F * B / d_lo), d_hi - d_lo + 1, min_angle_deg=0.0, top_k=1)
+
+    inner = (slice(5, -5), slice(5, 80))
+    depth, conf = sweep_over(2, 8)
+    disp = _disp(depth)
+    assert not np.any(np.isclose(disp, 8.0, atol=1e-3) | np.isclose(disp, 2.0, atol=1e-3))
+    assert (depth[inner] == 0).mean() > 0.2 and np.all(conf[depth == 0] == 0)
+    depth, _ = sweep_over(2, 16)
+    assert np.nanmedian(_disp(depth)[inner]) == pytest.approx(12.0, abs=0.1)
