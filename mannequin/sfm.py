@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
@@ -647,9 +648,12 @@ def _readout_pass(pycolmap, rec, db_path: Path, image_dir: Path, work: Path, cfg
         # A self-calibrated focal absorbs part of the rolling-shutter skew: free it in the scoring
         # (TUM frames 30-59: 30 ms chosen, camera RMSE 3.75% -> 2.37%; held fixed, none was chosen).
         free = not fixed_intrinsics
-        scores = {0.0: _readout_score(pycolmap, rec, omegas, 0.0, free)}
-        for ms in cfg.readout_candidates_ms:
-            scores[float(ms)] = _readout_score(pycolmap, rec, omegas, ms * 1e-3, free)
+        # Each score adjusts its own copy on one thread, so the scores are the same however many
+        # run at once (pycolmap's adjustment releases the GIL: TUM, 9 scores in 3 s instead of 5.4).
+        candidates = [0.0] + [float(ms) for ms in cfg.readout_candidates_ms]
+        with ThreadPoolExecutor(max_workers=worker_threads()) as pool:
+            scores = dict(zip(candidates, pool.map(
+                lambda ms: _readout_score(pycolmap, rec, omegas, ms * 1e-3, free), candidates)))
         report["median_reprojection_px"] = {f"{k:g}": v for k, v in scores.items()}
         ms = min(scores, key=lambda k: (scores[k], k))
         if ms == 0.0 or scores[ms] > (1.0 - cfg.readout_min_gain) * scores[0.0]:
@@ -719,7 +723,8 @@ def _rectify_rolling_shutter(pycolmap, rec, und: Path, frames_dir: Path, rs: dic
 
     und_rec = pycolmap.Reconstruction(str(und / "sparse"))
     readout_s = float(rs["readout_ms"]) * 1e-3
-    for iid in sorted(und_rec.reg_image_ids()):
+
+    def one(iid):
         img = und_rec.image(iid)
         ucam = und_rec.camera(img.camera_id)
         dcam = rec.camera(rec.image(iid).camera_id)
@@ -727,6 +732,10 @@ def _rectify_rolling_shutter(pycolmap, rec, und: Path, frames_dir: Path, rs: dic
         out = rectify_image(frame, lambda X, c=dcam: c.img_from_cam(X), ucam.calibration_matrix(),
                             (ucam.width, ucam.height), rs["omega_rad_s"][img.name], readout_s)
         iio.imwrite(und / "images" / img.name, out)
+
+    # frames are independent (the resampling releases the GIL): one per thread
+    with ThreadPoolExecutor(max_workers=worker_threads()) as pool:
+        list(pool.map(one, sorted(und_rec.reg_image_ids())))
 
 
 def rotation_reversal(rec, timestamps: dict, max_rate_deg_s: float = 30.0) -> dict:
