@@ -29,6 +29,11 @@ class FramesConfig:
     median of its ``blur_window`` neighbours.  min_motion: drop frames whose mean absolute grey
     difference to the previous kept frame is below this (0-255 scale; 0 disables).
     image_fps: frame rate assumed for image folders (timestamps = index × 1e6 / image_fps).
+    pose_timestamps: with ``--poses`` and a video, take the video frames at the camera file's
+    timestamps (the nearest frame, within half a frame period) instead of sampling: a
+    Mannequin-Challenge or RealEstate10K file lists a subset of a longer video's frames.  Stride,
+    fps, max_frames, blur and motion rejection do not apply then; off, the camera file must have one
+    line per sampled frame.
     """
 
     max_size: int = 640
@@ -39,6 +44,7 @@ class FramesConfig:
     blur_ratio: float = 0.35
     min_motion: float = 0.0
     image_fps: float = 30.0
+    pose_timestamps: bool = False
 
 
 @dataclass(frozen=True)

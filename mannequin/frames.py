@@ -47,7 +47,7 @@ import re
 import struct
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
@@ -442,13 +442,34 @@ def _header_size(path: Path) -> tuple[int, int]:
 # --------------------------------------------------------------------------------------------
 # The stage
 # --------------------------------------------------------------------------------------------
-def extract_frames(input, ws, cfg: Optional[FramesConfig] = None, progress: bool = False) -> Path:
+def frames_at_timestamps(src: "_Source", timestamps_us: Sequence[int], label: str) -> list[int]:
+    """Source frame indices of a video at the given timestamps (µs, increasing), each the nearest
+    frame within half a frame period.  ``label`` names the timestamps' file in errors."""
+    if not src.fps:
+        raise InputError(f"{src.label}: frames at {label}'s timestamps need a video input, not an image folder")
+    half = 0.5e6 / src.fps + 1.0
+    out: list[int] = []
+    for k, t in enumerate(timestamps_us):
+        i = int(round(float(t) * src.fps / 1e6))
+        if not 0 <= i < src.n or abs(src.timestamp_us(i) - float(t)) > half:
+            raise InputError(f"{label} line {k + 2}: timestamp {t} µs is no frame of {src.label} "
+                             f"({src.n} frames at {src.fps:g} fps, 0 to {src.timestamp_us(src.n - 1)} µs)")
+        if out and i <= out[-1]:
+            raise InputError(f"{label} line {k + 2}: timestamp {t} µs is not after the previous line's")
+        out.append(i)
+    return out
+
+
+def extract_frames(input, ws, cfg: Optional[FramesConfig] = None, progress: bool = False,
+                   timestamps_us: Optional[Sequence[int]] = None, timestamps_label: str = "camera file") -> Path:
     """Extract, select and write the frames of ``input`` into workspace ``ws``; returns ``ws.frames_dir``.
 
     ``input``: a video file (anything the bundled ffmpeg decodes) or a folder of images.
     ``ws``: a :class:`mannequin.workspace.Workspace`.  ``cfg``: :class:`FramesConfig` (defaults if None).
     Writes ``ws.frames_dir/<name>.png`` ((H, W, 3) uint8 RGB, longest side ≤ ``cfg.max_size``) for
     every kept frame and ``ws.frames_csv`` (see the module docstring for what it lists).
+    ``timestamps_us``: take exactly the video frames at these timestamps (:func:`frames_at_timestamps`,
+    ``timestamps_label`` names their file in errors) instead of sampling; no blur or motion rejection.
     Raises :class:`InputError` (message names the input) for missing, empty, undecodable or
     inconsistent inputs, and :class:`StageError` when fewer than 2 frames survive the selection.
     Nothing is left behind on failure; on success the old frames folder is replaced.
@@ -465,8 +486,12 @@ def extract_frames(input, ws, cfg: Optional[FramesConfig] = None, progress: bool
     if frames_csv.is_dir():
         raise InputError(f"{frames_csv}: exists and is a folder; remove it")
 
-    candidates = sample_indices(src.n, cfg.stride, cfg.fps if src.fps else None, src.fps)
-    chosen = [candidates[p] for p in even_subset(len(candidates), int(cfg.max_frames))]
+    if timestamps_us is not None:
+        candidates = chosen = frames_at_timestamps(src, timestamps_us, timestamps_label)
+        cfg = replace(cfg, blur_ratio=0.0, min_motion=0.0)  # the camera file decides the frames
+    else:
+        candidates = sample_indices(src.n, cfg.stride, cfg.fps if src.fps else None, src.fps)
+        chosen = [candidates[p] for p in even_subset(len(candidates), int(cfg.max_frames))]
     rows = {i: {"name": src.names(i), "source_index": i, "timestamp_us": src.timestamp_us(i),
                 "sharpness": None, "kept": False, "reason": "max_frames"} for i in candidates}
 

@@ -83,7 +83,8 @@ def stage_hash(ws: Workspace, stage: str, cfg: Config, input_path=None, poses=No
         if not stamp:
             raise InputError(f"{ws.root}: stage {before} has not finished (run 'mannequin {before}' or 'mannequin run' first)")
         prev = stamp["hash"]
-    extra = _file_id(Path(poses)) if (stage == "sfm" and poses is not None) else ""
+    uses_poses = stage == "sfm" or (stage == "frames" and cfg.frames.pose_timestamps)
+    extra = _file_id(Path(poses)) if (uses_poses and poses is not None) else ""
     return hashlib.sha256(f"{prev}|{cfg.stage_hash(stage)}|{extra}".encode()).hexdigest()[:16]
 
 
@@ -170,10 +171,17 @@ def run_video(input, out, poses=None, config: Optional[Config] = None, *, progre
 
 # --- stage adapters: (ws, cfg, **context) -> info dict for the report ------------------------
 
-def _frames(ws, cfg, *, input_path, progress, **_):
+def _frames(ws, cfg, *, input_path, progress, poses=None, **_):
+    from .cameras import read_cameras
     from .frames import extract_frames, read_frames_csv
 
-    extract_frames(input_path, ws, cfg.frames, progress=progress)
+    stamps = None
+    if cfg.frames.pose_timestamps:
+        if poses is None:
+            raise InputError(f"{input_path}: frames.pose_timestamps takes the frames at a camera file's "
+                             "timestamps: pass the file with --poses ('mannequin run', run_video(poses=...))")
+        stamps = [f.timestamp_us for f in read_cameras(poses).frames]
+    extract_frames(input_path, ws, cfg.frames, progress=progress, timestamps_us=stamps, timestamps_label=str(poses))
     rows = read_frames_csv(ws.frames_csv)
     return {"frames": sum(r["kept"] for r in rows), "candidates": len(rows)}
 

@@ -80,3 +80,37 @@ def test_demo_sample_real_cones_views(tmp_path):
     assert clip["absrel"] < 0.02 and clip["density"] > 0.75, clip
     report = json.loads((ws.root / "report.json").read_text())
     assert report["verdict"]["accepted"], report["verdict"]
+
+
+def test_pose_timestamps_take_the_camera_files_frames(tiny_clip, tmp_path):
+    """frames.pose_timestamps: a camera file listing every 3rd frame of the video (the way the MC
+    dataset lists a subset of a YouTube video) gives exactly those frames, with their poses kept;
+    without the option the line count must match the sampled frames; a timestamp that is no frame
+    of the video, or no camera file at all, is a one-line error."""
+    import pytest
+
+    from mannequin.cameras import read_cameras
+    from mannequin.errors import InputError
+
+    lines = (tiny_clip / "cameras.txt").read_text().splitlines()
+    sub = tmp_path / "every3.txt"
+    sub.write_text("\n".join([lines[0]] + lines[1::3]) + "\n")      # frames 0, 3, 6, 9
+    cfg = fast_config(frames={"max_size": 0, "blur_ratio": 0.0, "pose_timestamps": True})
+    ws = run_video(tiny_clip / "video.mp4", tmp_path / "ws", poses=sub, config=cfg)
+    rows = [ln.split(",") for ln in ws.frames_csv.read_text().splitlines()[1:]]
+    assert [int(r[1]) for r in rows] == [0, 3, 6, 9] and all(r[4] == "true" for r in rows)
+    given, got = read_cameras(sub).frames, read_cameras(ws.cameras_txt).frames
+    assert [f.timestamp_us for f in got] == [f.timestamp_us for f in given]
+    for a, b in zip(given, got):
+        np.testing.assert_allclose(b.pose.matrix, a.pose.matrix, atol=1e-6)
+    assert all(np.load(ws.label_path(n)).any() for n in ws.image_names())
+
+    with pytest.raises(InputError, match="camera lines"):  # the option off: counts must match
+        run_video(tiny_clip / "video.mp4", tmp_path / "ws_off", poses=sub, config=fast_config())
+    late = tmp_path / "late.txt"
+    last = lines[-1].split(" ", 1)
+    late.write_text("\n".join([lines[0], lines[1], f"{int(last[0]) + 10_000_000} {last[1]}"]) + "\n")
+    with pytest.raises(InputError, match=r"late\.txt line 3: timestamp .* is no frame"):
+        run_video(tiny_clip / "video.mp4", tmp_path / "ws_late", poses=late, config=cfg)
+    with pytest.raises(InputError, match="pass the file with --poses"):
+        run_video(tiny_clip / "video.mp4", tmp_path / "ws_none", config=cfg)
