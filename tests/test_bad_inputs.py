@@ -146,6 +146,24 @@ def _(tmp, clip):
     return _cams(tmp, clip, lambda ls: ls[:-3])
 
 
+def _pose_timestamps(tmp, clip, edit):
+    from conftest import fast_config
+
+    (tmp / "pt.json").write_text(fast_config(frames={"max_size": 0, "blur_ratio": 0.0,
+                                                     "pose_timestamps": True}).to_json())
+    return _cams(tmp, clip, edit) + ["--config", tmp / "pt.json"]
+
+
+@case("camera file with frames.pose_timestamps: a timestamp that is no frame of the video", "is no frame of")
+def _(tmp, clip):
+    return _pose_timestamps(tmp, clip, lambda ls: ls[:-1] + [" ".join(["99000000"] + ls[-1].split()[1:])])
+
+
+@case("camera file with frames.pose_timestamps: timestamps out of order", "is not after the previous")
+def _(tmp, clip):
+    return _pose_timestamps(tmp, clip, lambda ls: [ls[0], ls[3], ls[2]] + ls[4:])
+
+
 @case("camera file: missing", "camera file not found")
 def _(tmp, clip):
     return [clip / "video.mp4", "--poses", tmp / "nocams.txt"]
