@@ -67,9 +67,9 @@ VIDEOS := $(sort $(filter-out %.txt %.md,$(wildcard $(VIDEO_DIR)/*.*)))
 VIDEO_NAMES := $(basename $(notdir $(VIDEOS)))
 
 .SECONDEXPANSION:
-$(WORK_DIR)/%/stamps/frames.json: $$(firstword $$(filter-out %.txt %.md,$$(wildcard $(VIDEO_DIR)/$$*.*))) | $(STAMP)
+$(WORK_DIR)/%/stamps/frames.json: $$(firstword $$(filter-out %.txt %.md,$$(wildcard $(VIDEO_DIR)/$$*.*))) $$(wildcard $(VIDEO_DIR)/$$*.txt) | $(STAMP)
 	@test -n "$<" || { echo "no video $(VIDEO_DIR)/$*.<ext>"; exit 1; }
-	$(MANNEQUIN) frames "$<" --out $(WORK_DIR)/$* $(STAGE_ARGS)
+	$(MANNEQUIN) frames "$<" --out $(WORK_DIR)/$* $(STAGE_ARGS) $(if $(wildcard $(VIDEO_DIR)/$*.txt),--poses $(VIDEO_DIR)/$*.txt)
 $(WORK_DIR)/%/stamps/sfm.json: $(WORK_DIR)/%/stamps/frames.json $$(wildcard $(VIDEO_DIR)/$$*.txt)
 	$(MANNEQUIN) sfm $(WORK_DIR)/$* $(STAGE_ARGS) $(if $(wildcard $(VIDEO_DIR)/$*.txt),--poses $(VIDEO_DIR)/$*.txt)
 $(WORK_DIR)/%/stamps/stereo.json: $(WORK_DIR)/%/stamps/sfm.json

@@ -123,7 +123,9 @@ def _stage_command(stage: str):
         if stage == "frames":
             ws = Workspace(args.out)
             cfg = resolve_config(args, ws.root)
-            state = run_stage(ws, "frames", cfg, input_path=args.input, progress=_progress(args))
+            if args.poses is not None and not Path(args.poses).is_file():
+                raise InputError(f"{args.poses}: camera file not found")
+            state = run_stage(ws, "frames", cfg, input_path=args.input, poses=args.poses, progress=_progress(args))
             print(ws.frames_dir)
         else:
             ws = Workspace(args.workspace)
@@ -205,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("frames", help="extract and select frames from a video or image folder")
     p.add_argument("input", type=Path, help="video file or folder of images")
     p.add_argument("--out", type=Path, required=True, help="workspace folder")
+    p.add_argument("--poses", type=Path, help="camera file whose timestamps pick the frames (only with "
+                                              "frames.pose_timestamps in --config)")
     _config_args(p)
     _add_common(p)
     p.set_defaults(func=_stage_command("frames"))

@@ -33,3 +33,19 @@ def test_make_rule_per_video(tiny_clip, tmp_path):
     assert "mannequin frames" in dry.stdout and "mannequin labels" in dry.stdout
     # all-videos builds every clip in the folder (here: the one, already built).
     assert _make(*common, "all-videos").returncode == 0
+
+
+def test_make_rule_with_pose_timestamps(tiny_clip, tmp_path):
+    """A camera file beside the clip that lists every other frame, with frames.pose_timestamps in
+    CONFIG: the frames stage takes exactly those frames, and sfm imports their poses."""
+    videos, work = tmp_path / "videos", tmp_path / "work"
+    videos.mkdir()
+    shutil.copy(tiny_clip / "video.mp4", videos / "tiny.mp4")
+    lines = (tiny_clip / "cameras.txt").read_text().splitlines()
+    (videos / "tiny.txt").write_text("\n".join([lines[0]] + lines[1::2]) + "\n")  # frames 0, 2, .., 8
+    cfg = tmp_path / "pt.json"
+    cfg.write_text(fast_config(frames={"max_size": 0, "blur_ratio": 0.0, "pose_timestamps": True}).to_json())
+    out = _make(f"VIDEO_DIR={videos}", f"WORK_DIR={work}", "PRESET=fast", f"CONFIG={cfg}", work / "tiny" / "labels")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert sorted(p.name for p in (work / "tiny" / "labels").glob("??????.npy")) == [
+        f"{i:06d}.npy" for i in range(0, 10, 2)]
