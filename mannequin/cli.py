@@ -117,14 +117,13 @@ def _print_outputs(ws) -> None:
 
 def _stage_command(stage: str):
     def cmd(args) -> int:
-        from .pipeline import run_stage
+        from .pipeline import check_poses_file, run_stage
         from .workspace import Workspace
 
         if stage == "frames":
             ws = Workspace(args.out)
             cfg = resolve_config(args, ws.root)
-            if args.poses is not None and not Path(args.poses).is_file():
-                raise InputError(f"{args.poses}: camera file not found")
+            check_poses_file(args.poses)
             state = run_stage(ws, "frames", cfg, input_path=args.input, poses=args.poses, progress=_progress(args))
             print(ws.frames_dir)
         else:

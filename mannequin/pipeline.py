@@ -133,6 +133,12 @@ def run_stage(ws: Workspace, stage: str, cfg: Config, *, input_path=None, poses=
     return "done"
 
 
+def check_poses_file(poses) -> None:
+    """Refuse (InputError) a camera file path that is given but is no file, before any work."""
+    if poses is not None and not Path(poses).is_file():
+        raise InputError(f"{poses}: camera file not found")
+
+
 def run_video(input, out, poses=None, config: Optional[Config] = None, *, progress: bool = False,
               on_stage: Optional[Callable[[str, str], None]] = None) -> Workspace:
     """Run frames → sfm → stereo → fuse → labels for one video (or image folder) into ``out``.
@@ -148,8 +154,7 @@ def run_video(input, out, poses=None, config: Optional[Config] = None, *, progre
     input_path = Path(input)
     if not input_path.exists():
         raise InputError(f"{input_path}: input not found")
-    if poses is not None and not Path(poses).is_file():
-        raise InputError(f"{poses}: camera file not found")
+    check_poses_file(poses)
     ws = Workspace(out)
     if ws.root.resolve() == input_path.resolve() or input_path.resolve() in ws.root.resolve().parents:
         raise InputError(f"{ws.root}: the workspace must not be inside the input folder {input_path}")

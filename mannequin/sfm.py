@@ -244,7 +244,9 @@ def _matching_options(cfg: SfmConfig, exhaustive: bool, known_poses: bool = Fals
 
 
 def _exhaustive(cfg: SfmConfig, names, fixed_camera: bool) -> bool:
-    """Match every pair from the start: a short clip with a fixed camera and no vocabulary tree."""
+    """Match every pair from the start: a short clip with a fixed camera and no vocabulary tree.
+    Self-calibration keeps sequential matching: the extra far pairs biased the refined focal (1.3 %
+    vs 0.5 % on the synthetic clips).  Known poses do not come here (see :class:`SfmConfig`)."""
     return fixed_camera and 0 < len(names) <= cfg.exhaustive_max_frames and not cfg.vocab_tree
 
 
@@ -255,14 +257,9 @@ def _fallback_allowed(cfg: SfmConfig, names, fixed_camera: bool) -> bool:
 
 
 def _database(pycolmap, db_path: Path, image_dir: Path, names, cfg: SfmConfig, camera_model: str,
-              camera_params: str, progress_file=None, fixed_camera: bool = False, known_poses: bool = False):
-    """Create the database: import (ids follow sorted names), extract SIFT, match.
-
-    Matching is exhaustive for a short clip (``cfg.exhaustive_max_frames``) whose camera is held
-    fixed by a given calibration, else sequential (always with ``known_poses``: nothing is
-    registered, see :class:`SfmConfig`).  Self-calibration keeps sequential
-    matching: the extra far pairs biased the refined focal (1.3 % vs 0.5 % on the synthetic clips).
-    """
+              camera_params: str, progress_file=None, exhaustive: bool = False, known_poses: bool = False):
+    """Create the database: import (ids follow sorted names), extract SIFT, match every pair
+    (``exhaustive``, see :func:`_exhaustive`) or sequentially."""
     if db_path.exists():
         db_path.unlink()
     reader = pycolmap.ImageReaderOptions()
@@ -277,7 +274,7 @@ def _database(pycolmap, db_path: Path, image_dir: Path, names, cfg: SfmConfig, c
     pycolmap.extract_features(str(db_path), str(image_dir), image_names=list(names),
                               camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,
                               extraction_options=ext, device=pycolmap.Device.cpu)
-    _match(pycolmap, db_path, cfg, _exhaustive(cfg, names, fixed_camera and not known_poses), known_poses=known_poses)
+    _match(pycolmap, db_path, cfg, exhaustive, known_poses=known_poses)
 
 
 def _match(pycolmap, db_path: Path, cfg: SfmConfig, exhaustive: bool, *, again: bool = False,
@@ -357,9 +354,12 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, 
         bar = tqdm(total=len(steps), desc="sfm", unit="step", file=term, disable=not progress)
         camera_model, params = _initial_camera(cfg, cam_file, width, height, intrinsics)
         t0 = time.perf_counter()
-        fixed_camera = cam_file is not None or (bool(cfg.intrinsics) and not cfg.refine_intrinsics)
+        fixed_intrinsics = bool(cfg.intrinsics) and not cfg.refine_intrinsics
+        # Known poses register nothing: sequential pairs give their points (see SfmConfig).
+        exhaustive = cam_file is None and _exhaustive(cfg, names, fixed_intrinsics)
+        summary["matching"] = "exhaustive" if exhaustive else "sequential"
         _database(pycolmap, db_path, ws.frames_dir, [f"{n}.png" for n in names], cfg, camera_model, params,
-                  fixed_camera=fixed_camera, known_poses=cam_file is not None)
+                  exhaustive=exhaustive, known_poses=cam_file is not None)
         timings["features_matching_s"] = time.perf_counter() - t0
         bar.update(1)
         t0 = time.perf_counter()
@@ -367,7 +367,6 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, 
         model_dir.mkdir()
         if cam_file is None:
             max_extra = max([1.0] + [2 * abs(v) for v in (intrinsics[1] if intrinsics else ())])
-            fixed_intrinsics = bool(cfg.intrinsics) and not cfg.refine_intrinsics
 
             def mapping(tag, exhaustive, remap_below=0):
                 return _map(pycolmap, db_path, ws.frames_dir, work / tag, cfg, seed, len(names), width,
@@ -375,9 +374,7 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, 
                             rematch=lambda: _match(pycolmap, db_path, cfg, exhaustive, again=True),
                             refit_min_registered=remap_below)
 
-            exhaustive = _exhaustive(cfg, names, fixed_camera)
-            fallback = _fallback_allowed(cfg, names, fixed_camera)
-            summary["matching"] = "exhaustive" if exhaustive else "sequential"
+            fallback = _fallback_allowed(cfg, names, fixed_intrinsics)
             try:
                 # With a fallback ahead, a start that registers too few frames gets no re-fit here:
                 # the exhaustive pass re-maps anyway.
@@ -402,7 +399,6 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, 
                 pycolmap, rec, db_path, ws.frames_dir, work, cfg, seed, [f"{n}.png" for n in names], timestamps,
                 max_extra, fixed_intrinsics, is_video=_is_video(ws))
         else:
-            summary["matching"] = "sequential"
             rec = _triangulate_known(pycolmap, cam_file, names, width, height, db_path, ws.frames_dir, work)
         rec.write(str(model_dir))
         timings["mapping_s"] = time.perf_counter() - t0
