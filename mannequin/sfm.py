@@ -395,9 +395,11 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, 
                 if rec is None or rec2.num_reg_images() > n_reg:
                     rec, calib = rec2, calib2
             summary["calibration"] = calib
+            is_video = _is_video(ws)
             rec, summary["rolling_shutter"] = _readout_pass(
                 pycolmap, rec, db_path, ws.frames_dir, work, cfg, seed, [f"{n}.png" for n in names], timestamps,
-                max_extra, fixed_intrinsics, is_video=_is_video(ws))
+                max_extra, fixed_intrinsics, is_video=is_video)
+            summary["motion_prior"] = smooth_motion(rec, timestamps, cfg.accel_sigma, cfg.ba_loss_px, is_video)
         else:
             rec = _triangulate_known(pycolmap, cam_file, names, width, height, db_path, ws.frames_dir, work)
         rec.write(str(model_dir))
@@ -530,6 +532,12 @@ def _is_video(ws: Workspace) -> bool:
     except (OSError, ValueError, AttributeError):
         return False
 
+
+# Smooth-motion adjustment (smooth_motion): Levenberg-Marquardt stops after this many steps or when
+# a step lowers the cost by under this fraction (TUM frames 0-29: camera RMSE 1.57% after 3 steps,
+# 1.26% after 10, 1.17% after 30, 96 steps to 1e-7).
+MOTION_MAX_ITERATIONS = 30
+MOTION_TOLERANCE = 1e-5
 
 # Auto rolling-shutter search (SfmConfig.readout_ms = -1) only on clips whose consecutive frames turn
 # less than this (degrees): the angular velocity is a finite difference between neighbours.
@@ -674,6 +682,57 @@ def _readout_pass(pycolmap, rec, db_path: Path, image_dir: Path, work: Path, cfg
     report["readout_ms"] = ms
     report["omega_rad_s"] = {n: [float(v) for v in om] for n, om in sorted(omegas.items())}
     return r, report
+
+
+def smooth_motion(rec, timestamps: dict, accel_sigma: float, loss_px: float, is_video: bool) -> dict:
+    """Adjust ``rec``'s poses and points in place under a smooth-motion prior on the camera centres
+    (:func:`mannequin.motion_prior.smooth_bundle_adjust`; intrinsics fixed).  Returns a report.
+
+    ``accel_sigma`` is in median scene depths per s² (the model has no metric scale): the median
+    depth of the observations sets the unit.  Skipped (and said so) when it is 0, on an image folder
+    (no frame times), or with fewer than 5 registered frames."""
+    from .motion_prior import smooth_bundle_adjust
+
+    if accel_sigma <= 0:
+        return {"applied": False, "skipped": "sfm.accel_sigma is 0"}
+    if not is_video:
+        return {"applied": False, "skipped": "not a video (no frame times)"}
+    images = sorted((rec.image(i) for i in rec.reg_image_ids()), key=lambda im: timestamps.get(im.name, 0))
+    times = np.array([timestamps.get(im.name, 0) for im in images], dtype=np.float64) * 1e-6
+    if len(images) < 5 or not np.all(np.diff(times) > 0):
+        return {"applied": False, "skipped": "fewer than 5 registered frames with increasing times"}
+    pids = sorted(rec.points3D)
+    index = {p: k for k, p in enumerate(pids)}
+    X = np.array([rec.points3D[p].xyz for p in pids], dtype=np.float64).reshape(-1, 3)
+    of, op, xy = [], [], []
+    for fi, im in enumerate(images):
+        cam = rec.camera(im.camera_id)
+        pts = [q for q in im.points2D if q.has_point3D()]
+        if not pts:
+            continue
+        xy.append(np.asarray(cam.cam_from_img(np.ascontiguousarray([q.xy for q in pts], dtype=np.float64))))
+        of += [fi] * len(pts)
+        op += [index[q.point3D_id] for q in pts]
+    R = np.array([im.cam_from_world().rotation.matrix() for im in images])
+    C = np.array([im.projection_center() for im in images])
+    of, op = np.asarray(of), np.asarray(op)
+    obs_xy = np.concatenate(xy)
+    z = np.einsum("kj,kj->k", R[of][:, 2], X[op] - C[of])
+    zmed = float(np.median(z))
+    K = rec.camera(images[0].camera_id).calibration_matrix()
+    R2, C2, X2, report = smooth_bundle_adjust(
+        R, C, X, of, op, obs_xy, times, focal_px=0.5 * float(K[0, 0] + K[1, 1]),
+        accel_sigma=accel_sigma * zmed, loss_px=loss_px, max_iterations=MOTION_MAX_ITERATIONS,
+        tolerance=MOTION_TOLERANCE)
+    pycolmap = _pycolmap()
+    for im, Ri, Ci in zip(images, R2, C2):
+        rec.frame(im.frame_id).rig_from_world = pycolmap.Rigid3d(pycolmap.Rotation3d(Ri), -Ri @ Ci)
+    for p, x in zip(pids, X2):
+        rec.points3D[p].xyz = x
+    # The report's accelerations in median depths per s², like accel_sigma.
+    for k in ("accel_before", "accel_after"):
+        report[k] /= zmed
+    return {"applied": True, "accel_sigma": accel_sigma, **report}
 
 
 def _readout_score(pycolmap, rec, omegas: dict, readout_s: float, refine_focal: bool = False) -> float:
