@@ -701,6 +701,7 @@ def smooth_motion(rec, timestamps: dict, accel_sigma: float, loss_px: float, is_
     times = np.array([timestamps.get(im.name, 0) for im in images], dtype=np.float64) * 1e-6
     if len(images) < 5 or not np.all(np.diff(times) > 0):
         return {"applied": False, "skipped": "fewer than 5 registered frames with increasing times"}
+    t0 = time.perf_counter()
     pids = sorted(rec.points3D)
     index = {p: k for k, p in enumerate(pids)}
     X = np.array([rec.points3D[p].xyz for p in pids], dtype=np.float64).reshape(-1, 3)
@@ -732,7 +733,7 @@ def smooth_motion(rec, timestamps: dict, accel_sigma: float, loss_px: float, is_
     # The report's accelerations in median depths per s², like accel_sigma.
     for k in ("accel_before", "accel_after"):
         report[k] /= zmed
-    return {"applied": True, "accel_sigma": accel_sigma, **report}
+    return {"applied": True, "accel_sigma": accel_sigma, **report, "seconds": time.perf_counter() - t0}
 
 
 def _readout_score(pycolmap, rec, omegas: dict, readout_s: float, refine_focal: bool = False) -> float:
