@@ -40,6 +40,10 @@ def acceleration_operator(times_s) -> np.ndarray:
     return np.stack([a, -(a + c), c], axis=1)
 
 
+#: Fixed Levenberg-Marquardt damping of the point blocks, relative to their diagonal.
+POINT_DAMPING = 1e-4
+
+
 def _check(R_cw, C, X, obs_frame, obs_point, obs_xy, times_s):
     R = np.asarray(R_cw, dtype=np.float64)
     C = np.asarray(C, dtype=np.float64)
@@ -94,18 +98,27 @@ def smooth_bundle_adjust(R_cw, C, X, obs_frame, obs_point, obs_xy, times_s, *, f
     if far == 0 or d_far <= 0:
         raise ValueError("all camera centres coincide: no scale to hold")
     c2 = float(loss_px) ** 2
-    nc = 6 * (N - 1)  # frame 0 is fixed
-    # The far frame's centre moves only across the direction to frame 0 (to first order; each step is
-    # then rescaled about frame 0 to keep the distance exact): T maps the free parameters to all.
-    u = (C[far] - C[0]) / d_far
-    basis = np.linalg.svd(u[None, :])[2][1:]  # (2, 3) orthonormal, orthogonal to u
-    keep_cols = np.setdiff1d(np.arange(nc + 3 * M), 6 * (far - 1) + 3 + np.arange(3))
-    T = sp.lil_matrix((nc + 3 * M, nc + 3 * M - 1))
-    T[keep_cols[: 6 * (far - 1) + 3], np.arange(6 * (far - 1) + 3)] = 1.0
-    T[6 * (far - 1) + 3: 6 * (far - 1) + 6, 6 * (far - 1) + 3: 6 * (far - 1) + 5] = basis.T
-    T[keep_cols[6 * (far - 1) + 3:], np.arange(6 * (far - 1) + 5, nc + 3 * M - 1)] = 1.0
-    T = T.tocsr()
-    nc_free = nc - 1
+    # Parameters: 6 per frame (rotation increment, centre increment), then 3 per point.  Frame 0
+    # is fixed, and the far frame's centre moves only across the direction to frame 0 (its centre
+    # increment is expressed in the basis [u, v1, v2] and the u coordinate held at 0; each step is
+    # then rescaled about frame 0 to keep the distance exact).
+    fixed = np.r_[np.arange(6), 6 * far + 3]
+    by_frame = np.argsort(f, kind="stable")
+    frame_starts = np.searchsorted(f[by_frame], np.arange(N))
+    by_point = np.argsort(p, kind="stable")
+    point_starts = np.searchsorted(p[by_point], np.arange(M))
+
+    def per_frame(v):  # sum (K, ...) over the observations of each frame -> (N, ...)
+        out = np.zeros((N,) + v.shape[1:])
+        has = np.bincount(f, minlength=N) > 0
+        out[has] = np.add.reduceat(v[by_frame], frame_starts[has], axis=0)
+        return out
+
+    def per_point(v):
+        out = np.zeros((M,) + v.shape[1:])
+        has = np.bincount(p, minlength=M) > 0
+        out[has] = np.add.reduceat(v[by_point], point_starts[has], axis=0)
+        return out
 
     def residuals(R, C, X):
         Xc = np.einsum("kij,kj->ki", R[f], X[p] - C[f])
@@ -119,20 +132,12 @@ def smooth_bundle_adjust(R_cw, C, X, obs_frame, obs_point, obs_xy, times_s, *, f
         rep = c2 * np.log1p(s / c2).sum() if c2 > 0 else s.sum()
         return float(rep + (a ** 2).sum())
 
-    # Fixed sparsity pattern: observation rows touch one frame (6) and one point (3).
-    cam_col = np.where(f[:, None] > 0, 6 * (f[:, None] - 1) + np.arange(6), -1)  # (K, 6)
-    pt_col = nc + 3 * p[:, None] + np.arange(3)  # (K, 3)
-    obs_rows = np.arange(2 * K).reshape(K, 2)
+    def basis(C):
+        u = (C[far] - C[0]) / np.linalg.norm(C[far] - C[0])
+        return np.linalg.svd(u[None, :])[2]  # (3, 3) orthonormal rows, the first is ±u
 
-    # Prior rows: the acceleration at interior frame i+1 (per axis) touches the centres of frames
-    # i, i+1, i+2; frame 0 has no columns.
-    pi, pj, pax = np.meshgrid(np.arange(N - 2), np.arange(3), np.arange(3), indexing="ij")
-    prior_keep = (pi + pj) > 0
-    prior_rows = (2 * K + 3 * pi + pax)[prior_keep]
-    prior_cols = (6 * (pi + pj - 1) + 3 + pax)[prior_keep]
-    prior_vals = (acc[pi, pj] / accel_sigma)[prior_keep]
-
-    def jacobian(R, C, Xc, e, a):
+    def normal_equations(R, C, Xc, e, a):
+        """Gauss-Newton blocks: Hcc (6N, 6N) dense, Hpp (M, 3, 3), W (K, 6, 3), gc (6N,), gp (M, 3)."""
         x, y, z = Xc[:, 0], Xc[:, 1], Xc[:, 2]
         Jpi = np.zeros((K, 2, 3))
         Jpi[:, 0, 0] = Jpi[:, 1, 1] = focal_px / z
@@ -143,38 +148,42 @@ def smooth_bundle_adjust(R_cw, C, X, obs_frame, obs_point, obs_xy, times_s, *, f
         skew[:, 1, 0], skew[:, 1, 2] = -z, x
         skew[:, 2, 0], skew[:, 2, 1] = y, -x
         Rf = R[f]
-        J_rot = Jpi @ skew
-        J_ctr = -Jpi @ Rf
-        J_pt = Jpi @ Rf
+        Jc = np.concatenate([Jpi @ skew, -Jpi @ Rf], axis=2)  # (K, 2, 6)
+        Jp = Jpi @ Rf  # (K, 2, 3)
+        Q = basis(C)
+        at_far = f == far
+        Jc[at_far, :, 3:] = Jc[at_far, :, 3:] @ Q.T
         if c2 > 0:  # IRLS weight of the Cauchy loss, per observation
-            w = np.sqrt(1.0 / (1.0 + (e ** 2).sum(1) / c2))[:, None, None]
-            J_rot, J_ctr, J_pt = J_rot * w, J_ctr * w, J_pt * w
-            ew = e * w[:, :, 0]
+            w = np.sqrt(1.0 / (1.0 + (e ** 2).sum(1) / c2))
+            Jc, Jp, ew = Jc * w[:, None, None], Jp * w[:, None, None], e * w[:, None]
         else:
             ew = e
-        rows, cols, vals = [], [], []
-        keep = f > 0
-        blocks = np.concatenate([J_rot, J_ctr], axis=2)[keep]  # (K', 2, 6)
-        rows.append(np.broadcast_to(obs_rows[keep][:, :, None], blocks.shape).ravel())
-        cols.append(np.broadcast_to(cam_col[keep][:, None, :], blocks.shape).ravel())
-        vals.append(blocks.ravel())
-        rows.append(np.broadcast_to(obs_rows[:, :, None], J_pt.shape).ravel())
-        cols.append(np.broadcast_to(pt_col[:, None, :], J_pt.shape).ravel())
-        vals.append(J_pt.ravel())
-        rows.append(prior_rows)
-        cols.append(prior_cols)
-        vals.append(prior_vals)
-        J = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                          shape=(2 * K + 3 * (N - 2), nc + 3 * M))
-        return J @ T, np.concatenate([ew.ravel(), a.ravel()])
+        Jc[f == 0] = 0.0
+        Hcc = np.zeros((6 * N, 6 * N))
+        blocks = per_frame(np.einsum("kri,krj->kij", Jc, Jc))
+        for i in range(N):
+            Hcc[6 * i:6 * i + 6, 6 * i:6 * i + 6] = blocks[i]
+        gc = per_frame(np.einsum("kri,kr->ki", Jc, ew)).ravel()
+        # The prior: acceleration rows on the centre columns (frame 0 fixed, the far frame rotated).
+        A = np.zeros((3 * (N - 2), 6 * N))
+        for j in range(3):
+            for ax in range(3):
+                A[3 * np.arange(N - 2) + ax, 6 * (np.arange(N - 2) + j) + 3 + ax] = acc[:, j] / accel_sigma
+        A[:, 6 * far + 3:6 * far + 6] = A[:, 6 * far + 3:6 * far + 6] @ Q.T
+        A[:, :6] = 0.0
+        Hcc += A.T @ A
+        gc += A.T @ a.ravel()
+        Hpp = per_point(np.einsum("kri,krj->kij", Jp, Jp))
+        gp = per_point(np.einsum("kri,kr->ki", Jp, ew))
+        W = np.einsum("kri,krj->kij", Jc, Jp)
+        return Hcc, Hpp, W, gc, gp, Q
 
-    def apply(R, C, X, dx):
-        dc = dx[:nc].reshape(N - 1, 6)
-        R2 = R.copy()
-        R2[1:] = rotation_matrices(dc[:, :3]) @ R[1:]
-        C2 = C.copy()
-        C2[1:] += dc[:, 3:]
-        X2 = X + dx[nc:].reshape(M, 3)
+    def apply(R, C, X, dc, dp, Q):
+        dc = dc.reshape(N, 6).copy()
+        dc[far, 3:] = Q.T @ dc[far, 3:]
+        R2 = rotation_matrices(dc[:, :3]) @ R
+        C2 = C + dc[:, 3:]
+        X2 = X + dp
         s = d_far / np.linalg.norm(C2[far] - C2[0])  # a similarity: reprojection unchanged
         return R2, C2[0] + s * (C2 - C2[0]), C2[0] + s * (X2 - C2[0])
 
@@ -184,37 +193,42 @@ def smooth_bundle_adjust(R_cw, C, X, obs_frame, obs_point, obs_xy, times_s, *, f
               "accel_before": float(np.linalg.norm(a, axis=1).mean() * accel_sigma)}
     lam, cur, it = 1e-4, cost0, 0
     for it in range(1, max_iterations + 1):
-        J, r = jacobian(R, C, Xc, e, a)
-        H = (J.T @ J).tocsr()
-        grad = J.T @ r
-        Hcc = H[:nc_free, :nc_free].toarray()
-        Hcp = H[:nc_free, nc_free:]
-        Hpp = np.zeros((M, 3, 3))
-        hpp = H[nc_free:, nc_free:].tocoo()
-        Hpp[hpp.row // 3, hpp.row % 3, hpp.col % 3] = hpp.data
+        Hcc, Hpp, W, gc, gp, Q = normal_equations(R, C, Xc, e, a)
+        # Points: a fixed small damping (POINT_DAMPING) keeps near-parallel rays from running off along
+        # themselves; it does not move the optimum.  The Schur complement then does not depend on
+        # lambda, so it is formed once per iteration: S = Hcc - sum_k,l W_k Pinv_p W_l^T = Hcc - G G^T.
+        P = Hpp + (POINT_DAMPING * np.einsum("mii->mi", Hpp) + 1e-12)[:, :, None] * np.eye(3)
+        Pinv = np.linalg.inv(P)
+        L = np.linalg.cholesky(Pinv)  # (M, 3, 3), Pinv = L L^T
+        # G as a block-sparse matrix: one (6, 3) block per observation, at (frame, point); scipy's
+        # block product then costs one 6x3x6 product per pair of observations of a point.
+        order = np.lexsort((p, f))  # BSR wants the blocks of each block row sorted by column
+        indptr = np.searchsorted(f[order], np.arange(N + 1))
+        G = sp.bsr_matrix(((W @ L[p])[order], p[order], indptr), shape=(6 * N, 3 * M))
+        S = Hcc - (G @ G.T.tobsr(blocksize=(3, 6))).toarray()
+        Pg = np.einsum("mij,mj->mi", Pinv, gp)  # (M, 3)
+        rhs = -gc + per_frame(np.einsum("kij,kj->ki", W, Pg[p])).ravel()
+        S[fixed, :] = 0.0
+        S[:, fixed] = 0.0
+        rhs[fixed] = 0.0
+        D = np.diagonal(S).copy()
+        D[fixed] = 1.0
         improved, drop = False, 0.0
         while lam < 1e8:
-            D = np.diagonal(Hcc).copy()
-            A = Hcc + np.diag(lam * D + 1e-12)
-            P = Hpp + (lam * np.einsum("mii->mi", Hpp) + 1e-12)[:, :, None] * np.eye(3)
-            Pinv = np.linalg.inv(P)
-            Pinv_sp = sp.bsr_matrix((Pinv, np.arange(M), np.arange(M + 1)), shape=(3 * M, 3 * M)).tocsr()
-            gc, gp = grad[:nc_free], grad[nc_free:]
-            S = A - (Hcp @ Pinv_sp @ Hcp.T).toarray()
-            rhs = -gc + Hcp @ (Pinv_sp @ gp)
             try:
-                dc = np.linalg.solve(S, rhs)
+                dc = np.linalg.solve(S + np.diag(lam * D + 1e-12), rhs)
             except np.linalg.LinAlgError:
                 lam *= 10
                 continue
-            dp = -(Pinv_sp @ (gp + Hcp.T @ dc))
-            R2, C2, X2 = apply(R, C, X, T @ np.concatenate([dc, dp]))
+            t = per_point(np.einsum("kji,kj->ki", W, dc.reshape(N, 6)[f]))
+            dp = -np.einsum("mij,mj->mi", Pinv, gp + t)
+            R2, C2, X2 = apply(R, C, X, dc, dp, Q)
             Xc2, e2, a2 = residuals(R2, C2, X2)
             new = cost(e2, a2) if np.all(Xc2[:, 2] > 0) else np.inf
             if new < cur:
                 R, C, X, Xc, e, a = R2, C2, X2, Xc2, e2, a2
                 drop = (cur - new) / cur
-                cur, lam, improved = new, max(lam / 10, 1e-9), True
+                cur, lam, improved = new, max(lam / 3, 1e-9), True
                 break
             lam *= 10
         if not improved or drop < tolerance:
