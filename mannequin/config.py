@@ -126,9 +126,9 @@ class SfmConfig:
     acceleration over the frame times, in median scene depths per s², is a residual divided by this
     (0 = off; image folders have no frame times and are never smoothed).  A camera that mostly turns
     observes its centre weakly and plain adjustment lets it jitter: TUM fr1/rpy with the given
-    calibration, camera RMSE 3.38% → 1.19% (frames 0-29) and 2.40% → 1.46% (30-59) of the path.
+    calibration, camera RMSE 3.38% → 1.14% (frames 0-29) and 2.40% → 1.32% (30-59) of the path.
     0.1 over-smooths (3.3% on 30-59), 1.0 barely acts on 0-29 (2.4%); 0.3 × a 1.5 m scene is 0.45
-    m/s², a calm handheld walk.
+    m/s², a calm handheld walk (tuned on those two windows: docs/FINDINGS.md).
     """
 
     camera_model: str = "SIMPLE_RADIAL"
