@@ -42,6 +42,9 @@ def acceleration_operator(times_s) -> np.ndarray:
 
 #: Fixed Levenberg-Marquardt damping of the point blocks, relative to their diagonal.
 POINT_DAMPING = 1e-4
+#: The reduced camera system is solved densely up to this many parameters (6 per frame: 4000 is
+#: 667 frames, 128 MB), sparsely beyond.
+DENSE_MAX_PARAMS = 4000
 
 
 def _check(R_cw, C, X, obs_frame, obs_point, obs_xy, times_s):
@@ -87,6 +90,7 @@ def smooth_bundle_adjust(R_cw, C, X, obs_frame, obs_point, obs_xy, times_s, *, f
     Report: costs, mean reprojection error (px) and mean acceleration before and after, iterations.
     """
     import scipy.sparse as sp
+    from scipy.sparse.linalg import spsolve
 
     R, C, X, f, p, xy = _check(R_cw, C, X, obs_frame, obs_point, obs_xy, times_s)
     if not accel_sigma > 0 or not focal_px > 0:
@@ -137,7 +141,7 @@ def smooth_bundle_adjust(R_cw, C, X, obs_frame, obs_point, obs_xy, times_s, *, f
         return np.linalg.svd(u[None, :])[2]  # (3, 3) orthonormal rows, the first is ±u
 
     def normal_equations(R, C, Xc, e, a):
-        """Gauss-Newton blocks: Hcc (6N, 6N) dense, Hpp (M, 3, 3), W (K, 6, 3), gc (6N,), gp (M, 3)."""
+        """Gauss-Newton blocks: Hcc (6N, 6N) sparse, Hpp (M, 3, 3), W (K, 6, 3), gc (6N,), gp (M, 3)."""
         x, y, z = Xc[:, 0], Xc[:, 1], Xc[:, 2]
         Jpi = np.zeros((K, 2, 3))
         Jpi[:, 0, 0] = Jpi[:, 1, 1] = focal_px / z
@@ -159,19 +163,20 @@ def smooth_bundle_adjust(R_cw, C, X, obs_frame, obs_point, obs_xy, times_s, *, f
         else:
             ew = e
         Jc[f == 0] = 0.0
-        Hcc = np.zeros((6 * N, 6 * N))
         blocks = per_frame(np.einsum("kri,krj->kij", Jc, Jc))
-        for i in range(N):
-            Hcc[6 * i:6 * i + 6, 6 * i:6 * i + 6] = blocks[i]
         gc = per_frame(np.einsum("kri,kr->ki", Jc, ew)).ravel()
         # The prior: acceleration rows on the centre columns (frame 0 fixed, the far frame rotated).
-        A = np.zeros((3 * (N - 2), 6 * N))
+        # Sparse throughout: a long clip must not cost O(N^2) memory.
+        A = sp.lil_matrix((3 * (N - 2), 6 * N))
         for j in range(3):
             for ax in range(3):
                 A[3 * np.arange(N - 2) + ax, 6 * (np.arange(N - 2) + j) + 3 + ax] = acc[:, j] / accel_sigma
-        A[:, 6 * far + 3:6 * far + 6] = A[:, 6 * far + 3:6 * far + 6] @ Q.T
-        A[:, :6] = 0.0
-        Hcc += A.T @ A
+        A = A.tocsc()
+        rot = sp.identity(6 * N, format="lil")
+        rot[6 * far + 3:6 * far + 6, 6 * far + 3:6 * far + 6] = Q.T
+        rot[np.arange(6), np.arange(6)] = 0.0  # frame 0 is fixed
+        A = A @ rot.tocsc()
+        Hcc = sp.block_diag(list(blocks), format="csr") + (A.T @ A).tocsr()
         gc += A.T @ a.ravel()
         Hpp = per_point(np.einsum("kri,krj->kij", Jp, Jp))
         gp = per_point(np.einsum("kri,kr->ki", Jp, ew))
@@ -205,19 +210,23 @@ def smooth_bundle_adjust(R_cw, C, X, obs_frame, obs_point, obs_xy, times_s, *, f
         order = np.lexsort((p, f))  # BSR wants the blocks of each block row sorted by column
         indptr = np.searchsorted(f[order], np.arange(N + 1))
         G = sp.bsr_matrix(((W @ L[p])[order], p[order], indptr), shape=(6 * N, 3 * M))
-        S = Hcc - (G @ G.T.tobsr(blocksize=(3, 6))).toarray()
+        S = (Hcc - G @ G.T.tobsr(blocksize=(3, 6))).tocsr()
         Pg = np.einsum("mij,mj->mi", Pinv, gp)  # (M, 3)
         rhs = -gc + per_frame(np.einsum("kij,kj->ki", W, Pg[p])).ravel()
-        S[fixed, :] = 0.0
-        S[:, fixed] = 0.0
+        free = np.ones(6 * N)
+        free[fixed] = 0.0
+        S = sp.diags(free) @ S @ sp.diags(free) + sp.diags(1.0 - free)  # fixed parameters: dx = 0
         rhs[fixed] = 0.0
-        D = np.diagonal(S).copy()
-        D[fixed] = 1.0
+        D = S.diagonal()
         improved, drop = False, 0.0
         while lam < 1e8:
-            try:
-                dc = np.linalg.solve(S + np.diag(lam * D + 1e-12), rhs)
+            damped = S + sp.diags(lam * D + 1e-12)
+            try:  # dense while it fits (the reduced system fills in where frames share points)
+                dc = (np.linalg.solve(damped.toarray(), rhs) if 6 * N <= DENSE_MAX_PARAMS
+                      else spsolve(damped.tocsc(), rhs))
             except np.linalg.LinAlgError:
+                dc = np.full(6 * N, np.nan)
+            if not np.all(np.isfinite(dc)):
                 lam *= 10
                 continue
             t = per_point(np.einsum("kji,kj->ki", W, dc.reshape(N, 6)[f]))
