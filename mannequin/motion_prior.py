@@ -87,6 +87,7 @@ def smooth_bundle_adjust(R_cw, C, X, obs_frame, obs_point, obs_xy, times_s, *, f
     Returns ``(R_cw, C, X, report)``.  The gauge is held by frame 0's pose and by the distance from
     frame 0 to the frame farthest from it (the prior is not scale-free, so the scale must be fixed),
     both exactly.
+    Observations of points behind their camera are left out (``observations_behind_camera``).
     Report: costs, mean reprojection error (px) and mean acceleration before and after, iterations.
     """
     import scipy.sparse as sp
@@ -95,6 +96,11 @@ def smooth_bundle_adjust(R_cw, C, X, obs_frame, obs_point, obs_xy, times_s, *, f
     R, C, X, f, p, xy = _check(R_cw, C, X, obs_frame, obs_point, obs_xy, times_s)
     if not accel_sigma > 0 or not focal_px > 0:
         raise ValueError(f"accel_sigma and focal_px must be > 0, got {accel_sigma}, {focal_px}")
+    # An observation of a point behind its camera (left by an earlier robust adjustment, which
+    # hardly feels it) has no valid residual: it is left out, else every step would look infinite.
+    behind = np.einsum("kj,kj->k", R[f][:, 2], X[p] - C[f]) <= 0
+    if behind.any():
+        f, p, xy = f[~behind], p[~behind], xy[~behind]
     N, M, K = len(C), len(X), len(f)
     acc = acceleration_operator(times_s)
     far = int(np.argmax(np.linalg.norm(C - C[0], axis=1)))
@@ -194,7 +200,8 @@ def smooth_bundle_adjust(R_cw, C, X, obs_frame, obs_point, obs_xy, times_s, *, f
 
     Xc, e, a = residuals(R, C, X)
     cost0 = cost(e, a)
-    report = {"cost_before": cost0, "reprojection_before_px": float(np.linalg.norm(e, axis=1).mean()),
+    report = {"observations_behind_camera": int(behind.sum()), "cost_before": cost0,
+              "reprojection_before_px": float(np.linalg.norm(e, axis=1).mean()),
               "accel_before": float(np.linalg.norm(a, axis=1).mean() * accel_sigma)}
     lam, cur, it = 1e-4, cost0, 0
     for it in range(1, max_iterations + 1):

@@ -82,3 +82,18 @@ def test_smooth_bundle_adjust_checks_its_inputs():
         smooth_bundle_adjust(R, C, X, of, op, xy, t, focal_px=f, accel_sigma=0.0)
     with pytest.raises(ValueError, match="coincide"):
         smooth_bundle_adjust(R, np.zeros_like(C), X, of, op, xy, t, focal_px=f, accel_sigma=1.0)
+
+
+def test_a_point_behind_a_camera_does_not_stall_the_adjustment():
+    """A robust adjustment upstream can leave a point behind a camera; its observations are left
+    out, and the rest of the clip is still smoothed."""
+    t, R, C, X, of, op, xy, f = _turning_clip(n=12)
+    rng = np.random.default_rng(2)
+    C0 = C + np.vstack([np.zeros(3), rng.normal(0, 0.004, (len(C) - 1, 3))])
+    X = X.copy()
+    X[op[0]] = C[of[0]] - 2.0 * R[of[0]][2]  # 2 m behind the camera that observes it
+    _, C_s, _, rep = smooth_bundle_adjust(R, C0, X, of, op, xy, t, focal_px=f, accel_sigma=0.3 * 3.5,
+                                          max_iterations=20)
+    assert rep["observations_behind_camera"] >= 1
+    assert rep["cost_after"] < 0.5 * rep["cost_before"]
+    assert ate_rmse(C_s, C)["rmse"] < ate_rmse(C0, C)["rmse"]
