@@ -47,6 +47,21 @@ POINT_DAMPING = 1e-4
 DENSE_MAX_PARAMS = 4000
 
 
+def _group_sum(index: np.ndarray, n: int):
+    """A function summing (K, ...) values over the entries that share an ``index`` (K,) value in
+    [0, n): returns (n, ...), zeros where no entry has that index."""
+    order = np.argsort(index, kind="stable")
+    has = np.bincount(index, minlength=n) > 0
+    starts = np.searchsorted(index[order], np.arange(n))[has]
+
+    def total(v: np.ndarray) -> np.ndarray:
+        out = np.zeros((n,) + v.shape[1:])
+        out[has] = np.add.reduceat(v[order], starts, axis=0)
+        return out
+
+    return total
+
+
 def _check(R_cw, C, X, obs_frame, obs_point, obs_xy, times_s):
     R = np.asarray(R_cw, dtype=np.float64)
     C = np.asarray(C, dtype=np.float64)
@@ -113,22 +128,15 @@ def smooth_bundle_adjust(R_cw, C, X, obs_frame, obs_point, obs_xy, times_s, *, f
     # increment is expressed in the basis [u, v1, v2] and the u coordinate held at 0; each step is
     # then rescaled about frame 0 to keep the distance exact).
     fixed = np.r_[np.arange(6), 6 * far + 3]
-    by_frame = np.argsort(f, kind="stable")
-    frame_starts = np.searchsorted(f[by_frame], np.arange(N))
-    by_point = np.argsort(p, kind="stable")
-    point_starts = np.searchsorted(p[by_point], np.arange(M))
-
-    def per_frame(v):  # sum (K, ...) over the observations of each frame -> (N, ...)
-        out = np.zeros((N,) + v.shape[1:])
-        has = np.bincount(f, minlength=N) > 0
-        out[has] = np.add.reduceat(v[by_frame], frame_starts[has], axis=0)
-        return out
-
-    def per_point(v):
-        out = np.zeros((M,) + v.shape[1:])
-        has = np.bincount(p, minlength=M) > 0
-        out[has] = np.add.reduceat(v[by_point], point_starts[has], axis=0)
-        return out
+    per_frame = _group_sum(f, N)  # sum (K, ...) over the observations of each frame -> (N, ...)
+    per_point = _group_sum(p, M)
+    # The prior's rows on the centre columns, before frame 0 is fixed and the far frame rotated.
+    # Sparse throughout: a long clip must not cost O(N^2) memory.
+    rows = 3 * np.arange(N - 2)[:, None, None] + np.arange(3)[None, None, :]  # (N-2, j, axis)
+    cols = 6 * (np.arange(N - 2)[:, None, None] + np.arange(3)[None, :, None]) + 3 + np.arange(3)
+    vals = np.broadcast_to((acc / accel_sigma)[:, :, None], rows.shape[:1] + (3, 3))
+    A0 = sp.csc_matrix((vals.ravel(), (np.broadcast_to(rows, vals.shape).ravel(), cols.ravel())),
+                       shape=(3 * (N - 2), 6 * N))
 
     def residuals(R, C, X):
         Xc = np.einsum("kij,kj->ki", R[f], X[p] - C[f])
@@ -171,18 +179,11 @@ def smooth_bundle_adjust(R_cw, C, X, obs_frame, obs_point, obs_xy, times_s, *, f
         Jc[f == 0] = 0.0
         blocks = per_frame(np.einsum("kri,krj->kij", Jc, Jc))
         gc = per_frame(np.einsum("kri,kr->ki", Jc, ew)).ravel()
-        # The prior: acceleration rows on the centre columns (frame 0 fixed, the far frame rotated).
-        # Sparse throughout: a long clip must not cost O(N^2) memory.
-        A = sp.lil_matrix((3 * (N - 2), 6 * N))
-        for j in range(3):
-            for ax in range(3):
-                A[3 * np.arange(N - 2) + ax, 6 * (np.arange(N - 2) + j) + 3 + ax] = acc[:, j] / accel_sigma
-        A = A.tocsc()
         rot = sp.identity(6 * N, format="lil")
         rot[6 * far + 3:6 * far + 6, 6 * far + 3:6 * far + 6] = Q.T
         rot[np.arange(6), np.arange(6)] = 0.0  # frame 0 is fixed
-        A = A @ rot.tocsc()
-        Hcc = sp.block_diag(list(blocks), format="csr") + (A.T @ A).tocsr()
+        A = A0 @ rot.tocsc()
+        Hcc = sp.bsr_matrix((blocks, np.arange(N), np.arange(N + 1)), shape=(6 * N, 6 * N)) + A.T @ A
         gc += A.T @ a.ravel()
         Hpp = per_point(np.einsum("kri,krj->kij", Jp, Jp))
         gp = per_point(np.einsum("kri,kr->ki", Jp, ew))
