@@ -34,7 +34,7 @@ from .consistency import (
 )
 from .errors import InputError
 from .views import neighbours_for, sparse_geometry, world_to_camera
-from .workspace import Workspace, atomic_path, save_image, save_npy, write_json
+from .workspace import Workspace, atomic_path, prune_frames, save_image, save_npy, write_json
 
 log = logging.getLogger("mannequin.fusion")
 
@@ -213,6 +213,7 @@ def run_fuse(ws: Workspace, cfg: FuseConfig, *, progress: bool = False) -> dict:
             pts, col = depth_to_points(np.where(take, label, 0), geo.K[index[name]], E[name],
                                        colors=load_image(ws.images_dir / name))
             cloud.add(pts, col)
+    prune_frames(ws.labels_dir, [q["name"] for q in qc], (".conf.npy", ".dynamic.png", ".npy", ".png"))
     write_json(ws.labels_dir / "qc.json", qc)
     n_points = _write_cloud(ws.fused_ply, cloud)
     return {"frames": len(qc), "kept": sum(q["kept"] for q in qc), "fused_points": n_points,

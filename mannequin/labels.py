@@ -20,7 +20,7 @@ import numpy as np
 
 from .config import Config, worker_threads
 from .errors import InputError
-from .workspace import Workspace, read_json_or_empty, save_image, write_text
+from .workspace import Workspace, prune_frames, read_json_or_empty, save_image, write_text
 
 log = logging.getLogger("mannequin.labels")
 
@@ -113,8 +113,13 @@ def run_labels(ws: Workspace, cfg: Config, *, progress: bool = False) -> dict:
                           disable=not progress, dynamic_ncols=True))
     text = _index_csv(qc, scale, verdict, reasons)
     write_text(ws.labels_dir / "index.csv", text)
+    stems = [q["name"] for q in qc]
+    for folder in (dm_dir, nm_dir):
+        prune_frames(folder, stems, (".png.photometric.bin", ".png.geometric.bin"))
     if cfg.labels.previews:
         _previews(ws, items, load_image, progress)
+    # Stale panels of frames no longer in the clip, and eval plots of the previous labels.
+    prune_frames(ws.preview_dir, stems, (".jpg", ".png"), protect=("contact_sheet.png",))
     return {"frames": len(qc), "kept": sum(q["kept"] for q in qc), "png_scale": scale,
             "verdict": verdict, "reasons": reasons}
 

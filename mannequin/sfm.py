@@ -15,13 +15,14 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
 from .cameras import CameraFile, Intrinsics, from_reconstruction, read_cameras, to_reconstruction, write_cameras
 from .config import SfmConfig, check_readout_ms, worker_threads
 from .errors import InputError, StageError
+from .frames import read_frames_csv
 from .workspace import Workspace, atomic_path, write_json
 
 log = logging.getLogger("mannequin.sfm")
@@ -330,9 +331,7 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, 
         raise InputError(f"{ws.frames_dir}: need at least 2 frames for sfm, found {len(names)} (run the frames stage first)")
     cam_file: Optional[CameraFile] = None
     if poses is not None:
-        cam_file = read_cameras(poses)
-        if len(cam_file) != len(names):
-            raise InputError(f"{poses}: {len(cam_file)} camera lines for {len(names)} frames in {ws.frames_dir}")
+        cam_file = poses_for_frames(read_cameras(poses), poses, ws, names)
     width, height = _frame_size(ws.frames_dir / f"{names[0]}.png")
     intrinsics = None
     if cfg.intrinsics and cam_file is None:
@@ -832,14 +831,58 @@ def rotation_reversal(rec, timestamps: dict, max_rate_deg_s: float = 30.0) -> di
     return out
 
 
+def poses_for_frames(cam_file: CameraFile, poses, ws: Workspace, names: Sequence[str]) -> CameraFile:
+    """The camera lines of the frames the frames stage kept, in the order of ``names``.
+
+    A camera file has one line per input frame (DESIGN.md: the i-th line belongs to the i-th
+    frame in sorted order), which is one line per row of ``WS/frames.csv``, dropped frames
+    included (blurred, or past ``max_frames``); a file with one line per source frame of a video
+    sampled with a stride is matched by source index.  The lines of dropped frames are left out.
+    Raises :class:`InputError` naming ``poses`` when the counts fit neither.
+    """
+    if not ws.frames_csv.exists():
+        if len(cam_file) != len(names):
+            raise InputError(f"{poses}: {len(cam_file)} camera lines for {len(names)} frames in {ws.frames_dir}")
+        return cam_file
+    rows = read_frames_csv(ws.frames_csv)
+    n_source = _source_frame_count(ws)
+    if len(cam_file) == len(rows):
+        line_of = {r["name"]: i for i, r in enumerate(rows)}
+    elif n_source is not None and len(cam_file) == n_source:
+        line_of = {r["name"]: r["source_index"] for r in rows}
+    else:
+        kept = sum(r["kept"] for r in rows)
+        source = f" of {n_source} in the video" if n_source not in (None, len(rows)) else ""
+        raise InputError(f"{poses}: {len(cam_file)} camera lines for {len(rows)} input frames{source} "
+                         f"({kept} kept); the counts must match")
+    missing = [n for n in names if n not in line_of]
+    if missing:
+        raise InputError(f"{ws.frames_csv}: frame {missing[0]} is not listed; run the frames stage again")
+    return CameraFile(url=cam_file.url, frames=[cam_file.frames[line_of[n]] for n in names])
+
+
+def _source_frame_count(ws: Workspace) -> Optional[int]:
+    """Frames of the input video before sampling (frames.json), or None when not recorded."""
+    import json
+
+    try:
+        n = json.loads(ws.frames_json.read_text()).get("source_frames")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return int(n) if isinstance(n, (int, float)) and n > 0 else None
+
+
 def _initial_camera(cfg: SfmConfig, cam_file, width: int, height: int, intrinsics=None) -> tuple[str, str]:
     """Camera model and initial parameters (comma string) for the database."""
     if cam_file is not None:
         f0 = cam_file.frames[0]
         for i, f in enumerate(cam_file.frames):
             if not np.allclose([f.fx, f.fy, f.cx, f.cy], [f0.fx, f0.fy, f0.cx, f0.cy], rtol=1e-9, atol=1e-12):
-                raise InputError(f"camera file line {i + 2}: intrinsics differ from the first frame's; "
+                raise InputError(f"camera file, frame line {i + 1}: intrinsics differ from the first frame's; "
                                  "one shared camera per clip is supported")
+            if f.k1 != 0 or f.k2 != 0:
+                raise InputError(f"camera file, frame line {i + 1}: distortion terms {f.k1:g} {f.k2:g} are not "
+                                 "supported (the format's are always 0); undistort the frames first")
         intr = f0.intrinsics(width, height)
         return "PINHOLE", ",".join(repr(v) for v in (intr.fx, intr.fy, intr.cx, intr.cy))
     if intrinsics is not None:

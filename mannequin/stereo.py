@@ -19,7 +19,7 @@ import numpy as np
 from .config import FuseConfig, StereoConfig
 from .errors import InputError
 from .views import depth_range, neighbours_for, relative_pose, select_views, sparse_geometry, world_to_camera
-from .workspace import Workspace, save_npy, write_json
+from .workspace import Workspace, prune_frames, save_npy, write_json
 
 log = logging.getLogger("mannequin.stereo")
 
@@ -112,6 +112,7 @@ def run_stereo(ws: Workspace, cfg: StereoConfig, *, stage_hash: str = "", progre
         if ws.depth_path(stem).exists() and ws.conf_path(stem).exists():
             continue
         save(name, *sweep(name, window))
+    prune_frames(ws.depth_dir, [Path(n).stem for n in geo.names], (".conf.npy", ".npy"))
     if timings:
         log.debug("stereo: %.2f s per frame", float(np.mean(timings)))
     return ws.depth_dir

@@ -116,6 +116,31 @@ def clean_temporaries(folder) -> int:
     return n
 
 
+def prune_frames(folder, keep, suffixes, protect=()) -> list:
+    """Delete the per-frame files of ``folder`` that belong to no frame in ``keep``.
+
+    A file ``<stem><suffix>`` (the longest matching suffix of ``suffixes`` decides the stem, so
+    ``000001.conf.npy`` is frame ``000001`` under ``(".conf.npy", ".npy")``) is deleted when its
+    stem is not in ``keep``; names in ``protect`` and files matching no suffix stay.  A stage calls
+    this after writing its outputs, so that frames dropped since an earlier run (another input, a
+    frame rejected on re-run) leave no stale labels behind.  Returns the deleted paths.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    keep, protect = set(keep), set(protect)
+    ordered = sorted(suffixes, key=len, reverse=True)
+    removed = []
+    for path in sorted(folder.iterdir()):
+        if not path.is_file() or path.name in protect:
+            continue
+        suffix = next((x for x in ordered if path.name.endswith(x)), None)
+        if suffix is not None and path.name[:-len(suffix)] not in keep:
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
 class Workspace:
     """Typed paths of one video's workspace (see DESIGN.md) plus stage stamps."""
 

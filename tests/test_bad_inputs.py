@@ -141,7 +141,7 @@ def _(tmp, clip):
     return _cams(tmp, clip, lambda ls: ls[:2] + [" ".join(ls[2].split()[:7] + ["3.0"] + ls[2].split()[8:])] + ls[3:])
 
 
-@case("camera file: fewer lines than frames", "camera lines for 10 frames")
+@case("camera file: fewer lines than frames", "camera lines for 10 input frames")
 def _(tmp, clip):
     return _cams(tmp, clip, lambda ls: ls[:-3])
 

@@ -114,3 +114,23 @@ def test_pose_timestamps_take_the_camera_files_frames(tiny_clip, tmp_path):
         run_video(tiny_clip / "video.mp4", tmp_path / "ws_late", poses=late, config=cfg)
     with pytest.raises(InputError, match="pass the file with --poses"):
         run_video(tiny_clip / "video.mp4", tmp_path / "ws_none", config=cfg)
+
+
+def test_new_input_leaves_no_stale_frames(tiny_run, tiny_clip, tmp_path):
+    """Re-running a workspace on another input (here the same frames under other names) replaces
+    its per-frame outputs: no label, depth map, COLMAP map or preview of the old frames stays."""
+    import shutil
+
+    ws_root = tmp_path / "ws"
+    shutil.copytree(tiny_run.root, ws_root)
+    folder = tmp_path / "renamed"
+    folder.mkdir()
+    for i, p in enumerate(sorted((tiny_clip / "frames").glob("*.png"))):
+        shutil.copy(p, folder / f"a{i}.png")
+    ws = run_video(folder, ws_root, poses=tiny_clip / "cameras.txt", config=fast_config())
+    new = {f"a{i}" for i in range(10)}
+    assert set(ws.image_names()) == new
+    for folder, cut in ((ws.labels_dir, 1), (ws.depth_dir, 1), (ws.preview_dir, 1),
+                        (ws.stereo_dir / "depth_maps", 2), (ws.stereo_dir / "normal_maps", 2)):
+        stems = {p.name.split(".")[0] for p in folder.iterdir()} - {"index", "qc", "contact_sheet", "report"}
+        assert stems == new, (folder, sorted(stems - new))

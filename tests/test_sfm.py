@@ -7,7 +7,7 @@ import pytest
 from mannequin.cameras import read_cameras
 from mannequin.config import FramesConfig, SfmConfig
 from mannequin.errors import InputError, StageError
-from mannequin.frames import extract_frames
+from mannequin.frames import extract_frames, read_frames_csv
 from mannequin.metrics import ate_rmse
 from mannequin.sfm import parse_intrinsics, run_sfm
 from mannequin.synth import render_clip, synth, write_clip
@@ -113,9 +113,45 @@ def test_known_poses_count_mismatch(clip_dir, tmp_path):
     lines = (clip_dir / "cameras.txt").read_text().splitlines()
     short = tmp_path / "short.txt"
     short.write_text("\n".join(lines[:-2]) + "\n")
-    with pytest.raises(InputError, match="14 camera lines for 16 frames"):
+    with pytest.raises(InputError, match="14 camera lines for 16 input frames"):
         run_sfm(ws, SfmConfig(), poses=short)
     assert not ws.sparse_dir.exists() and not ws.cameras_txt.exists()
+
+
+def test_known_poses_skip_the_lines_of_dropped_frames(clip_dir, tmp_path):
+    """A camera file has one line per input frame; when the frames stage drops a blurred frame,
+    its line is left out and every kept frame keeps its own pose."""
+    import imageio.v3 as iio
+    from scipy.ndimage import uniform_filter
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, p in enumerate(sorted((clip_dir / "frames").glob("*.png"))):
+        im = iio.imread(p)
+        if i == 5:
+            im = uniform_filter(im.astype(float), size=(15, 15, 1)).astype(np.uint8)
+        iio.imwrite(folder / p.name, im)
+    ws = Workspace(tmp_path / "ws").create()
+    extract_frames(folder, ws, FramesConfig())
+    rows = read_frames_csv(ws.frames_csv)
+    assert [r["reason"] for r in rows if not r["kept"]] == ["blurry"] and not rows[5]["kept"]
+    run_sfm(ws, SfmConfig(max_features=2048), poses=clip_dir / "cameras.txt")
+    gt = read_cameras(clip_dir / "cameras.txt").frames
+    est = read_cameras(ws.cameras_txt).frames
+    assert len(est) == 15
+    for a, b in zip([g for i, g in enumerate(gt) if i != 5], est):
+        np.testing.assert_allclose(b.pose.matrix, a.pose.matrix, atol=1e-9)
+
+
+def test_known_poses_with_distortion_are_refused(clip_dir, tmp_path):
+    ws = _frames(clip_dir, tmp_path)
+    lines = (clip_dir / "cameras.txt").read_text().splitlines()
+    parts = lines[3].split()
+    parts[5] = "0.1"
+    bad = tmp_path / "dist.txt"
+    bad.write_text("\n".join(lines[:3] + [" ".join(parts)] + lines[4:]) + "\n")
+    with pytest.raises(InputError, match="frame line 3: distortion terms 0.1 0 are not supported"):
+        run_sfm(ws, SfmConfig(), poses=bad)
 
 
 def test_static_camera_fails_clearly(tmp_path):
