@@ -162,12 +162,17 @@ def cmd_eval(args) -> int:
     if not args.quiet:
         c, p = result["clip"], result.get("poses")
         line = (f"{ws.root.name}: {args.which} vs GT depth: AbsRel {100 * (c['absrel'] or 0):.2f}%, "
-                f"delta<1.05 {100 * (c['delta_1.05'] or 0):.1f}%, density {100 * c['density']:.1f}% "
+                f"delta<1.05 {100 * (c['delta_1.05'] or 0):.1f}%, density {_percent(c['density'])} "
                 f"over {c['frames']} frames (scale {c['scale']:.4g}{', fitted' if c['scale_fitted'] else ''})")
         if p:
             line += f"; camera path error (ATE) {p['rmse_pct']:.2f}% of {p['length']:.3g}"
         print(line, file=sys.stderr)
     return 0
+
+
+def _percent(value) -> str:
+    """``value`` (a share, or None where undefined) as a percentage for the terminal."""
+    return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
 def cmd_batch(args) -> int:

@@ -388,7 +388,7 @@ def evaluate(ws: Workspace, gt_dir, *, depth_scale: float = 1.0, gt_camera=None,
         if gt_camera is not None:
             p, g = sample_through_points(pred, geo.K[index[name]], gt, gt_camera, rolling.get(name))
             # density: labelled share of GT pixels is measured in the GT image's own grid
-            valid_gt = int((gt > 0).sum())
+            valid_gt = int((np.isfinite(gt) & (gt > 0)).sum())
             pairs.append((p, g, valid_gt))
         else:
             if gt.shape != pred.shape and gt_format == "middlebury" and _same_aspect(gt.shape, pred.shape):
@@ -411,14 +411,18 @@ def evaluate(ws: Workspace, gt_dir, *, depth_scale: float = 1.0, gt_camera=None,
         fit_scale = summary.get("mode", "sfm") == "sfm"
     if fit_scale:
         ratios = np.concatenate([g[(p > 0) & (g > 0)] / p[(p > 0) & (g > 0)] for p, g, _ in pairs])
-        scale = float(np.median(ratios)) if ratios.size else float("nan")
+        ratios = ratios[np.isfinite(ratios)]
+        if not ratios.size:
+            raise InputError(f"{gt_dir}: no pixel of {src_dir} has a valid GT depth to compare with, "
+                             "so no scale can be fitted")
+        scale = float(np.median(ratios))
     else:
         scale = 1.0
     frames, all_p, all_g = [], [], []
     for name, (p, g, valid_gt) in zip(names, pairs):
         m = depth_metrics(p.reshape(1, -1) if p.ndim == 1 else p, g.reshape(1, -1) if g.ndim == 1 else g, scale=scale)
         if valid_gt is not None:  # through 3-D points: density over the GT image's valid pixels
-            m["density"] = float(((p > 0) & (g > 0)).sum() / max(valid_gt, 1))
+            m["density"] = float(((p > 0) & (g > 0)).sum() / valid_gt) if valid_gt else float("nan")
         frames.append({"name": name, **m})
         all_p.append(p.ravel())
         all_g.append(g.ravel())
@@ -426,7 +430,9 @@ def evaluate(ws: Workspace, gt_dir, *, depth_scale: float = 1.0, gt_camera=None,
     clip = depth_metrics(P[None], G[None], scale=scale)
     both = (P > 0) & (G > 0)
     errs = np.abs(scale * P[both] - G[both]) / G[both]
-    clip["density"] = float(np.mean([f["density"] for f in frames]))
+    # Frames whose GT has no valid pixel have no density (NaN, null in the JSON) and do not count.
+    dens = [f["density"] for f in frames if math.isfinite(f["density"])]
+    clip["density"] = float(np.mean(dens)) if dens else float("nan")
     clip.update({"scale": scale, "scale_fitted": bool(fit_scale), "frames": len(frames), "source": which,
                  "gt_format": gt_format if calib is not None or gt_format == "depth" else "middlebury-uncalibrated"})
     out = {"clip": _clean(clip), "frames": [_clean(f) for f in frames], "_errors": errs[:: max(1, errs.size // 200000)]}
@@ -450,7 +456,10 @@ def _clean(d: dict) -> dict:
 
 
 def _pose_metrics(ws: Workspace, gt_poses) -> dict:
+    """ATE of ``WS/cameras.txt`` against ``gt_poses``, whose i-th pose belongs to the i-th input frame
+    (:func:`mannequin.frames.input_line_of`): frames dropped or left unregistered are skipped."""
     from .cameras import read_cameras
+    from .frames import input_line_of, read_frames_csv
 
     gt_poses = Path(gt_poses)
     if not gt_poses.is_file():
@@ -464,9 +473,18 @@ def _pose_metrics(ws: Workspace, gt_poses) -> dict:
             gt_centers = np.array([[float(v) for v in r[-7:-4]] for r in rows])
         except ValueError:
             raise InputError(f"{gt_poses}: neither an MC camera file nor a TUM trajectory") from None
-    if len(gt_centers) != len(est.frames):
-        raise InputError(f"{gt_poses}: {len(gt_centers)} GT poses for {len(est.frames)} frames in {ws.cameras_txt}")
-    return ate_rmse(np.array([f.pose.center for f in est.frames]), gt_centers)
+    est_centers = np.array([f.pose.center for f in est.frames])
+    if not ws.frames_csv.exists():
+        if len(gt_centers) != len(est.frames):
+            raise InputError(f"{gt_poses}: {len(gt_centers)} GT poses for {len(est.frames)} frames in {ws.cameras_txt}")
+        return ate_rmse(est_centers, gt_centers)
+    line_of = input_line_of(ws.frames_csv, ws.frames_json, len(gt_centers), str(gt_poses))
+    name_at = {r["timestamp_us"]: r["name"] for r in read_frames_csv(ws.frames_csv)}
+    try:
+        lines = [line_of[name_at[f.timestamp_us]] for f in est.frames]
+    except KeyError:
+        raise InputError(f"{ws.cameras_txt}: its timestamps do not match {ws.frames_csv}; run sfm again") from None
+    return ate_rmse(est_centers, gt_centers[lines])
 
 
 def write_eval_plots(ws: Workspace, result: dict) -> list:
@@ -484,11 +502,12 @@ def write_eval_plots(ws: Workspace, result: dict) -> list:
     idx = np.arange(len(frames))
     ax[0].plot(idx, [100 * (f["absrel"] or 0) for f in frames], "o-")
     ax[0].set_ylabel("AbsRel (%)")
-    ax[1].plot(idx, [100 * (f["density"] or 0) for f in frames], "o-", color="tab:green")
+    ax[1].plot(idx, [100 * f["density"] if f["density"] is not None else np.nan for f in frames], "o-",
+               color="tab:green")
     ax[1].set_ylabel("density (%)")
     ax[1].set_xlabel("frame")
     fig.suptitle(f"{ws.root.name}: AbsRel {100 * (result['clip']['absrel'] or 0):.2f}% "
-                 f"at {100 * result['clip']['density']:.0f}% density")
+                 f"at {100 * (result['clip']['density'] or 0):.0f}% density")
     fig.tight_layout()
     out = ws.preview_dir / "eval_per_frame.png"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -252,6 +252,31 @@ def read_frames_csv(path) -> list[dict]:
     return rows
 
 
+def input_line_of(frames_csv, frames_json, n_lines: int, label: str) -> dict:
+    """Frame name → line of a file with one line per input frame (a camera file, GT poses).
+
+    DESIGN.md: the i-th line belongs to the i-th input frame in sorted order, i.e. to the i-th row
+    of ``frames_csv`` (dropped frames included).  A file with one line per source frame of a
+    video sampled with a stride (``source_frames`` in ``frames_json``) is matched by source index.
+    Raises :class:`InputError` naming ``label`` when ``n_lines`` fits neither.
+    """
+    import json
+
+    rows = read_frames_csv(frames_csv)
+    try:
+        n_source = json.loads(Path(frames_json).read_text()).get("source_frames")
+    except (OSError, ValueError, AttributeError):
+        n_source = None
+    if n_lines == len(rows):
+        return {r["name"]: i for i, r in enumerate(rows)}
+    if isinstance(n_source, int) and n_lines == n_source:
+        return {r["name"]: r["source_index"] for r in rows}
+    kept = sum(r["kept"] for r in rows)
+    source = f" of {n_source} in the video" if isinstance(n_source, int) and n_source != len(rows) else ""
+    raise InputError(f"{label}: {n_lines} lines for {len(rows)} input frames{source} ({kept} kept); "
+                     "the counts must match")
+
+
 def kept_names(path) -> list[str]:
     """Names of the kept frames listed in a frames.csv, in source order."""
     return [r["name"] for r in read_frames_csv(path) if r["kept"]]

@@ -22,7 +22,7 @@ import numpy as np
 from .cameras import CameraFile, Intrinsics, from_reconstruction, read_cameras, to_reconstruction, write_cameras
 from .config import SfmConfig, check_readout_ms, worker_threads
 from .errors import InputError, StageError
-from .frames import read_frames_csv
+from .frames import input_line_of
 from .workspace import Workspace, atomic_path, write_json
 
 log = logging.getLogger("mannequin.sfm")
@@ -834,42 +834,22 @@ def rotation_reversal(rec, timestamps: dict, max_rate_deg_s: float = 30.0) -> di
 def poses_for_frames(cam_file: CameraFile, poses, ws: Workspace, names: Sequence[str]) -> CameraFile:
     """The camera lines of the frames the frames stage kept, in the order of ``names``.
 
-    A camera file has one line per input frame (DESIGN.md: the i-th line belongs to the i-th
-    frame in sorted order), which is one line per row of ``WS/frames.csv``, dropped frames
-    included (blurred, or past ``max_frames``); a file with one line per source frame of a video
-    sampled with a stride is matched by source index.  The lines of dropped frames are left out.
-    Raises :class:`InputError` naming ``poses`` when the counts fit neither.
+    A camera file has one line per input frame (:func:`mannequin.frames.input_line_of`), dropped
+    frames included (blurred, or past ``max_frames``); the lines of dropped frames are left out.
+    Raises :class:`InputError` naming ``poses`` when the counts do not match.
     """
     if not ws.frames_csv.exists():
         if len(cam_file) != len(names):
             raise InputError(f"{poses}: {len(cam_file)} camera lines for {len(names)} frames in {ws.frames_dir}")
         return cam_file
-    rows = read_frames_csv(ws.frames_csv)
-    n_source = _source_frame_count(ws)
-    if len(cam_file) == len(rows):
-        line_of = {r["name"]: i for i, r in enumerate(rows)}
-    elif n_source is not None and len(cam_file) == n_source:
-        line_of = {r["name"]: r["source_index"] for r in rows}
-    else:
-        kept = sum(r["kept"] for r in rows)
-        source = f" of {n_source} in the video" if n_source not in (None, len(rows)) else ""
-        raise InputError(f"{poses}: {len(cam_file)} camera lines for {len(rows)} input frames{source} "
-                         f"({kept} kept); the counts must match")
+    try:
+        line_of = input_line_of(ws.frames_csv, ws.frames_json, len(cam_file), str(poses))
+    except InputError as exc:
+        raise InputError(str(exc).replace(" lines for ", " camera lines for ", 1)) from None
     missing = [n for n in names if n not in line_of]
     if missing:
         raise InputError(f"{ws.frames_csv}: frame {missing[0]} is not listed; run the frames stage again")
     return CameraFile(url=cam_file.url, frames=[cam_file.frames[line_of[n]] for n in names])
-
-
-def _source_frame_count(ws: Workspace) -> Optional[int]:
-    """Frames of the input video before sampling (frames.json), or None when not recorded."""
-    import json
-
-    try:
-        n = json.loads(ws.frames_json.read_text()).get("source_frames")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return int(n) if isinstance(n, (int, float)) and n > 0 else None
 
 
 def _initial_camera(cfg: SfmConfig, cam_file, width: int, height: int, intrinsics=None) -> tuple[str, str]:

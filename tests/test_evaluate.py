@@ -305,3 +305,35 @@ def test_eval_which_sparse_scores_the_sfm_points(tiny_clip, tiny_run):
     assert np.median(res["_errors"]) < 0.03 and c["delta_1.05"] > 0.7
     with pytest.raises(Exception, match="--which"):
         evaluate(tiny_run, tiny_clip / "depth", which="points")
+
+
+def test_gt_frame_without_valid_pixels_has_no_density(tiny_clip, tiny_run, tmp_path):
+    """A GT frame with no valid pixel: its density is null, the clip's is the mean over the others,
+    and the CLI still prints the JSON and exits 0; with no overlap at all, fitting a scale is a
+    clear error."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    import pytest
+
+    from mannequin.errors import InputError
+    from mannequin.evaluate import evaluate
+
+    gt = tmp_path / "gt"
+    shutil.copytree(tiny_clip / "depth", gt)
+    first = sorted(gt.glob("*.npy"))[0]
+    np.save(first, np.zeros_like(np.load(first)))
+    r = subprocess.run([sys.executable, "-m", "mannequin", "eval", str(tiny_run.root), "--gt-depth", str(gt)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    frames = {f["name"]: f for f in out["frames"]}
+    assert frames[first.stem]["density"] is None
+    others = [f["density"] for n, f in frames.items() if n != first.stem]
+    assert out["clip"]["density"] == pytest.approx(np.mean(others)) and 0 < out["clip"]["density"] <= 1
+    for p in gt.glob("*.npy"):
+        np.save(p, np.zeros_like(np.load(p)))
+    with pytest.raises(InputError, match="no pixel .* has a valid GT depth"):
+        evaluate(tiny_run, gt, fit_scale=True)

@@ -141,6 +141,11 @@ def test_known_poses_skip_the_lines_of_dropped_frames(clip_dir, tmp_path):
     assert len(est) == 15
     for a, b in zip([g for i, g in enumerate(gt) if i != 5], est):
         np.testing.assert_allclose(b.pose.matrix, a.pose.matrix, atol=1e-9)
+    # eval pairs GT poses with input frames the same way: the dropped frame's line is skipped.
+    from mannequin.evaluate import evaluate
+
+    poses = evaluate(ws, clip_dir / "depth", gt_poses=clip_dir / "cameras.txt", which="sparse")["poses"]
+    assert poses["rmse_pct"] < 1e-6
 
 
 def test_known_poses_with_distortion_are_refused(clip_dir, tmp_path):
