@@ -148,8 +148,27 @@ def _read_txt_manifest(path: Path) -> List[Job]:
     return jobs
 
 
+def _folder_jobs(path: Path) -> List[Job]:
+    """A folder INPUT: its videos; or, holding none, the folder itself as one clip of images; or,
+    holding no images either, each sub-folder of images as a clip (a dataset of frame folders)."""
+    from .frames import list_images
+
+    videos = sorted((p for p in path.iterdir() if p.is_file() and is_video(p)), key=lambda p: p.name)
+    if videos:
+        return [Job(p.stem, p.absolute(), None, str(path)) for p in videos]
+    if list_images(path):
+        return [Job(path.absolute().name, path.absolute(), None, str(path))]
+    subs = sorted((p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+    clips = [Job(p.name, p.absolute(), None, str(path)) for p in subs if list_images(p)]
+    if not clips:
+        raise InputError(f"{path}: no videos, images or folders of images in this folder "
+                         f"(video extensions: {', '.join(VIDEO_EXTENSIONS)})")
+    return clips
+
+
 def expand_inputs(inputs: Iterable) -> List[Job]:
-    """The videos of ``inputs`` (files, folders of videos, .csv/.txt manifests) as :class:`Job` s.
+    """The clips of ``inputs`` (video files, folders of videos, a folder of images or of image
+    folders, .csv/.txt manifests) as :class:`Job` s.
 
     Raises :class:`InputError` for a missing INPUT, an empty folder or manifest, a malformed
     manifest line, and for two different videos that would share a workspace name.  The same
@@ -161,11 +180,7 @@ def expand_inputs(inputs: Iterable) -> List[Job]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted((p for p in path.iterdir() if p.is_file() and is_video(p)), key=lambda p: p.name)
-            if not found:
-                raise InputError(f"{path}: no videos in this folder "
-                                 f"(extensions: {', '.join(VIDEO_EXTENSIONS)})")
-            jobs += [Job(p.stem, p.absolute(), None, str(path)) for p in found]
+            jobs += _folder_jobs(path)
         elif not path.exists():
             raise InputError(f"{path}: input not found")
         elif path.suffix.lower() == ".csv":

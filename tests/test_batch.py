@@ -51,6 +51,20 @@ def test_folder_lists_videos_sorted_case_insensitive(tmp_path):
     assert all(j.cameras is None for j in jobs)
 
 
+def test_folders_of_images_are_clips(tmp_path):
+    """An image folder is one clip (DESIGN.md: INPUT is a video or a folder of images); a folder of
+    image folders is a dataset, one clip per sub-folder; a folder with neither is an error."""
+    for n in ["000.png", "001.png", "notes.txt"]:
+        touch(tmp_path / "shots" / "clipA" / n)
+    touch(tmp_path / "shots" / "clipB" / "x.jpg")
+    touch(tmp_path / "shots" / "empty" / "readme.md")
+    jobs = expand_inputs([tmp_path / "shots" / "clipA"])
+    assert [(j.name, j.video) for j in jobs] == [("clipA", (tmp_path / "shots" / "clipA").absolute())]
+    assert [j.name for j in expand_inputs([tmp_path / "shots"])] == ["clipA", "clipB"]
+    with pytest.raises(InputError, match="empty: no videos, images or folders of images"):
+        expand_inputs([tmp_path / "shots" / "empty"])
+
+
 def test_csv_manifest_relative_paths_comments_and_names(tmp_path):
     touch(tmp_path / "m" / "v" / "one.mp4")
     touch(tmp_path / "m" / "v" / "one.txt")
