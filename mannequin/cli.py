@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -32,11 +33,14 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
 
 
-def _config_args(p: argparse.ArgumentParser) -> None:
+def _config_args(p: argparse.ArgumentParser, frames: bool = False) -> None:
     p.add_argument("--preset", default=None, help="named preset: fast, default or quality (default: default, "
                    "or the workspace's config.json for a stage command)")
     p.add_argument("--config", type=Path, help="JSON file of options (partial), applied over the preset")
     p.add_argument("--max-size", type=int, help="longest frame side in px after resizing (0 = keep)")
+    if frames:
+        p.add_argument("--fps", type=float, help="frame rate of an image folder: timestamps are index × 1e6 / FPS "
+                       "µs (default 30); a video's timestamps are its own")
     p.add_argument("--intrinsics", help="fx,fy,cx,cy[,k1,k2,p1,p2[,k3]] in input-frame pixels, or a file "
                    "(default: a 60° field-of-view prior, then self-calibration)")
     p.add_argument("--readout-ms", type=float, help="rolling-shutter readout time in ms (0 = global shutter; "
@@ -45,7 +49,7 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 def resolve_config(args, workspace: Optional[Path] = None) -> "Config":  # noqa: F821 (imported lazily)
     """The config: the workspace's config.json (stage commands) or ``--preset``, then ``--config``,
-    ``--max-size``, ``--intrinsics`` and ``--readout-ms``, in that order."""
+    ``--max-size``, ``--fps``, ``--intrinsics`` and ``--readout-ms``, in that order."""
     from .config import Config, preset
 
     ws_cfg = workspace / "config.json" if workspace is not None else None
@@ -61,6 +65,13 @@ def resolve_config(args, workspace: Optional[Path] = None) -> "Config":  # noqa:
         if 0 < args.max_size < 32:
             raise InputError(f"--max-size {args.max_size}: too small for stereo (use at least 32 px)")
         cfg = cfg.replace(frames={"max_size": args.max_size})
+    if getattr(args, "fps", None) is not None:
+        if not (math.isfinite(args.fps) and 0 < args.fps <= 10000):
+            raise InputError(f"--fps {args.fps:g}: must be a frame rate between 0 and 10000")
+        if getattr(args, "input", None) is not None and not Path(args.input).is_dir():
+            raise InputError(f"{args.input}: --fps sets the frame rate of an image folder; a video has its own "
+                             "timestamps (to sample a video, set frames.fps in --config)")
+        cfg = cfg.replace(frames={"image_fps": args.fps})
     if getattr(args, "intrinsics", None):
         cfg = cfg.replace(sfm={"intrinsics": args.intrinsics})
     if getattr(args, "readout_ms", None) is not None:
@@ -204,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", type=Path, help="video file or folder of images")
     p.add_argument("--out", type=Path, required=True, help="workspace folder")
     p.add_argument("--poses", type=Path, help="MC/RealEstate10K camera file: use its intrinsics and poses as given")
-    _config_args(p)
+    _config_args(p, frames=True)
     _add_common(p)
     p.set_defaults(func=cmd_run)
 
@@ -213,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="workspace folder")
     p.add_argument("--poses", type=Path, help="camera file whose timestamps pick the frames (only with "
                                               "frames.pose_timestamps in --config)")
-    _config_args(p)
+    _config_args(p, frames=True)
     _add_common(p)
     p.set_defaults(func=_stage_command("frames"))
 

@@ -35,6 +35,8 @@ def test_help_lists_only_working_commands():
     (["run", "{tmp}/fake.mp4", "--out", "{tmp}/ws", "--max-size", "-3"], "--max-size"),
     (["stereo", "{tmp}/nows"], "workspace not found"),
     (["synth", "{tmp}/s", "--frames", "0"], "n_frames"),
+    (["run", "{tmp}/fake.mp4", "--out", "{tmp}/ws", "--fps", "10"], "--fps sets the frame rate of an image folder"),
+    (["frames", "{tmp}", "--out", "{tmp}/ws", "--fps", "0"], "--fps 0: must be a frame rate"),
 ])
 def test_errors_are_one_line(tmp_path, args, needle):
     (tmp_path / "fake.mp4").write_text("this is not a video")
@@ -107,3 +109,15 @@ def test_module_entry_point_matches_console_script():
     a = subprocess.run([exe, "--help"], capture_output=True, text=True)
     b = run("--help")
     assert a.returncode == b.returncode == 0 and a.stdout.replace("mannequin", "") == b.stdout.replace("mannequin", "")
+
+
+def test_fps_sets_the_timestamps_of_an_image_folder(tiny_clip, tmp_path):
+    """DESIGN.md: an image folder's timestamps are index × 33333 µs unless --fps is given."""
+    from mannequin.frames import read_frames_csv
+
+    for fps in (None, 10):
+        ws = tmp_path / f"ws{fps}"
+        out = run("frames", tiny_clip / "frames", "--out", ws, *(["--fps", fps] if fps else []))
+        assert out.returncode == 0, out.stderr
+        stamps = [r["timestamp_us"] for r in read_frames_csv(ws / "frames.csv")]
+        assert stamps[:3] == [0, 33333, 66666] if fps is None else [0, 100000, 200000]
