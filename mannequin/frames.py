@@ -3,11 +3,12 @@
 Pipeline (all deterministic):
 
 1. *Source.*  A video is decoded by the ffmpeg bundled with imageio-ffmpeg, streamed frame by frame
-   (never held in memory), after an explicit frame count (``count_frames_and_secs``, which decodes the
-   file).  ffmpeg applies the display-rotation metadata (auto-rotate), so a portrait phone clip comes
-   out upright.  A folder of images is read in sorted-name order (png/jpg/jpeg/bmp/tif/tiff, any case;
-   other files and hidden files are ignored); EXIF orientation is applied; grey, palette and RGBA
-   images become RGB (alpha dropped); 16-bit images are scaled to 8 bits.
+   (never held in memory), after an explicit frame count that also reads every frame's presentation
+   time (a decode through ffmpeg's ``showinfo`` filter).  ffmpeg applies the display-rotation metadata
+   (auto-rotate), so a portrait phone clip comes out upright.  A folder of images is read in
+   sorted-name order (png/jpg/jpeg/bmp/tif/tiff, any case; other files and hidden files are
+   ignored); EXIF orientation is applied; grey, palette and RGBA images become RGB (alpha dropped);
+   16-bit images are scaled to 8 bits.
 2. *Sampling.*  Candidates are every ``stride``-th source frame, or for a video with ``fps`` set, the
    source frames nearest to the times ``k / fps``.
 3. *Cap.*  With ``max_frames > 0`` and more candidates than that, ``max_frames`` evenly spaced
@@ -28,8 +29,9 @@ dropped by the cap (they are not decoded into images).  ``reason`` is empty for 
 not deliver although the count promised it; not expected in practice).
 
 Names are never renumbered: a video frame is named by its source index zero-padded to 6 digits
-(``000123``), an image by its stem.  Timestamps in µs: ``round(source_index × 1e6 / fps)`` for a video
-(fps from its header), ``index × round(1e6 / image_fps)`` for a folder (33333 µs steps at 30 fps).
+(``000123``), an image by its stem.  Timestamps in µs: a video frame's presentation time, relative to
+the first frame (variable frame rates are kept as recorded), ``index × round(1e6 / image_fps)`` for a
+folder (33333 µs steps at 30 fps).
 
 Truncated videos: whatever ffmpeg can decode is used (a truncated file whose index is at the front
 yields its first frames); a file ffmpeg cannot open at all (e.g. an mp4 cut before its ``moov`` atom)
@@ -58,6 +60,7 @@ from .errors import InputError, StageError
 from .workspace import atomic_path, write_json, write_text
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+log = logging.getLogger(__name__)
 CSV_COLUMNS = ("name", "source_index", "timestamp_us", "sharpness", "kept", "reason")
 PNG_COMPRESS_LEVEL = 1  # fast zlib level: several times quicker than PIL's default 6
 _GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601 luma
@@ -179,14 +182,26 @@ def resize_max(rgb: np.ndarray, max_size: int) -> np.ndarray:
 
 
 def sample_indices(n: int, stride: int = 1, fps: Optional[float] = None,
-                   source_fps: Optional[float] = None) -> list[int]:
+                   source_fps: Optional[float] = None, timestamps_us: Optional[Sequence[int]] = None) -> list[int]:
     """Candidate source indices out of ``n`` frames: every ``stride``-th from 0, or with ``fps`` and
     ``source_fps`` both set, the frames nearest to the times k / fps (k = 0, 1, ...), deduplicated.
 
-    A target rate at or above the source rate keeps every frame.
+    ``timestamps_us``: the frames' own times ((n,) µs, increasing; a variable-frame-rate video),
+    measured against instead of ``index / source_fps``.  A target rate at or above the source rate
+    keeps every frame.
     """
     if n <= 0:
         return []
+    if fps is not None and source_fps and timestamps_us is not None:
+        ts = np.asarray(timestamps_us, dtype=np.float64)[:n]
+        period = 1e6 / float(fps)
+        source_period = float(np.median(np.diff(ts))) if len(ts) > 1 else period
+        if len(ts) < 2 or period <= source_period:
+            return list(range(n))
+        targets = np.arange(0.0, ts[-1] + source_period / 2, period)
+        j = np.clip(np.searchsorted(ts, targets), 1, len(ts) - 1)
+        nearest = np.where(targets - ts[j - 1] < ts[j] - targets, j - 1, j)
+        return sorted(set(int(i) for i in nearest))
     if fps is not None and source_fps:
         step = float(source_fps) / float(fps)
         if step <= 1.0:
@@ -300,7 +315,7 @@ class _Source:
 
 def _video_source(path: Path, cfg: FramesConfig) -> _Source:
     label = str(path)
-    n, secs = _count_frames(path)
+    n, stamps = _probe_frames(path)
     if not n:
         raise InputError(f"{label}: the video has no frames")
     if n < 2:
@@ -312,7 +327,10 @@ def _video_source(path: Path, cfg: FramesConfig) -> _Source:
         raise InputError(f"{label}: ffmpeg cannot decode it as a video ({_ffmpeg_reason(exc)})") from None
     fps = float(meta.get("fps") or 0.0)
     if fps <= 0:
-        fps = n / secs if secs else float(cfg.image_fps)
+        fps = (n - 1) * 1e6 / stamps[-1] if stamps else float(cfg.image_fps)
+    if stamps is None:
+        log.warning("%s: the video has no frame times; assuming %g fps", label, fps)
+        stamps = [int(math.floor(i * 1e6 / fps + 0.5)) for i in range(n)]
     w, h = meta["size"]
     frame_bytes = w * h * 3
 
@@ -342,33 +360,56 @@ def _video_source(path: Path, cfg: FramesConfig) -> _Source:
     return _Source(
         label=label, n=int(n), fps=fps,
         names=lambda i: f"{i:06d}",
-        timestamp_us=lambda i: int(math.floor(i * 1e6 / fps + 0.5)),
+        timestamp_us=lambda i: stamps[i],
         frames=frames,
         progress_total=lambda idx: (max(idx) + 1) if idx else 0,
     )
 
 
-def _count_frames(path: Path) -> tuple[int, float]:
-    """(frames, seconds) decodable from the first video stream, by a full decode
-    (``imageio_ffmpeg.count_frames_and_secs``).  ffmpeg exits with an error on a damaged file
-    (e.g. truncated); the frames it decoded before the damage still count, because the reader
-    delivers exactly those.  Raises :class:`InputError` when nothing can be decoded."""
+_SHOWINFO_FRAME = re.compile(rb"\bn:\s*(\d+)\s+pts:\s*(-?\d+|NOPTS)")
+_SHOWINFO_TB = re.compile(rb"config in time_base:\s*(\d+)/(\d+)")
+
+
+def _probe_frames(path: Path) -> tuple[int, Optional[list]]:
+    """(frames, timestamps_us or None) of the first video stream, by a full decode through ffmpeg's
+    ``showinfo`` filter, in presentation order and with ``-fps_mode passthrough`` (no frame
+    duplicated or dropped, as the reader delivers them).  Timestamps are the frames' own
+    presentation times relative to the first frame, so a variable-frame-rate phone clip keeps its
+    true times; None when the stream has none.  ffmpeg exits with an error on a damaged file (e.g.
+    truncated); the frames it decoded before the damage still count, because the reader delivers
+    exactly those.  Raises :class:`InputError` when nothing can be decoded."""
+    import subprocess
+
     import imageio_ffmpeg
 
-    try:
-        n, secs = imageio_ffmpeg.count_frames_and_secs(str(path))
-        return int(n or 0), float(secs or 0.0)
-    except Exception as exc:
-        text = str(exc)
-        found = re.findall(r"frame=\s*(\d+)", text)
-        if found and int(found[-1]) > 0:
-            return int(found[-1]), 0.0
-        raise InputError(f"{path}: ffmpeg cannot decode it as a video ({_ffmpeg_reason(exc)})") from None
+    def probe(vf: str):
+        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:v:0",
+               "-vf", vf, "-fps_mode", "passthrough", "-f", "null", "-"]
+        return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+
+    out = probe("showinfo=checksum=0")
+    if out.returncode != 0 and b"checksum" in out.stdout and not _SHOWINFO_FRAME.search(out.stdout):
+        out = probe("showinfo")  # an older ffmpeg without the option
+    frames = {int(n): pts for n, pts in _SHOWINFO_FRAME.findall(out.stdout)}
+    n = (max(frames) + 1) if frames else 0
+    if not n:
+        text = out.stdout.decode(errors="replace")
+        raise InputError(f"{path}: ffmpeg cannot decode it as a video ({_ffmpeg_reason(RuntimeError(text))})")
+    tb = _SHOWINFO_TB.search(out.stdout)
+    pts = [frames.get(i) for i in range(n)]
+    if tb is None or int(tb.group(2)) == 0 or any(v in (None, b"NOPTS") for v in pts):
+        return n, None
+    num, den = int(tb.group(1)), int(tb.group(2))
+    ticks = [int(v) for v in pts]
+    stamps = [int(math.floor((t - ticks[0]) * num * 1e6 / den + 0.5)) for t in ticks]
+    if any(b <= a for a, b in zip(stamps, stamps[1:])):
+        return n, None  # not strictly increasing: not usable as frame times
+    return n, stamps
 
 
 def _open_video(path: Path):
     """imageio-ffmpeg frame generator: first video stream, rgb24, one output frame per decoded frame
-    (``-fps_mode passthrough``: no duplication or dropping, matching ``count_frames_and_secs``)."""
+    (``-fps_mode passthrough``: no duplication or dropping, matching :func:`_probe_frames`)."""
     import imageio_ffmpeg
 
     with _quiet_imageio_ffmpeg():
@@ -515,7 +556,8 @@ def extract_frames(input, ws, cfg: Optional[FramesConfig] = None, progress: bool
         candidates = chosen = frames_at_timestamps(src, timestamps_us, timestamps_label)
         cfg = replace(cfg, blur_ratio=0.0, min_motion=0.0)  # the camera file decides the frames
     else:
-        candidates = sample_indices(src.n, cfg.stride, cfg.fps if src.fps else None, src.fps)
+        candidates = sample_indices(src.n, cfg.stride, cfg.fps if src.fps else None, src.fps,
+                                    [src.timestamp_us(i) for i in range(src.n)] if src.fps and cfg.fps else None)
         chosen = [candidates[p] for p in even_subset(len(candidates), int(cfg.max_frames))]
     rows = {i: {"name": src.names(i), "source_index": i, "timestamp_us": src.timestamp_us(i),
                 "sharpness": None, "kept": False, "reason": "max_frames"} for i in candidates}

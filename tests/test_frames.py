@@ -122,6 +122,30 @@ def test_video_stride_and_target_fps(videos, tmp_path):
     assert ws2.frame_names() == ["000000", "000003", "000006", "000009"]
 
 
+def test_variable_frame_rate_keeps_the_recorded_times(tmp_path):
+    """A phone clip with a variable frame rate: frames.csv holds each frame's own presentation time
+    (DESIGN.md: timestamp_us from the video), not index / average rate, and a target rate samples
+    by those times."""
+    frames = shifting_frames(6)
+    lines = []
+    for k, (f, dur) in enumerate(zip(frames, (0.04, 0.04, 0.68, 0.04, 0.08, 0.04))):
+        iio.imwrite(tmp_path / f"f{k}.png", f)
+        lines += [f"file f{k}.png", f"duration {dur}"]
+    lines.append("file f5.png")
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    video = tmp_path / "vfr.mp4"
+    subprocess.run([ffmpeg(), "-v", "error", "-y", "-f", "concat", "-i", str(tmp_path / "list.txt"),
+                    "-fps_mode", "vfr", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(video)], check=True)
+    ws = Workspace(tmp_path / "ws")
+    extract_frames(video, ws, FramesConfig(**NO_BLUR))
+    rows = csv_rows(ws)
+    assert [r["timestamp_us"] for r in rows] == [0, 40000, 80000, 760000, 800000, 880000, 920000]
+    assert len(ws.frame_names()) == 7
+    ws2 = Workspace(tmp_path / "ws2")
+    extract_frames(video, ws2, FramesConfig(fps=5.0, **NO_BLUR))  # nearest to 0, 200, 400, 600, 800 ms
+    assert [r["source_index"] for r in csv_rows(ws2)] == [0, 2, 3, 4]
+
+
 def test_max_frames_deterministic(videos, tmp_path):
     cfg = FramesConfig(stride=2, max_frames=4, max_size=32)
     a, b = Workspace(tmp_path / "a"), Workspace(tmp_path / "b")
@@ -375,6 +399,10 @@ def test_sampling_helpers():
     assert sample_indices(12, fps=10, source_fps=30) == [0, 3, 6, 9]
     assert sample_indices(5, fps=60, source_fps=30) == [0, 1, 2, 3, 4]
     assert sample_indices(10, fps=4, source_fps=10) == [0, 3, 5, 8]  # nearest to 0, 2.5, 5, 7.5
+    for n, fps, rate in ((12, 10, 30), (10, 4, 10), (100, 7, 30), (61, 12.5, 29.97), (5, 60, 30)):
+        stamps = [round(i * 1e6 / rate) for i in range(n)]  # a constant rate: the same choice by time
+        assert sample_indices(n, fps=fps, source_fps=rate, timestamps_us=stamps) == \
+            sample_indices(n, fps=fps, source_fps=rate)
     assert even_subset(10, 4) == [0, 3, 6, 9]
     assert even_subset(20, 4) == [0, 6, 13, 19]
     assert even_subset(5, 0) == even_subset(5, 9) == [0, 1, 2, 3, 4]
