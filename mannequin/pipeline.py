@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -148,7 +149,8 @@ def run_video(input, out, poses=None, config: Optional[Config] = None, *, progre
     preset when None).  A stage whose stamp matches its options and inputs is skipped; one that
     re-runs invalidates the stages after it.  Returns the :class:`Workspace`.  Raises
     :class:`~mannequin.errors.MannequinError` subclasses with a one-line message on bad input or
-    a failed stage.
+    a failed stage.  A workspace that this call created is removed again when the input fails
+    the frames stage, so bad input leaves nothing behind.
     """
     cfg = config or Config()
     input_path = Path(input)
@@ -158,6 +160,7 @@ def run_video(input, out, poses=None, config: Optional[Config] = None, *, progre
     ws = Workspace(out)
     if ws.root.resolve() == input_path.resolve() or input_path.resolve() in ws.root.resolve().parents:
         raise InputError(f"{ws.root}: the workspace must not be inside the input folder {input_path}")
+    fresh = not ws.root.exists()
     ws.create()
     for stage in STAGES:
         if on_stage:
@@ -165,6 +168,8 @@ def run_video(input, out, poses=None, config: Optional[Config] = None, *, progre
         try:
             state = run_stage(ws, stage, cfg, input_path=input_path, poses=poses, progress=progress)
         except MannequinError as exc:
+            if fresh and stage == STAGES[0]:
+                shutil.rmtree(ws.root, ignore_errors=True)  # bad input: leave no workspace behind
             if str(input_path) in str(exc) or (poses is not None and str(poses) in str(exc)):
                 raise
             # Name the input the user gave, not only the workspace path inside the message.

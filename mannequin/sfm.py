@@ -322,7 +322,17 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, 
     ``cfg.min_triangulation_deg`` (no parallax: static camera or pure rotation).  With ``poses``
     (an MC/RealEstate10K file): its intrinsics and world-to-camera poses are used exactly and
     sparse points are triangulated with the poses fixed (no parallax checks).
+    A failed run leaves no scratch behind (``WS/sfm/work``); its log stays in ``WS/logs/sfm.log``.
     """
+    try:
+        return _run_sfm(ws, cfg, poses, seed=seed, progress=progress)
+    except BaseException:
+        shutil.rmtree(ws.sfm_dir / "work", ignore_errors=True)
+        raise
+
+
+def _run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, *, seed: int = 0,
+             progress: bool = False) -> Path:
     _check_options(cfg)
     pycolmap = _pycolmap()
     pycolmap.set_random_seed(int(seed))

@@ -258,6 +258,11 @@ def test_bad_input(name, tmp_path, tiny_clip):
     from pathlib import Path
 
     assert not list(Path(out).glob("labels/*.npy")) if Path(out).is_dir() else True
+    # No partial output: a workspace is left only where a stage finished (input failing the frames
+    # stage leaves none), and no scratch of the failed stage stays.
+    if Path(out).is_dir():
+        assert (Path(out) / "stamps" / "frames.json").is_file(), sorted(p.name for p in Path(out).iterdir())
+        assert not (Path(out) / "sfm" / "work").exists()
 
 
 def test_corpus_size():
