@@ -541,6 +541,7 @@ def run_batch(inputs, out_root, *, config: Optional[Config] = None, scheduler=No
     jobs = expand_inputs(inputs)
     if not jobs:
         raise InputError("no videos to process")
+    created_root = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
 
@@ -581,7 +582,12 @@ def run_batch(inputs, out_root, *, config: Optional[Config] = None, scheduler=No
                 cluster = local_cluster(n_workers, retries=retries)
                 client, owns_client = _connect(cluster)
             else:
-                client, owns_client = _connect(scheduler)
+                try:
+                    client, owns_client = _connect(scheduler)
+                except MannequinError:
+                    if created_root and not any(root.iterdir()):
+                        root.rmdir()  # nothing ran: leave no empty output root behind
+                    raise
             bar.set_postfix_str("")
             threads = _threads_by_host(client)
             cfg_dict = cfg.to_dict()

@@ -294,3 +294,16 @@ def test_largest_first_and_never_more_tasks_than_worker_threads(clips, tmp_path)
     assert all(busy == 0 for _, busy in submitted), submitted      # 1 worker thread: one at a time
     assert [r["name"] for r in rows] == ["v0", "v1", "v2", "v3"]   # rows stay in input order
     assert [r["state"] for r in rows] == ["done", "done", "done", "failed"]
+
+
+def test_unreachable_scheduler_leaves_no_output_root(tmp_path, monkeypatch):
+    import mannequin.batch as batch
+
+    def refuse(address):
+        raise InputError(f"--scheduler {address}: cannot connect to the Dask scheduler (refused)")
+
+    monkeypatch.setattr(batch, "_connect", refuse)
+    touch(tmp_path / "in" / "a.mp4")
+    with pytest.raises(InputError, match="cannot connect"):
+        run_batch([tmp_path / "in"], tmp_path / "out", config=FAST, scheduler="tcp://127.0.0.1:1")
+    assert not (tmp_path / "out").exists()
