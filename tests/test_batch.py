@@ -105,7 +105,7 @@ def test_duplicate_names_are_an_error_identical_entries_are_merged(tmp_path):
     with pytest.raises(InputError, match="input not found"):
         expand_inputs([tmp_path / "missing.mp4"])
     with pytest.raises(InputError, match="no videos"):
-        expand_inputs([touch(tmp_path / "empty" / "x.png").parent])
+        expand_inputs([touch(tmp_path / "empty" / "x.txt").parent])
 
 
 def test_process_video_isolates_unexpected_errors(tmp_path, monkeypatch, capfd):
