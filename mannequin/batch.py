@@ -198,6 +198,7 @@ def expand_inputs(inputs: Iterable) -> List[Job]:
     unique: List[Job] = []
     by_name = {}
     for job in jobs:
+        _check_name(job.name, f"{job.video} ({job.source})")  # a stem of '..' would leave ROOT
         key = job.name.casefold()   # case-insensitive file systems would merge Clip/ and clip/
         other = by_name.get(key)
         if other is None:

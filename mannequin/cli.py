@@ -28,6 +28,20 @@ def _size(text: str):
     return w, h
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (the usage dump is what ``--help`` is for)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _path(text: str) -> Path:
+    """A path argument; an empty one (which would mean the current folder) is refused."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty path")
+    return Path(text)
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars or info messages")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
@@ -205,7 +219,7 @@ def cmd_batch(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mannequin",
         description="Frozen-scene videos to multi-view depth labels, on the CPU.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -213,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="the whole pipeline: frames, sfm, stereo, fuse, labels (resumable)")
     p.add_argument("input", type=Path, help="video file or folder of images")
-    p.add_argument("--out", type=Path, required=True, help="workspace folder")
+    p.add_argument("--out", type=_path, required=True, help="workspace folder")
     p.add_argument("--poses", type=Path, help="MC/RealEstate10K camera file: use its intrinsics and poses as given")
     _config_args(p, frames=True)
     _add_common(p)
@@ -221,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("frames", help="extract and select frames from a video or image folder")
     p.add_argument("input", type=Path, help="video file or folder of images")
-    p.add_argument("--out", type=Path, required=True, help="workspace folder")
+    p.add_argument("--out", type=_path, required=True, help="workspace folder")
     p.add_argument("--poses", type=Path, help="camera file whose timestamps pick the frames (only with "
                                               "frames.pose_timestamps in --config)")
     _config_args(p, frames=True)
@@ -247,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("batch", help="many videos on a Dask cluster: ROOT/<name>/ each, status.csv/json, resumable")
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
                    help="video, folder of videos, or manifest (.csv: video[,cameras][,name]; .txt: VIDEO [CAMERAS])")
-    p.add_argument("--out", type=Path, required=True, help="output root")
+    p.add_argument("--out", type=_path, required=True, help="output root")
     p.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler of a running cluster (default: embedded)")
     p.add_argument("--workers", type=int, help="embedded worker processes (default: cores, at most one per video)")
     p.add_argument("--retries", type=int, default=2, help="re-runs of a video whose worker process died (default 2)")

@@ -134,6 +134,20 @@ def run_stage(ws: Workspace, stage: str, cfg: Config, *, input_path=None, poses=
     return "done"
 
 
+def check_input_and_workspace(input_path, ws_root) -> None:
+    """Refuse an input and a workspace that overlap: a workspace inside the input folder (its files
+    would become frames), or an input inside the workspace (the frames and sfm stages replace
+    ``WS/frames`` and ``WS/images`` wholesale, which would delete it).  Raises :class:`InputError`."""
+    if str(ws_root) == "":
+        raise InputError("--out '': the workspace path is empty")
+    inp, root = Path(input_path).resolve(), Path(ws_root).resolve()
+    if root == inp or inp in root.parents:
+        raise InputError(f"{ws_root}: the workspace must not be inside the input folder {input_path}")
+    if root in inp.parents:
+        raise InputError(f"{input_path}: the input must not be inside the workspace {ws_root} "
+                         "(its stages replace their folders there)")
+
+
 def check_poses_file(poses) -> None:
     """Refuse (InputError) a camera file path that is given but is no file, before any work."""
     if poses is not None and not Path(poses).is_file():
@@ -158,8 +172,7 @@ def run_video(input, out, poses=None, config: Optional[Config] = None, *, progre
         raise InputError(f"{input_path}: input not found")
     check_poses_file(poses)
     ws = Workspace(out)
-    if ws.root.resolve() == input_path.resolve() or input_path.resolve() in ws.root.resolve().parents:
-        raise InputError(f"{ws.root}: the workspace must not be inside the input folder {input_path}")
+    check_input_and_workspace(input_path, ws.root)
     fresh = not ws.root.exists()
     ws.create()
     for stage in STAGES:
@@ -185,6 +198,7 @@ def _frames(ws, cfg, *, input_path, progress, poses=None, **_):
     from .cameras import read_cameras
     from .frames import extract_frames, read_frames_csv
 
+    check_input_and_workspace(input_path, ws.root)
     stamps = None
     if cfg.frames.pose_timestamps:
         if poses is None:

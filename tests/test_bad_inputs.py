@@ -234,6 +234,18 @@ def _(tmp, clip):
     return [d, "--out-override", d / "ws"]
 
 
+@case("input folder inside the workspace (its frames/ would be replaced)", "must not be inside the workspace")
+def _(tmp, clip):
+    d = tmp / "ws" / "frames"
+    shutil.copytree(clip / "frames", d)
+    return [d]
+
+
+@case("empty --out", "empty path")
+def _(tmp, clip):
+    return [clip / "video.mp4", "--out-override", ""]
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bad_input(name, tmp_path, tiny_clip):
     make, needle = CASES[name]
@@ -245,22 +257,30 @@ def test_bad_input(name, tmp_path, tiny_clip):
         del args[i:i + 2]
     from conftest import fast_config
 
+    before_cwd = [p.name for p in tmp_path.iterdir()]
     cfg = tmp_path / "fast.json"
     if "--config" not in args:
         cfg.write_text(fast_config().to_json())
         args += ["--config", str(cfg)]
+    from pathlib import Path
+
+    first = Path(args[0])
+    inputs_before = sorted(p.name for p in first.iterdir()) if first.is_dir() else None
     proc = subprocess.run([sys.executable, "-m", "mannequin", "run", *args, "--out", str(out)],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode != 0, f"{name}: exit 0\n{proc.stderr}"
     assert 1 <= len(lines) <= 3 and "Traceback" not in proc.stderr, proc.stderr
     assert needle.lower() in proc.stderr.lower(), proc.stderr
-    from pathlib import Path
-
+    if inputs_before is not None:  # the input is never touched
+        assert sorted(p.name for p in first.iterdir()) == inputs_before
+    if out == "":
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(set(before_cwd) | {"fast.json"})
+        return
     assert not list(Path(out).glob("labels/*.npy")) if Path(out).is_dir() else True
     # No partial output: a workspace is left only where a stage finished (input failing the frames
     # stage leaves none), and no scratch of the failed stage stays.
-    if Path(out).is_dir():
+    if Path(out).is_dir() and not (inputs_before is not None and Path(out) in first.parents):
         assert (Path(out) / "stamps" / "frames.json").is_file(), sorted(p.name for p in Path(out).iterdir())
         assert not (Path(out) / "sfm" / "work").exists()
 

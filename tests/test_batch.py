@@ -307,3 +307,10 @@ def test_unreachable_scheduler_leaves_no_output_root(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="cannot connect"):
         run_batch([tmp_path / "in"], tmp_path / "out", config=FAST, scheduler="tcp://127.0.0.1:1")
     assert not (tmp_path / "out").exists()
+
+
+def test_names_that_would_leave_the_output_root_are_refused(tmp_path):
+    """A video named '...mp4' has the stem '..': its workspace would be ROOT/.., outside --out."""
+    for bad in ("...mp4", "..mp4"):
+        with pytest.raises(InputError, match="not usable as a workspace folder name"):
+            expand_inputs([touch(tmp_path / "v" / bad)])
