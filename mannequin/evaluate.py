@@ -364,6 +364,10 @@ def evaluate(ws: Workspace, gt_dir, *, depth_scale: float = 1.0, gt_camera=None,
     if gt_format == "middlebury" and calib is None:
         fit_scale = True  # no calibration: disparity gives depth only up to scale
     src_dir = prediction_dir(ws, which)
+    stage = {"labels": "fuse", "depth": "stereo", "sparse": "sfm"}.get(which)
+    if stage and ws.stamps_dir.is_dir() and not ws.read_stamp(stage):
+        raise InputError(f"{ws.root}: stage {stage} has not finished, so its {which} may be incomplete or stale "
+                         f"(run 'mannequin run' or 'mannequin {stage}' again)")
     geo = sparse_geometry(pycolmap.Reconstruction(str(ws.sparse_dir)))
     index = {Path(n).stem: k for k, n in enumerate(geo.names)}
 

@@ -103,6 +103,8 @@ def run_stage(ws: Workspace, stage: str, cfg: Config, *, input_path=None, poses=
         return "skipped"
     for later in STAGES[STAGES.index(stage):]:
         ws.clear_stamp(later)
+    for later in STAGES[STAGES.index(stage):]:
+        ws.remove_superseded(later)
     ws.root.mkdir(parents=True, exist_ok=True)
     clean_temporaries(ws.root)
     write_json(ws.config_json, cfg.to_dict())

@@ -196,11 +196,14 @@ class Workspace:
         return self.stamps_dir / f"{stage}.json"
 
     def read_stamp(self, stage: str) -> Optional[dict]:
+        """The stamp of a finished ``stage`` (a dict with its ``hash``), or None when it is missing
+        or not a stamp (unreadable, edited by hand)."""
         p = self.stamp_path(stage)
         try:
-            return json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError):
+            data = json.loads(p.read_text())
+        except (OSError, ValueError):
             return None
+        return data if isinstance(data, dict) and isinstance(data.get("hash"), str) else None
 
     def is_done(self, stage: str, stage_hash: str) -> bool:
         """True when ``stage`` finished with options hashing to ``stage_hash`` and its main outputs
@@ -222,6 +225,23 @@ class Workspace:
         if stage == "labels":
             return (self.labels_dir / "index.csv").is_file() and (self.preview_dir / "report.html").is_file()
         return True
+
+    def remove_superseded(self, stage: str) -> None:
+        """Delete what ``stage`` left from an earlier run before it runs again, where that output
+        would look finished beside a half-done new one: the labels, ``qc.json`` and ``fused.ply``
+        (fuse); ``index.csv``, the previews and ``report.html``, the COLMAP maps (labels).  Stages
+        that resume (stereo keeps the depth maps of its own options) or replace their folder in one
+        rename (frames, sfm) have nothing here."""
+        if stage == "fuse":
+            for p in sorted(self.labels_dir.iterdir()) if self.labels_dir.is_dir() else []:
+                if p.is_file():
+                    p.unlink()
+            self.fused_ply.unlink(missing_ok=True)
+        elif stage == "labels":
+            (self.labels_dir / "index.csv").unlink(missing_ok=True)
+            for folder in (self.preview_dir, self.stereo_dir / "depth_maps", self.stereo_dir / "normal_maps"):
+                if folder.is_dir():
+                    shutil.rmtree(folder)
 
     def write_stamp(self, stage: str, stage_hash: str, **info) -> Path:
         """Mark ``stage`` finished (written last, atomically, after all its outputs)."""

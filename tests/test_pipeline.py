@@ -134,3 +134,42 @@ def test_new_input_leaves_no_stale_frames(tiny_run, tiny_clip, tmp_path):
                         (ws.stereo_dir / "depth_maps", 2), (ws.stereo_dir / "normal_maps", 2)):
         stems = {p.name.split(".")[0] for p in folder.iterdir()} - {"index", "qc", "contact_sheet", "report"}
         assert stems == new, (folder, sorted(stems - new))
+
+
+def test_interrupted_rerun_leaves_nothing_that_looks_finished(tiny_run, tiny_clip, tmp_path, monkeypatch):
+    """Ctrl-C in a fuse re-run with new options: the old labels, index.csv, fused.ply and report
+    are gone rather than mixed with the new frames, eval refuses the workspace, and the next run
+    completes."""
+    import shutil
+
+    import pytest
+
+    import mannequin.fusion
+    from mannequin.errors import InputError
+    from mannequin.evaluate import evaluate
+
+    ws_root = tmp_path / "ws"
+    shutil.copytree(tiny_run.root, ws_root)
+    real = mannequin.fusion.filter_from_votes
+    calls = []
+
+    def interrupt_third(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(mannequin.fusion, "filter_from_votes", interrupt_third)
+    cfg = fast_config(fuse={"rel_depth": 0.02})
+    with pytest.raises(KeyboardInterrupt):
+        run_video(tiny_clip / "video.mp4", ws_root, poses=tiny_clip / "cameras.txt", config=cfg)
+    ws = type(tiny_run)(ws_root)
+    assert len(list(ws.labels_dir.glob("??????.npy"))) == 2
+    for gone in (ws.labels_dir / "index.csv", ws.labels_dir / "qc.json", ws.fused_ply, ws.preview_dir / "report.html"):
+        assert not gone.exists(), gone
+    with pytest.raises(InputError, match="stage fuse has not finished"):
+        evaluate(ws, tiny_clip / "depth")
+    monkeypatch.setattr(mannequin.fusion, "filter_from_votes", real)
+    run_video(tiny_clip / "video.mp4", ws_root, poses=tiny_clip / "cameras.txt", config=cfg)
+    assert len(list(ws.labels_dir.glob("??????.npy"))) == 10 and (ws.labels_dir / "index.csv").exists()
+    assert evaluate(ws, tiny_clip / "depth")["clip"]["density"] > 0.3
