@@ -145,6 +145,9 @@ class CameraFile:
         return len(self.frames)
 
 
+MAX_TRANSLATION = 1e9  # pose units; beyond it the geometry overflows float32 depth maps
+
+
 def _check_rotation(R: np.ndarray) -> Optional[str]:
     err = np.abs(R.T @ R - np.eye(3)).max()
     det = np.linalg.det(R)
@@ -157,7 +160,9 @@ def read_cameras(path) -> CameraFile:
     """Parse an MC/RealEstate10K camera file.
 
     Raises :class:`InputError` with ``file:line: fault`` for a missing file, a wrong column count,
-    a value that is not a number, NaN or inf, or an R that is not a rotation.
+    a value that is not a number, NaN or inf, a focal length that is not positive, a principal
+    point outside the image, an R that is not a rotation, a translation beyond ``MAX_TRANSLATION``,
+    or a timestamp that is not after the previous line's.
     """
     path = Path(path)
     if not path.exists():
@@ -190,10 +195,19 @@ def read_cameras(path) -> CameraFile:
         fx, fy, cx, cy, k1, k2 = vals[1:7]
         if fx <= 0 or fy <= 0:
             raise InputError(f"{path}:{lineno}: focal lengths must be positive, got fx={fx:g} fy={fy:g}")
+        if not (0 < cx < 1 and 0 < cy < 1):
+            raise InputError(f"{path}:{lineno}: principal point cx/W={cx:g}, cy/H={cy:g} lies outside the image "
+                             "(normalised values are between 0 and 1)")
         M = np.array(vals[7:], dtype=np.float64).reshape(3, 4)
         fault = _check_rotation(M[:, :3])
         if fault:
             raise InputError(f"{path}:{lineno}: {fault}")
+        if np.abs(M[:, 3]).max() > MAX_TRANSLATION:
+            raise InputError(f"{path}:{lineno}: translation {np.abs(M[:, 3]).max():g} is out of range "
+                             f"(at most {MAX_TRANSLATION:g} in pose units)")
+        if out.frames and int(ts) <= out.frames[-1].timestamp_us:
+            raise InputError(f"{path}:{lineno}: timestamp {int(ts)} is not after the previous line's "
+                             f"({out.frames[-1].timestamp_us}): the lines must follow the frames in time")
         out.frames.append(CameraFrame(int(ts), fx, fy, cx, cy, Pose(M[:, :3], M[:, 3]), k1, k2))
     if not out.frames:
         raise InputError(f"{path}: camera file has no frame lines")

@@ -348,7 +348,6 @@ def evaluate(ws: Workspace, gt_dir, *, depth_scale: float = 1.0, gt_camera=None,
     the frames were rolling-shutter corrected (``sfm/summary.json``) and the GT is compared pixel by
     pixel (no ``gt_camera``): such GT belongs to the recorded rows, not the corrected ones.
     """
-    import pycolmap
 
     from .views import sparse_depth_map, sparse_geometry
 
@@ -368,7 +367,7 @@ def evaluate(ws: Workspace, gt_dir, *, depth_scale: float = 1.0, gt_camera=None,
     if stage and ws.stamps_dir.is_dir() and not ws.read_stamp(stage):
         raise InputError(f"{ws.root}: stage {stage} has not finished, so its {which} may be incomplete or stale "
                          f"(run 'mannequin run' or 'mannequin {stage}' again)")
-    geo = sparse_geometry(pycolmap.Reconstruction(str(ws.sparse_dir)))
+    geo = sparse_geometry(ws.read_sparse())
     index = {Path(n).stem: k for k, n in enumerate(geo.names)}
 
     def load_pred(name):

@@ -14,7 +14,6 @@ Outputs: ``WS/labels/<name>.npy`` (float32, 0 = no label), ``<name>.conf.npy``,
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections import OrderedDict
 from pathlib import Path
@@ -34,7 +33,7 @@ from .consistency import (
 )
 from .errors import InputError
 from .views import neighbours_for, sparse_geometry, world_to_camera
-from .workspace import Workspace, atomic_path, prune_frames, save_image, save_npy, write_json
+from .workspace import Workspace, atomic_path, check_maps, prune_frames, read_json_object, save_image, save_npy, write_json
 
 log = logging.getLogger("mannequin.fusion")
 
@@ -154,19 +153,23 @@ def filter_from_votes(depth: np.ndarray, votes, cfg: FuseConfig, n_neighbours: i
 
 def run_fuse(ws: Workspace, cfg: FuseConfig, *, progress: bool = False) -> dict:
     """Filter every raw depth map of ``ws`` into labels and fuse them; returns counts for the report."""
-    import pycolmap
     from tqdm import tqdm
 
     from .stereo import load_image
 
-    rec = pycolmap.Reconstruction(str(ws.sparse_dir))
+    rec = ws.read_sparse()
     geo = sparse_geometry(rec)
     names = [n for n in geo.names if ws.depth_path(Path(n).stem).exists()]
     if not names:
         raise InputError(f"{ws.depth_dir}: no depth maps (run 'mannequin stereo {ws.root}' first)")
     views_path = ws.stereo_dir / "views.json"
-    views = json.loads(views_path.read_text()) if views_path.exists() else {}
+    views = read_json_object(views_path) if views_path.exists() else {}
+    if not isinstance(views, dict):
+        raise InputError(f"{views_path}: expected an object of frames; run 'mannequin stereo {ws.root}' again")
     index = {n: k for k, n in enumerate(geo.names)}
+    shapes = [(geo.sizes[index[n]][1], geo.sizes[index[n]][0]) for n in names]
+    check_maps([ws.depth_path(Path(n).stem) for n in names], shapes)
+    check_maps([ws.conf_path(Path(n).stem) for n in names], shapes)
     E = {n: world_to_camera(geo, index[n]) for n in names}
 
     def load(name):

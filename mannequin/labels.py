@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 
 from .config import Config, worker_threads
 from .errors import InputError
-from .workspace import Workspace, prune_frames, read_json_or_empty, save_image, write_text
+from .workspace import Workspace, check_maps, prune_frames, read_json_object, read_json_or_empty, save_image, write_text
 
 log = logging.getLogger("mannequin.labels")
 
@@ -74,7 +73,6 @@ def clip_verdict(qc: list, sfm_summary: dict, cfg: Config) -> tuple[str, list]:
 
 def run_labels(ws: Workspace, cfg: Config, *, progress: bool = False) -> dict:
     """Write label PNGs, index.csv, COLMAP maps and previews; returns counts and the verdict."""
-    import pycolmap
     from tqdm import tqdm
 
     from .stereo import load_image
@@ -83,14 +81,18 @@ def run_labels(ws: Workspace, cfg: Config, *, progress: bool = False) -> dict:
     qc_path = ws.labels_dir / "qc.json"
     if not qc_path.exists():
         raise InputError(f"{qc_path}: missing (run 'mannequin fuse {ws.root}' first)")
-    qc = json.loads(qc_path.read_text())
+    qc = read_json_object(qc_path)
+    rec = ws.read_sparse()
+    geo = sparse_geometry(rec)
+    Ks = {Path(n).stem: (n, geo.K[k]) for k, n in enumerate(geo.names)}
+    sizes = {Path(n).stem: (geo.sizes[k][1], geo.sizes[k][0]) for k, n in enumerate(geo.names)}
+    if not isinstance(qc, list) or not all(isinstance(q, dict) and q.get("name") in Ks for q in qc):
+        raise InputError(f"{qc_path}: not the frame list of this workspace; run 'mannequin fuse {ws.root}' again")
+    check_maps([ws.label_path(q["name"]) for q in qc], [sizes[q["name"]] for q in qc])
     maxima = [float(np.load(ws.label_path(q["name"]), mmap_mode="r").max()) for q in qc]
     top = max(maxima + [0.0])
     scale = float(cfg.labels.png_max / top) if top > 0 else 1.0
     verdict, reasons = clip_verdict(qc, read_json_or_empty(ws.sfm_dir / "summary.json"), cfg)
-    rec = pycolmap.Reconstruction(str(ws.sparse_dir))
-    geo = sparse_geometry(rec)
-    Ks = {Path(n).stem: (n, geo.K[k]) for k, n in enumerate(geo.names)}
     dm_dir, nm_dir = ws.stereo_dir / "depth_maps", ws.stereo_dir / "normal_maps"
     dm_dir.mkdir(parents=True, exist_ok=True)
     nm_dir.mkdir(parents=True, exist_ok=True)

@@ -433,6 +433,8 @@ def _run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None,
             f"{ws.frames_dir}: the model has only {rec.num_points3D()} 3-D points for "
             f"{rec.num_reg_images()} frames (< {cfg.min_points}): a degenerate reconstruction "
             "(too little texture or parallax)")
+    if cam_file is not None:
+        _check_known_poses_fit(rec, poses)
     parallax = rotation_parallax(rec, db_path) if cam_file is None else None
     if parallax is not None:
         summary["parallax"] = parallax
@@ -839,6 +841,21 @@ def rotation_reversal(rec, timestamps: dict, max_rate_deg_s: float = 30.0) -> di
         out.update({"reversal": True, "reversal_frame": Path(first_after).stem,
                     "rate_before_deg_s": float(abs(s[a])), "rate_after_deg_s": float(abs(s[b]))})
     return out
+
+
+def _check_known_poses_fit(rec, poses) -> None:
+    """Known poses that do not fit the frames (wrong intrinsics, lines out of order, camera-to-world
+    instead of world-to-camera) triangulate points that some frame sees behind it: a clear error
+    naming the camera file, instead of a failure deep in stereo."""
+    from .views import depth_range, sparse_geometry
+
+    geo = sparse_geometry(rec)
+    for i in range(len(geo.names)):
+        try:
+            depth_range(geo, i)
+        except StageError as exc:
+            raise StageError(f"{poses}: {exc}; the camera file does not fit the frames (check its intrinsics, "
+                             "the order of its lines, and that [R|t] is world-to-camera)") from None
 
 
 def poses_for_frames(cam_file: CameraFile, poses, ws: Workspace, names: Sequence[str]) -> CameraFile:

@@ -44,7 +44,6 @@ def run_stereo(ws: Workspace, cfg: StereoConfig, *, stage_hash: str = "", progre
 
     Returns ``ws.depth_dir``.  Frames already computed with the same ``stage_hash`` are kept.
     """
-    import pycolmap
     from tqdm import tqdm
 
     from .stereo_core import plane_sweep
@@ -52,7 +51,7 @@ def run_stereo(ws: Workspace, cfg: StereoConfig, *, stage_hash: str = "", progre
     if not (ws.sparse_dir / "images.bin").exists() and not (ws.sparse_dir / "images.txt").exists():
         raise InputError(f"{ws.sparse_dir}: no sparse model (run 'mannequin sfm {ws.root}' first)")
     check_window_options(cfg)
-    rec = pycolmap.Reconstruction(str(ws.sparse_dir))
+    rec = ws.read_sparse()
     geo = sparse_geometry(rec)
     if len(geo.names) < 2:
         raise InputError(f"{ws.sparse_dir}: need at least 2 registered images, found {len(geo.names)}")

@@ -10,6 +10,8 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from .errors import StageError
+
 
 @dataclass
 class SparseGeometry:
@@ -99,7 +101,8 @@ def depth_range(geo: SparseGeometry, i: int, percentiles: Tuple[float, float] = 
                 margin: float = 0.15, min_points: int = 20) -> Tuple[float, float]:
     """(near, far) for image ``i``: robust percentiles of the z-depths of the points it sees,
     widened by ``margin`` (a fraction).  Falls back to all points in front of the camera when the
-    image sees fewer than ``min_points``.  Units: those of the poses.
+    image sees fewer than ``min_points``.  Units: those of the poses.  Raises :class:`StageError`
+    when fewer than 2 points lie in front of the camera.
     """
     pts = geo.points[geo.observations[i]]
     if len(pts) < min_points:
@@ -107,7 +110,8 @@ def depth_range(geo: SparseGeometry, i: int, percentiles: Tuple[float, float] = 
     z = pts @ geo.R[i][2] + geo.t[i][2]
     z = z[z > 0]
     if len(z) < 2:
-        raise ValueError(f"image {geo.names[i]}: no sparse points in front of the camera")
+        raise StageError(f"image {geo.names[i]}: no sparse points in front of the camera (poses and points "
+                         "disagree, or the frames have too little texture)")
     lo, hi = np.percentile(z, percentiles)
     near, far = lo * (1 - margin), hi * (1 + margin)
     return float(max(near, 1e-6)), float(max(far, near * 1.01))

@@ -116,6 +116,21 @@ def clean_temporaries(folder) -> int:
     return n
 
 
+def check_maps(paths, shapes) -> None:
+    """Check that every ``paths[i]`` is a readable .npy map of shape ``shapes[i]`` ((H, W)) with a
+    float dtype, by its header alone (memory-mapped, nothing loaded).  Raises :class:`InputError`
+    naming the first file that is not: truncated, pickled, text, another shape or dtype.  Stages
+    call it before they write anything, so a corrupt input file costs no partial output."""
+    for path, shape in zip(paths, shapes):
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise InputError(f"{path}: not a readable .npy map ({' '.join(str(exc).split())[:120]})") from None
+        if not isinstance(arr, np.ndarray) or arr.shape != tuple(shape) or arr.dtype.kind != "f":
+            got = f"{getattr(arr, 'shape', '?')} {getattr(arr, 'dtype', '?')}"
+            raise InputError(f"{path}: expected a float map of shape {tuple(shape)}, found {got}")
+
+
 def prune_frames(folder, keep, suffixes, protect=()) -> list:
     """Delete the per-frame files of ``folder`` that belong to no frame in ``keep``.
 
@@ -226,6 +241,19 @@ class Workspace:
             return (self.labels_dir / "index.csv").is_file() and (self.preview_dir / "report.html").is_file()
         return True
 
+    def read_sparse(self):
+        """The pycolmap Reconstruction in ``WS/sparse``; :class:`InputError` naming the folder when it
+        is missing or cannot be read (truncated or corrupt .bin files)."""
+        import pycolmap
+
+        if not any((self.sparse_dir / f"images.{ext}").is_file() for ext in ("bin", "txt")):
+            raise InputError(f"{self.sparse_dir}: no sparse model (run 'mannequin sfm {self.root}' first)")
+        try:
+            return pycolmap.Reconstruction(str(self.sparse_dir))
+        except (Exception, MemoryError) as exc:  # pycolmap raises ValueError, IndexError, bad_alloc...
+            raise InputError(f"{self.sparse_dir}: cannot read the sparse model ({type(exc).__name__}: "
+                             f"{' '.join(str(exc).split())[:120]}); run 'mannequin sfm {self.root}' again") from None
+
     def remove_superseded(self, stage: str) -> None:
         """Delete what ``stage`` left from an earlier run before it runs again, where that output
         would look finished beside a half-done new one: the labels, ``qc.json`` and ``fused.ply``
@@ -253,6 +281,17 @@ class Workspace:
         p = self.stamp_path(stage)
         if p.exists():
             p.unlink()
+
+
+def read_json_object(path) -> dict:
+    """The JSON object (or list) in the workspace file ``path``; :class:`InputError` naming the file
+    when it is missing, unreadable or not JSON (a corrupt workspace is a clear error, not a traceback)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: missing") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not readable JSON ({' '.join(str(exc).split())[:120]}); run its stage again") from None
 
 
 def read_json_or_empty(path) -> dict:

@@ -59,6 +59,9 @@ def _line(**over):
     (_line(c7="2"), "R is not a rotation"),
     (_line(c7="-1"), "R is not a rotation"),  # det = -1: a reflection
     (_line(c1="-0.8"), "focal lengths must be positive"),
+    (_line(c0="1", c3="7.5"), "principal point .* lies outside the image"),
+    (_line(c0="1", c18="1e30"), "translation 1e\\+30 is out of range"),
+    (_line(c0="0"), "timestamp 0 is not after the previous line's"),  # the frames' order is their time
 ])
 def test_malformed_camera_lines(tmp_path, line, msg):
     p = tmp_path / "bad.txt"
