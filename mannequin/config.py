@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Tuple
@@ -307,7 +308,7 @@ class Config:
             coerced = {k: _coerce(getattr(section, k), v, f"{source}: {key}.{k}", "..." in str(known[k].type))
                        for k, v in value.items()}
             updates[key] = dataclasses.replace(section, **coerced)
-        return dataclasses.replace(base, **updates)
+        return validate(dataclasses.replace(base, **updates), source)
 
     @classmethod
     def from_json(cls, text: str, source: str = "config") -> "Config":
@@ -347,6 +348,108 @@ class Config:
     def replace(self, **sections) -> "Config":
         """``cfg.replace(stereo={'n_planes': 64})``: a copy with some options changed."""
         return Config.from_dict(sections, base=self, source="override")
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _between(lo, hi, text=None):
+    return (lambda v: _finite(v) and lo <= v <= hi), text or f"a number in [{lo:g}, {hi:g}]"
+
+
+def _at_least(lo, text=None):
+    return (lambda v: _finite(v) and v >= lo), text or f"a number >= {lo:g}"
+
+
+def _positive(text="a positive number"):
+    return (lambda v: _finite(v) and v > 0), text
+
+
+_SHARE = _between(0, 1, "a share in [0, 1]")
+
+# Ranges of the options: (section, option) -> (check, what is expected).  Float options not listed
+# must still be finite.  Stages keep their own finer checks (stereo windows, sfm readouts).
+RULES = {
+    ("frames", "max_size"): ((lambda v: v == 0 or 32 <= v <= 16384), "0 (keep) or 32..16384 px"),
+    ("frames", "stride"): _at_least(1),
+    ("frames", "fps"): ((lambda v: v is None or (_finite(v) and v > 0)), "null or a positive frame rate"),
+    ("frames", "max_frames"): _at_least(0),
+    ("frames", "blur_window"): _at_least(0),
+    ("frames", "blur_ratio"): _SHARE,
+    ("frames", "min_motion"): _at_least(0),
+    ("frames", "image_fps"): _between(1e-3, 1e4, "a frame rate in (0, 10000]"),
+    ("sfm", "max_features"): _at_least(100),
+    ("sfm", "overlap"): _at_least(1),
+    ("sfm", "exhaustive_max_frames"): _at_least(0),
+    ("sfm", "exhaustive_fallback_below"): _SHARE,
+    ("sfm", "vocab_tree"): ((lambda v: v is None or isinstance(v, str)), "null or a file path"),
+    ("sfm", "init_min_tri_angle"): _positive(),
+    ("sfm", "restarts"): _at_least(0),
+    ("sfm", "min_points_per_frame"): _at_least(0),
+    ("sfm", "min_registered"): _SHARE,
+    ("sfm", "min_points"): _at_least(0),
+    ("sfm", "min_triangulation_deg"): _at_least(0),
+    ("sfm", "min_parallax_deg"): _at_least(0),
+    ("sfm", "max_rotation_rate_deg_s"): _positive(),
+    ("sfm", "intrinsics"): ((lambda v: v is None or (isinstance(v, str) and v.strip() != "")),
+                           "null or 'fx,fy,cx,cy[,...]' or a file path"),
+    ("sfm", "fov_deg"): _between(10, 170, "a horizontal field of view in [10, 170] degrees"),
+    ("sfm", "fov_candidates"): ((lambda v: all(_finite(x) and 10 <= x <= 170 for x in v)),
+                                "fields of view in [10, 170] degrees"),
+    ("sfm", "max_focal_spread"): _at_least(0),
+    ("sfm", "min_distortion_gain"): _at_least(0),
+    ("sfm", "readout_min_gain"): _at_least(0),
+    ("sfm", "readout_sure_gain"): _at_least(0),
+    ("sfm", "accel_sigma"): _at_least(0),
+    ("stereo", "n_planes"): _between(2, 4096, "an integer in [2, 4096]"),
+    ("stereo", "n_sources"): _between(1, 64, "an integer in [1, 64]"),
+    ("stereo", "top_k"): _at_least(1),
+    ("stereo", "shift"): _at_least(-1),
+    ("stereo", "smooth"): _at_least(-1),
+    ("stereo", "min_angle_deg"): _between(0, 90),
+    ("stereo", "depth_percentiles"): ((lambda v: len(v) == 2 and all(_finite(x) for x in v) and 0 <= v[0] < v[1] <= 100),
+                                      "[low, high] percentiles with 0 <= low < high <= 100"),
+    ("stereo", "depth_margin"): _between(0, 10),
+    ("stereo", "probe_frames"): _at_least(0),
+    ("fuse", "rel_depth"): _between(1e-6, 1, "a relative depth tolerance in (0, 1]"),
+    ("fuse", "reproj_px"): _positive(),
+    ("fuse", "min_views"): _at_least(1),
+    ("fuse", "n_neighbors"): _at_least(1),
+    ("fuse", "min_confidence"): _SHARE,
+    ("fuse", "speckle_px"): _at_least(0),
+    ("fuse", "edge_px"): _at_least(0),
+    ("fuse", "edge_rel"): _positive(),
+    ("fuse", "max_behind_frac"): _SHARE,
+    ("fuse", "noise_tolerance"): _positive(),
+    ("fuse", "noise_margin"): _at_least(0),
+    ("fuse", "min_valid_fraction"): _SHARE,
+    ("fuse", "min_kept_frames"): _at_least(0),
+    ("fuse", "voxel_size"): _at_least(0),
+    ("labels", "png_max"): _between(1, 65535, "an integer in [1, 65535] (the uint16 range)"),
+}
+
+
+def validate(cfg: "Config", source: str = "config") -> "Config":
+    """Check every option of ``cfg`` against :data:`RULES` (and floats for finiteness); returns
+    ``cfg``.  Raises :class:`InputError` naming ``source``, the option, the value and what is
+    expected, before any stage runs (a value out of range would otherwise fail, or silently
+    give wrong labels, after the earlier stages' work)."""
+    if not (isinstance(cfg.seed, int) and 0 <= cfg.seed < 2 ** 32):
+        raise InputError(f"{source}: seed = {cfg.seed!r}: expected an integer in [0, 2**32)")
+    for name in SECTIONS:
+        section = getattr(cfg, name)
+        for f in fields(section):
+            value = getattr(section, f.name)
+            rule = RULES.get((name, f.name))
+            if rule is not None:
+                ok = rule[0](value)
+            else:
+                ok = not isinstance(value, float) or math.isfinite(value)
+                rule = (None, "a finite number")
+            if not ok:
+                raise InputError(f"{source}: {name}.{f.name} = {value!r}: expected {rule[1]}")
+    return cfg
 
 
 def _coerce(default, value, where, variable_length: bool = False):

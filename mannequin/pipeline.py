@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from .config import STAGES, Config
+from .config import STAGES, Config, validate
 from .errors import InputError, MannequinError
 from .workspace import Workspace, clean_temporaries, read_json_or_empty, write_json
 
@@ -98,6 +98,7 @@ def run_stage(ws: Workspace, stage: str, cfg: Config, *, input_path=None, poses=
     """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}")
+    validate(cfg, "config")
     h = stage_hash(ws, stage, cfg, input_path, poses)
     if not force and ws.is_done(stage, h):
         return "skipped"
@@ -168,7 +169,7 @@ def run_video(input, out, poses=None, config: Optional[Config] = None, *, progre
     a failed stage.  A workspace that this call created is removed again when the input fails
     the frames stage, so bad input leaves nothing behind.
     """
-    cfg = config or Config()
+    cfg = validate(config or Config(), "config")
     input_path = Path(input)
     if not input_path.exists():
         raise InputError(f"{input_path}: input not found")

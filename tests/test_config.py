@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -53,3 +54,30 @@ def test_partial_file_and_bad_options(tmp_path):
         Config.load(p)
     with pytest.raises(InputError, match="unknown preset"):
         preset("turbo")
+
+
+@pytest.mark.parametrize("override,needle", [
+    ({"labels": {"png_max": 70000}}, "labels.png_max = 70000"),   # PNGs would saturate
+    ({"labels": {"png_max": 0}}, "labels.png_max = 0"),           # every PNG would be zero
+    ({"fuse": {"rel_depth": float("nan")}}, "fuse.rel_depth = nan"),
+    ({"fuse": {"voxel_size": -1.0}}, "fuse.voxel_size = -1.0"),
+    ({"fuse": {"n_neighbors": 0}}, "fuse.n_neighbors = 0"),
+    ({"fuse": {"min_valid_fraction": 2.0}}, "fuse.min_valid_fraction = 2.0"),
+    ({"stereo": {"depth_percentiles": [99, 1]}}, "stereo.depth_percentiles"),
+    ({"stereo": {"n_planes": 1}}, "stereo.n_planes = 1"),
+    ({"stereo": {"top_k": 0}}, "stereo.top_k = 0"),
+    ({"stereo": {"depth_margin": float("inf")}}, "stereo.depth_margin = inf"),
+    ({"sfm": {"max_features": 0}}, "sfm.max_features = 0"),
+    ({"sfm": {"intrinsics": 123}}, "sfm.intrinsics = 123"),
+    ({"frames": {"fps": "abc"}}, "frames.fps = 'abc'"),
+    ({"frames": {"max_size": 5}}, "frames.max_size = 5"),
+    ({"seed": -1}, "seed = -1"),
+    ({"seed": 2 ** 70}, "seed = "),
+])
+def test_values_out_of_range_are_refused_before_any_stage(override, needle):
+    from mannequin.config import preset, validate
+
+    with pytest.raises(InputError, match=re.escape(needle)):
+        Config.from_dict(override, source="cfg.json")
+    for name in ("fast", "default", "quality"):
+        assert validate(preset(name)) == preset(name)
