@@ -175,8 +175,8 @@ def cmd_eval(args) -> int:
     src = prediction_dir(ws, args.which)
     if not src.is_dir() or not ws.sparse_dir.is_dir():
         raise InputError(f"{ws.root}: no {args.which} to evaluate (run 'mannequin run' first)")
-    if args.depth_scale <= 0:
-        raise InputError(f"--depth-scale {args.depth_scale}: must be positive")
+    if not (math.isfinite(args.depth_scale) and args.depth_scale > 0):
+        raise InputError(f"--depth-scale {args.depth_scale}: must be a positive number")
     gt_camera = parse_gt_camera(args.gt_intrinsics) if args.gt_intrinsics else None
     result = evaluate(ws, args.gt_depth, depth_scale=args.depth_scale, gt_camera=gt_camera,
                       gt_poses=args.gt_poses, which=args.which, gt_format=args.gt_format)

@@ -431,6 +431,9 @@ def evaluate(ws: Workspace, gt_dir, *, depth_scale: float = 1.0, gt_camera=None,
         all_g.append(g.ravel())
     P, G = np.concatenate(all_p), np.concatenate(all_g)
     clip = depth_metrics(P[None], G[None], scale=scale)
+    if clip["n"] == 0:
+        raise InputError(f"{gt_dir}: no pixel of {src_dir} has a valid GT depth to compare with "
+                         "(GT all zero, negative or NaN, or no overlap)")
     both = (P > 0) & (G > 0)
     errs = np.abs(scale * P[both] - G[both]) / G[both]
     # Frames whose GT has no valid pixel have no density (NaN, null in the JSON) and do not count.
@@ -444,7 +447,7 @@ def evaluate(ws: Workspace, gt_dir, *, depth_scale: float = 1.0, gt_camera=None,
                            f"{float(rs['readout_ms']):g} ms) while pixel-registered GT belongs to the recorded "
                            "frames; pass --gt-intrinsics to compare through 3-D points"]
     if gt_poses is not None:
-        out["poses"] = _pose_metrics(ws, gt_poses)
+        out["poses"] = _clean(_pose_metrics(ws, gt_poses))
     return out
 
 
@@ -471,7 +474,11 @@ def _pose_metrics(ws: Workspace, gt_poses) -> dict:
     try:
         gt_centers = np.array([f.pose.center for f in read_cameras(gt_poses).frames])
     except InputError:
-        rows = [ln.split() for ln in gt_poses.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        try:
+            text = gt_poses.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            raise InputError(f"{gt_poses}: neither an MC camera file nor a TUM trajectory (not text)") from None
+        rows = [ln.split() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
         try:
             gt_centers = np.array([[float(v) for v in r[-7:-4]] for r in rows])
         except ValueError:
@@ -481,6 +488,9 @@ def _pose_metrics(ws: Workspace, gt_poses) -> dict:
         if len(gt_centers) != len(est.frames):
             raise InputError(f"{gt_poses}: {len(gt_centers)} GT poses for {len(est.frames)} frames in {ws.cameras_txt}")
         return ate_rmse(est_centers, gt_centers)
+    if len(gt_centers) < 2 or not np.isfinite(gt_centers).all() or \
+            np.linalg.norm(gt_centers - gt_centers[0], axis=1).max() == 0:
+        raise InputError(f"{gt_poses}: the GT camera centres do not move (or are not finite): no path to compare with")
     line_of = input_line_of(ws.frames_csv, ws.frames_json, len(gt_centers), str(gt_poses))
     name_at = {r["timestamp_us"]: r["name"] for r in read_frames_csv(ws.frames_csv)}
     try:

@@ -335,5 +335,6 @@ def test_gt_frame_without_valid_pixels_has_no_density(tiny_clip, tiny_run, tmp_p
     assert out["clip"]["density"] == pytest.approx(np.mean(others)) and 0 < out["clip"]["density"] <= 1
     for p in gt.glob("*.npy"):
         np.save(p, np.zeros_like(np.load(p)))
-    with pytest.raises(InputError, match="no pixel .* has a valid GT depth"):
-        evaluate(tiny_run, gt, fit_scale=True)
+    for fit in (True, False):  # no scale to fit, or nothing to score: never a perfect-looking result
+        with pytest.raises(InputError, match="no pixel .* has a valid GT depth"):
+            evaluate(tiny_run, gt, fit_scale=fit)
