@@ -39,6 +39,7 @@ import csv
 import io
 import logging
 import os
+import re
 import shlex
 import sys
 import time
@@ -419,6 +420,10 @@ def _threads_by_host(client) -> dict:
     return {h: max(1, hcores[h] // max(1, total[h])) for h in total if h in hcores}
 
 
+_SCHEDULER_ADDRESS = re.compile(r"^(?:(?:tcp|tls|ws|wss|ucx)://)?(?:\[[0-9A-Fa-f:]+\]|[A-Za-z0-9_.\-]+):\d{1,5}/?$"
+                                r"|^inproc://\S+$")
+
+
 def _connect(scheduler):
     """(client, owns_client) for an address string, a Client or a cluster object."""
     distributed = _import_distributed()
@@ -535,6 +540,8 @@ def run_batch(inputs, out_root, *, config: Optional[Config] = None, scheduler=No
         raise InputError(f"--workers {workers}: must be a positive integer")
     if isinstance(retries, bool) or int(retries) != retries or retries < 0:
         raise InputError(f"--retries {retries}: must be 0 or more")
+    if isinstance(scheduler, str) and not _SCHEDULER_ADDRESS.match(scheduler.strip()):
+        raise InputError(f"--scheduler {scheduler}: not a Dask scheduler address (like tcp://host:8786 or host:8786)")
     if scheduler is not None and workers is not None:
         log.warning("--workers %s is ignored with --scheduler: the cluster has its own workers", workers)
     if root.exists() and not root.is_dir():

@@ -314,3 +314,11 @@ def test_names_that_would_leave_the_output_root_are_refused(tmp_path):
     for bad in ("...mp4", "..mp4"):
         with pytest.raises(InputError, match="not usable as a workspace folder name"):
             expand_inputs([touch(tmp_path / "v" / bad)])
+
+
+@pytest.mark.parametrize("address", ["not a url", "tcp://host", "http://x:1"])
+def test_malformed_scheduler_address_is_refused_at_once(tmp_path, address):
+    touch(tmp_path / "in" / "a.mp4")
+    with pytest.raises(InputError, match="not a Dask scheduler address"):
+        run_batch([tmp_path / "in"], tmp_path / "out", config=FAST, scheduler=address)
+    assert not (tmp_path / "out").exists()
