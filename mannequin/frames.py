@@ -61,6 +61,8 @@ from .workspace import atomic_path, write_json, write_text
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 log = logging.getLogger(__name__)
+MIN_FRAME_SIDE = 16    # px, after resizing: below it SIFT finds nothing and no stereo window fits
+MAX_NAME_BYTES = 180   # a frame name, leaving room for suffixes and temporary names within 255 bytes
 CSV_COLUMNS = ("name", "source_index", "timestamp_us", "sharpness", "kept", "reason")
 PNG_COMPRESS_LEVEL = 1  # fast zlib level: several times quicker than PIL's default 6
 _GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601 luma
@@ -452,6 +454,9 @@ def _folder_source(folder: Path, cfg: FramesConfig) -> _Source:
         raise InputError(f"{label}: need at least 2 frames, the folder has 1 image ({files[0].name})")
     seen: dict[str, str] = {}
     for f in files:
+        if len(f.stem.encode("utf-8")) > MAX_NAME_BYTES:
+            raise InputError(f"{label}: the name of {f.name[:40]}... is longer than {MAX_NAME_BYTES} bytes; the "
+                             "workspace files built from it would exceed the file system's limit")
         if f.stem in seen:
             raise InputError(f"{label}: {seen[f.stem]} and {f.name} have the same name {f.stem!r}; "
                              "frame names must be unique")
@@ -626,6 +631,9 @@ def _select_and_write(src: _Source, chosen: Sequence[int], rows: dict, cfg: Fram
             rgb = resize_max(rgb, int(cfg.max_size))
             if meta is not None and "size" not in meta:
                 meta["size"] = [int(rgb.shape[1]), int(rgb.shape[0])]
+                if min(rgb.shape[:2]) < MIN_FRAME_SIDE:
+                    raise InputError(f"{src.label}: frames of {rgb.shape[1]}x{rgb.shape[0]} px are too small for "
+                                     f"structure from motion and stereo (at least {MIN_FRAME_SIDE} px per side)")
             grey = to_grey(rgb)
             s = sharpness(grey)
             sharp.append(s)

@@ -433,3 +433,16 @@ def test_read_frames_csv_errors(tmp_path):
         {"name": "y", "source_index": 2, "timestamp_us": 66666, "sharpness": 1.5, "kept": False,
          "reason": "blurry"},
     ]
+
+
+def test_tiny_frames_and_overlong_names_are_refused_early(tmp_path):
+    """Frames too small for SfM and stereo, or names too long for the workspace files built from
+    them, fail in the frames stage with the reason, not later inside another stage."""
+    small = write_folder(tmp_path / "small", shifting_frames(4, h=12, w=16))
+    with pytest.raises(InputError, match="16x12 px are too small"):
+        extract_frames(small, Workspace(tmp_path / "a"), FramesConfig(**NO_BLUR))
+    long = write_folder(tmp_path / "long", shifting_frames(3), names=["x" * 200 + str(k) for k in range(3)])
+    with pytest.raises(InputError, match="longer than 180 bytes"):
+        extract_frames(long, Workspace(tmp_path / "b"), FramesConfig(**NO_BLUR))
+    assert_no_output(Workspace(tmp_path / "a"))
+    assert_no_output(Workspace(tmp_path / "b"))
