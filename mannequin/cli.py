@@ -70,7 +70,7 @@ def resolve_config(args, workspace: Optional[Path] = None) -> "Config":  # noqa:
     if args.preset is None and ws_cfg is not None and ws_cfg.is_file():
         cfg = Config.load(ws_cfg)
     else:
-        cfg = preset(args.preset or "default")
+        cfg = preset("default" if args.preset is None else args.preset)
     if getattr(args, "config", None) is not None:
         cfg = Config.load(args.config, base=cfg)
     if getattr(args, "max_size", None) is not None:
@@ -149,6 +149,9 @@ def _stage_command(stage: str):
             ws = Workspace(args.out)
             cfg = resolve_config(args, ws.root)
             check_poses_file(args.poses)
+            if args.poses is not None and not cfg.frames.pose_timestamps:
+                raise InputError(f"{args.poses}: --poses on the frames stage picks the frames at the file's "
+                                 "timestamps, which needs {\"frames\": {\"pose_timestamps\": true}} in --config")
             state = run_stage(ws, "frames", cfg, input_path=args.input, poses=args.poses, progress=_progress(args))
             print(ws.frames_dir)
         else:

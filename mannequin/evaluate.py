@@ -102,7 +102,7 @@ def parse_gt_camera(spec: str) -> tuple:
     ``(fx, fy, cx, cy, dist)`` camera :func:`sample_through_points` and :func:`project_opencv` take."""
     from .sfm import parse_intrinsics
 
-    intr, dist = parse_intrinsics(spec, 1, 1)
+    intr, dist = parse_intrinsics(spec, 1, 1, option="--gt-intrinsics")
     return (intr.fx, intr.fy, intr.cx - 0.5, intr.cy - 0.5, dist)
 
 

@@ -62,7 +62,7 @@ def _pycolmap():
     return pycolmap
 
 
-def parse_intrinsics(spec: str, width: int, height: int) -> tuple[Intrinsics, tuple]:
+def parse_intrinsics(spec: str, width: int, height: int, option: str = "--intrinsics") -> tuple[Intrinsics, tuple]:
     """Parse ``fx,fy,cx,cy[,k1,k2,p1,p2[,k3]]`` (pixels of the input frames) or a file holding it.
 
     The values follow OpenCV's convention (the centre of the top-left pixel is (0, 0)), as
@@ -73,18 +73,23 @@ def parse_intrinsics(spec: str, width: int, height: int) -> tuple[Intrinsics, tu
     """
     text = spec
     p = Path(spec)
-    if not any(ch == "," for ch in spec) and p.exists():
-        text = p.read_text().replace("\n", ",").replace(" ", ",")
+    if "," not in spec:
+        if not p.is_file():
+            raise InputError(f"{option} {spec!r}: no such file, and not fx,fy,cx,cy[,k1,k2,p1,p2[,k3]]")
+        try:
+            text = p.read_text(encoding="utf-8").replace("\n", ",").replace(" ", ",")
+        except (OSError, UnicodeDecodeError):
+            raise InputError(f"{option} {spec}: cannot read the file as text") from None
     vals = [v for v in text.split(",") if v.strip()]
     try:
         nums = [float(v) for v in vals]
     except ValueError:
-        raise InputError(f"--intrinsics {spec!r}: expected numbers fx,fy,cx,cy[,k1,k2,p1,p2[,k3]]") from None
+        raise InputError(f"{option} {spec!r}: expected numbers fx,fy,cx,cy[,k1,k2,p1,p2[,k3]]") from None
     if len(nums) not in (4, 8, 9) or not all(math.isfinite(v) for v in nums):
-        raise InputError(f"--intrinsics {spec!r}: expected 4, 8 or 9 finite numbers, got {len(nums)}")
+        raise InputError(f"{option} {spec!r}: expected 4, 8 or 9 finite numbers, got {len(nums)}")
     fx, fy, cx, cy = nums[:4]
     if fx <= 0 or fy <= 0:
-        raise InputError(f"--intrinsics {spec!r}: focal lengths must be positive")
+        raise InputError(f"{option} {spec!r}: focal lengths must be positive")
     dist = tuple(nums[4:])
     if dist and width > 1 and height > 1:
         k1, k2, k3 = dist[0], dist[1], (dist[4] if len(dist) > 4 else 0.0)
@@ -93,7 +98,7 @@ def parse_intrinsics(spec: str, width: int, height: int) -> tuple[Intrinsics, tu
         r_fold = fold * (1 + k1 * fold ** 2 + k2 * fold ** 4 + k3 * fold ** 6) if math.isfinite(fold) else math.inf
         if r_fold < max(corners):
             raise InputError(
-                f"--intrinsics {spec!r}: the radial distortion (k1 {k1:g}, k2 {k2:g}, k3 {k3:g}) folds back "
+                f"{option} {spec!r}: the radial distortion (k1 {k1:g}, k2 {k2:g}, k3 {k3:g}) folds back "
                 f"{r_fold * fx:.0f} px from the principal point, inside the {width}x{height} frame (corner at "
                 f"{max(corners) * fx:.0f} px), so the frames cannot be undistorted; give all the calibration's "
                 "coefficients (OpenCV order k1,k2,p1,p2,k3)")

@@ -219,6 +219,10 @@ def test_parse_intrinsics(tmp_path):
     for bad in ["1,2,3", "a,b,c,d", "-5,5,1,1", "1,1,1,1,nan,0,0,0"]:
         with pytest.raises(InputError, match="--intrinsics"):
             parse_intrinsics(bad, 640, 480)
+    with pytest.raises(InputError, match="--intrinsics 'nocalib.txt': no such file"):
+        parse_intrinsics("nocalib.txt", 640, 480)
+    with pytest.raises(InputError, match="--gt-intrinsics '1,2,3'"):
+        parse_intrinsics("1,2,3", 1, 1, option="--gt-intrinsics")
 
 
 def test_intrinsics_whose_distortion_folds_inside_the_frame_are_refused():
