@@ -100,6 +100,10 @@ def run_stage(ws: Workspace, stage: str, cfg: Config, *, input_path=None, poses=
         raise ValueError(f"unknown stage {stage!r}")
     validate(cfg, "config")
     h = stage_hash(ws, stage, cfg, input_path, poses)
+    before = STAGES[:STAGES.index(stage)]
+    if before and not ws.outputs_present(before[-1]):
+        raise InputError(f"{ws.root}: the outputs of stage {before[-1]} are missing (deleted?); "
+                         f"run 'mannequin {before[-1]}' or 'mannequin run' again")
     if not force and ws.is_done(stage, h):
         return "skipped"
     for later in STAGES[STAGES.index(stage):]:

@@ -173,3 +173,20 @@ def test_interrupted_rerun_leaves_nothing_that_looks_finished(tiny_run, tiny_cli
     run_video(tiny_clip / "video.mp4", ws_root, poses=tiny_clip / "cameras.txt", config=cfg)
     assert len(list(ws.labels_dir.glob("??????.npy"))) == 10 and (ws.labels_dir / "index.csv").exists()
     assert evaluate(ws, tiny_clip / "depth")["clip"]["density"] > 0.3
+
+
+def test_stage_command_on_a_workspace_missing_earlier_outputs(tiny_run, tmp_path):
+    """'mannequin stereo WS' after WS/images was deleted: a clear error, not a skip that leaves fuse
+    to fail later."""
+    import shutil
+
+    import pytest
+
+    from mannequin.errors import InputError
+    from mannequin.pipeline import run_stage
+
+    shutil.copytree(tiny_run.root, tmp_path / "ws")
+    ws = type(tiny_run)(tmp_path / "ws")
+    shutil.rmtree(ws.images_dir)
+    with pytest.raises(InputError, match="outputs of stage sfm are missing"):
+        run_stage(ws, "stereo", fast_config())
