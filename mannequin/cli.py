@@ -149,9 +149,6 @@ def _stage_command(stage: str):
             ws = Workspace(args.out)
             cfg = resolve_config(args, ws.root)
             check_poses_file(args.poses)
-            if args.poses is not None and not cfg.frames.pose_timestamps:
-                raise InputError(f"{args.poses}: --poses on the frames stage picks the frames at the file's "
-                                 "timestamps, which needs {\"frames\": {\"pose_timestamps\": true}} in --config")
             state = run_stage(ws, "frames", cfg, input_path=args.input, poses=args.poses, progress=_progress(args))
             print(ws.frames_dir)
         else:

@@ -234,6 +234,49 @@ def _(tmp, clip):
     return [d, "--out-override", d / "ws"]
 
 
+def _set(line, col, value):
+    parts = line.split()
+    parts[col] = value
+    return " ".join(parts)
+
+
+@case("camera file: principal point outside the image", "lies outside the image")
+def _(tmp, clip):
+    return _cams(tmp, clip, lambda ls: ls[:2] + [_set(ls[2], 3, "7.5")] + ls[3:])
+
+
+@case("camera file: absurd translation", "out of range")
+def _(tmp, clip):
+    return _cams(tmp, clip, lambda ls: ls[:2] + [_set(ls[2], 10, "1e30")] + ls[3:])
+
+
+@case("camera file: two lines swapped (out of time order)", "is not after the previous line's")
+def _(tmp, clip):
+    return _cams(tmp, clip, lambda ls: ls[:2] + [ls[3], ls[2]] + ls[4:])
+
+
+@case("camera file: distortion terms", "distortion terms")
+def _(tmp, clip):
+    return _cams(tmp, clip, lambda ls: ls[:2] + [_set(ls[2], 5, "0.1")] + ls[3:])
+
+
+@case("config value out of range (labels.png_max beyond uint16)", "labels.png_max = 70000")
+def _(tmp, clip):
+    (tmp / "bad_cfg.json").write_text('{"labels": {"png_max": 70000}}')
+    return [clip / "video.mp4", "--config", tmp / "bad_cfg.json"]
+
+
+@case("frames too small (16x12 images)", "too small")
+def _(tmp, clip):
+    from PIL import Image
+
+    d = tmp / "small"
+    d.mkdir()
+    for p in sorted((clip / "frames").glob("*.png")):
+        Image.open(p).resize((16, 12)).save(d / p.name)
+    return [d]
+
+
 @case("input folder inside the workspace (its frames/ would be replaced)", "must not be inside the workspace")
 def _(tmp, clip):
     d = tmp / "ws" / "frames"
