@@ -250,10 +250,14 @@ class FuseConfig:
 
 @dataclass(frozen=True)
 class LabelsConfig:
-    """Label export.  png_max: uint16 value the clip's largest depth maps to (sets the png scale)."""
+    """Label export.  png_max: uint16 value the clip's largest depth maps to (sets the png scale).
+    colmap_maps: also write the raw depth and the labels as COLMAP depth and normal maps under
+    ``WS/stereo/`` (for COLMAP's ``stereo_fusion`` and viewers); at 640×480 they take about 10 MB
+    per frame, most of a workspace, so a dataset-scale run may turn them off."""
 
     png_max: int = 65000
     previews: bool = True
+    colmap_maps: bool = True
 
 
 SECTIONS = {"frames": FramesConfig, "sfm": SfmConfig, "stereo": StereoConfig, "fuse": FuseConfig,

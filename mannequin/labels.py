@@ -94,16 +94,19 @@ def run_labels(ws: Workspace, cfg: Config, *, progress: bool = False) -> dict:
     scale = float(cfg.labels.png_max / top) if top > 0 else 1.0
     verdict, reasons = clip_verdict(qc, read_json_or_empty(ws.sfm_dir / "summary.json"), cfg)
     dm_dir, nm_dir = ws.stereo_dir / "depth_maps", ws.stereo_dir / "normal_maps"
-    dm_dir.mkdir(parents=True, exist_ok=True)
-    nm_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.labels.colmap_maps:
+        dm_dir.mkdir(parents=True, exist_ok=True)
+        nm_dir.mkdir(parents=True, exist_ok=True)
+
     def export(q):
         stem = q["name"]
         label = np.load(ws.label_path(stem))
         save_image(ws.labels_dir / f"{stem}.png", np.round(label * scale).clip(0, 65535).astype(np.uint16))
         image_name, K = Ks[stem]
-        raw = np.load(ws.depth_path(stem))
-        for kind, d in (("photometric", raw), ("geometric", label)):
-            _write_colmap_maps(dm_dir / f"{image_name}.{kind}.bin", nm_dir / f"{image_name}.{kind}.bin", d, K)
+        if cfg.labels.colmap_maps:
+            raw = np.load(ws.depth_path(stem))
+            for kind, d in (("photometric", raw), ("geometric", label)):
+                _write_colmap_maps(dm_dir / f"{image_name}.{kind}.bin", nm_dir / f"{image_name}.{kind}.bin", d, K)
         return {"name": stem, "image_path": ws.images_dir / image_name, "raw_path": ws.depth_path(stem),
                 "label_path": ws.label_path(stem), "dynamic_path": ws.labels_dir / f"{stem}.dynamic.png",
                 "caption": f"{stem} {q['valid_fraction']:.0%}"}

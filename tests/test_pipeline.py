@@ -190,3 +190,19 @@ def test_stage_command_on_a_workspace_missing_earlier_outputs(tiny_run, tmp_path
     shutil.rmtree(ws.images_dir)
     with pytest.raises(InputError, match="outputs of stage sfm are missing"):
         run_stage(ws, "stereo", fast_config())
+
+
+def test_colmap_maps_can_be_turned_off(tiny_run, tmp_path):
+    """labels.colmap_maps false: only the labels stage re-runs, and it writes no COLMAP depth or
+    normal maps (most of a workspace's size) while the labels and their index are unchanged."""
+    import shutil
+
+    from mannequin.pipeline import run_stage
+
+    shutil.copytree(tiny_run.root, tmp_path / "ws")
+    ws = type(tiny_run)(tmp_path / "ws")
+    before = (ws.labels_dir / "index.csv").read_text()
+    assert any((ws.stereo_dir / "depth_maps").iterdir())
+    assert run_stage(ws, "labels", fast_config(labels={"colmap_maps": False})) == "done"
+    assert not (ws.stereo_dir / "depth_maps").exists() and not (ws.stereo_dir / "normal_maps").exists()
+    assert (ws.labels_dir / "index.csv").read_text() == before
