@@ -630,12 +630,19 @@ def run_batch(inputs, out_root, *, config: Optional[Config] = None, scheduler=No
                     submit_next()
                     in_flight += 1
     except KeyboardInterrupt:
+        def interrupted(job):
+            # A video whose every stage finished before its result came back is done, not failed.
+            if is_finished(root / job.name, job.video, job.cameras, cfg):
+                return _row(job, root, "done")
+            return _row(job, root, "failed", "interrupted")
+
         for fut, job in futures.items():
             if job.name not in rows:
                 fut.cancel()
-                rows[job.name] = _row(job, root, "failed", "interrupted")
+                rows[job.name] = interrupted(job)
         for job in jobs:
-            rows.setdefault(job.name, _row(job, root, "failed", "interrupted"))
+            if job.name not in rows:
+                rows[job.name] = interrupted(job)
         write_status(root, [rows[j.name] for j in jobs], cfg)
         raise
     finally:
