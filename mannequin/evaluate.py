@@ -31,7 +31,7 @@ import numpy as np
 
 from .errors import InputError
 from .metrics import ate_rmse, depth_metrics
-from .workspace import Workspace, read_json_or_empty
+from .workspace import Workspace, check_maps, read_json_or_empty
 
 GT_EXTS = (".npy", ".png", ".pfm")
 DISP_EXTS = (".pfm", ".npy", ".png", ".pgm")
@@ -374,6 +374,9 @@ def evaluate(ws: Workspace, gt_dir, *, depth_scale: float = 1.0, gt_camera=None,
         return sparse_depth_map(geo, index[name]) if which == "sparse" else np.load(src_dir / f"{name}.npy")
 
     names_with_pred = [n for n in sorted(index) if which == "sparse" or (src_dir / f"{n}.npy").exists()]
+    if which != "sparse":  # a corrupt or mis-shaped map is named, not blamed on the GT
+        check_maps([src_dir / f"{n}.npy" for n in names_with_pred],
+                   [(geo.sizes[index[n]][1], geo.sizes[index[n]][0]) for n in names_with_pred])
     gt_files = _match_gt(ws, gt_dir, names_with_pred, gt_format)
     rs = read_json_or_empty(ws.sfm_dir / "summary.json").get("rolling_shutter") or {}
     rolling = ({Path(n).stem: (np.asarray(om), float(rs["readout_ms"]) * 1e-3) for n, om in rs.get("omega_rad_s", {}).items()}

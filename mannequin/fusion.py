@@ -164,8 +164,10 @@ def run_fuse(ws: Workspace, cfg: FuseConfig, *, progress: bool = False) -> dict:
         raise InputError(f"{ws.depth_dir}: no depth maps (run 'mannequin stereo {ws.root}' first)")
     views_path = ws.stereo_dir / "views.json"
     views = read_json_object(views_path) if views_path.exists() else {}
-    if not isinstance(views, dict):
-        raise InputError(f"{views_path}: expected an object of frames; run 'mannequin stereo {ws.root}' again")
+    if not isinstance(views, dict) or not all(isinstance(v, dict) and isinstance(v.get("sources", []), list)
+                                              for v in views.values()):
+        raise InputError(f"{views_path}: expected an object of frames with their sources; "
+                         f"run 'mannequin stereo {ws.root}' again")
     index = {n: k for k, n in enumerate(geo.names)}
     shapes = [(geo.sizes[index[n]][1], geo.sizes[index[n]][0]) for n in names]
     check_maps([ws.depth_path(Path(n).stem) for n in names], shapes)

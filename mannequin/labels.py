@@ -90,6 +90,9 @@ def run_labels(ws: Workspace, cfg: Config, *, progress: bool = False) -> dict:
         raise InputError(f"{qc_path}: not the frame list of this workspace; run 'mannequin fuse {ws.root}' again")
     check_maps([ws.label_path(q["name"]) for q in qc], [sizes[q["name"]] for q in qc])
     maxima = [float(np.load(ws.label_path(q["name"]), mmap_mode="r").max()) for q in qc]
+    bad = [q["name"] for q, m in zip(qc, maxima) if not np.isfinite(m)]
+    if bad:
+        raise InputError(f"{ws.label_path(bad[0])}: holds NaN or inf; run 'mannequin fuse {ws.root}' again")
     top = max(maxima + [0.0])
     scale = float(cfg.labels.png_max / top) if top > 0 else 1.0
     verdict, reasons = clip_verdict(qc, read_json_or_empty(ws.sfm_dir / "summary.json"), cfg)
@@ -116,8 +119,6 @@ def run_labels(ws: Workspace, cfg: Config, *, progress: bool = False) -> dict:
     with ThreadPoolExecutor(max_workers=worker_threads()) as pool:
         items = list(tqdm(pool.map(export, qc), total=len(qc), desc="labels", unit="frame",
                           disable=not progress, dynamic_ncols=True))
-    text = _index_csv(qc, scale, verdict, reasons)
-    write_text(ws.labels_dir / "index.csv", text)
     stems = [q["name"] for q in qc]
     for folder in (dm_dir, nm_dir):
         prune_frames(folder, stems, (".png.photometric.bin", ".png.geometric.bin"))
@@ -125,6 +126,8 @@ def run_labels(ws: Workspace, cfg: Config, *, progress: bool = False) -> dict:
         _previews(ws, items, load_image, progress)
     # Stale panels of frames no longer in the clip, and eval plots of the previous labels.
     prune_frames(ws.preview_dir, stems, (".jpg", ".png"), protect=("contact_sheet.png",))
+    # The index last: with it the label PNGs and previews are all there.
+    write_text(ws.labels_dir / "index.csv", _index_csv(qc, scale, verdict, reasons))
     return {"frames": len(qc), "kept": sum(q["kept"] for q in qc), "png_scale": scale,
             "verdict": verdict, "reasons": reasons}
 

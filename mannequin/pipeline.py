@@ -141,16 +141,22 @@ def run_stage(ws: Workspace, stage: str, cfg: Config, *, input_path=None, poses=
     return "done"
 
 
+# What a workspace holds at its top level: an input of another name may sit beside them (a video).
+WORKSPACE_NAMES = {"frames", "frames.csv", "frames.json", "images", "sparse", "cameras.txt", "sfm", "stereo",
+                   "depth", "labels", "fused.ply", "preview", "report.json", "config.json", "stamps", "logs"}
+
+
 def check_input_and_workspace(input_path, ws_root) -> None:
     """Refuse an input and a workspace that overlap: a workspace inside the input folder (its files
     would become frames), or an input inside the workspace (the frames and sfm stages replace
-    ``WS/frames`` and ``WS/images`` wholesale, which would delete it).  Raises :class:`InputError`."""
+    ``WS/frames`` and ``WS/images`` wholesale, which would delete it); a video file at the
+    workspace's top level, beside its folders, is fine.  Raises :class:`InputError`."""
     if str(ws_root) == "":
         raise InputError("--out '': the workspace path is empty")
     inp, root = Path(input_path).resolve(), Path(ws_root).resolve()
     if root == inp or inp in root.parents:
         raise InputError(f"{ws_root}: the workspace must not be inside the input folder {input_path}")
-    if root in inp.parents:
+    if root in inp.parents and not (inp.parent == root and inp.is_file() and inp.name not in WORKSPACE_NAMES):
         raise InputError(f"{input_path}: the input must not be inside the workspace {ws_root} "
                          "(its stages replace their folders there)")
 

@@ -126,9 +126,10 @@ def check_maps(paths, shapes) -> None:
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError, EOFError) as exc:
             raise InputError(f"{path}: not a readable .npy map ({' '.join(str(exc).split())[:120]})") from None
-        if not isinstance(arr, np.ndarray) or arr.shape != tuple(shape) or arr.dtype.kind != "f":
+        shape = tuple(int(v) for v in shape)
+        if not isinstance(arr, np.ndarray) or arr.shape != shape or arr.dtype.kind != "f":
             got = f"{getattr(arr, 'shape', '?')} {getattr(arr, 'dtype', '?')}"
-            raise InputError(f"{path}: expected a float map of shape {tuple(shape)}, found {got}")
+            raise InputError(f"{path}: expected a float map of shape {shape}, found {got}")
 
 
 def prune_frames(folder, keep, suffixes, protect=()) -> list:

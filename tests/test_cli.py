@@ -122,3 +122,18 @@ def test_fps_sets_the_timestamps_of_an_image_folder(tiny_clip, tmp_path):
         assert out.returncode == 0, out.stderr
         stamps = [r["timestamp_us"] for r in read_frames_csv(ws / "frames.csv")]
         assert stamps[:3] == [0, 33333, 66666] if fps is None else [0, 100000, 200000]
+
+
+def test_video_beside_the_workspace_folders_is_fine_and_failed_frames_leave_nothing(tiny_clip, tmp_path):
+    """A video at the workspace's top level is not replaced by any stage, so it may sit there; the
+    frames command on bad input leaves no workspace (as run does)."""
+    import shutil
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    shutil.copy(tiny_clip / "video.mp4", ws / "clip.mp4")
+    out = run("frames", ws / "clip.mp4", "--out", ws)
+    assert out.returncode == 0, out.stderr
+    assert (ws / "clip.mp4").is_file() and (ws / "frames.csv").is_file()
+    out = run("frames", tmp_path / "missing.mp4", "--out", tmp_path / "new")
+    assert out.returncode == 1 and "input not found" in out.stderr and not (tmp_path / "new").exists()

@@ -206,3 +206,33 @@ def test_colmap_maps_can_be_turned_off(tiny_run, tmp_path):
     assert run_stage(ws, "labels", fast_config(labels={"colmap_maps": False})) == "done"
     assert not (ws.stereo_dir / "depth_maps").exists() and not (ws.stereo_dir / "normal_maps").exists()
     assert (ws.labels_dir / "index.csv").read_text() == before
+
+
+def test_corrupt_workspace_files_are_named(tiny_run, tiny_clip, tmp_path):
+    """A truncated label map (eval, labels), NaN in a label map (labels), and views.json with the
+    wrong shape (fuse): one clear error naming the file, nothing written."""
+    import json
+    import shutil
+
+    import pytest
+
+    from mannequin.errors import InputError
+    from mannequin.evaluate import evaluate
+    from mannequin.pipeline import run_stage
+
+    shutil.copytree(tiny_run.root, tmp_path / "ws")
+    ws = type(tiny_run)(tmp_path / "ws")
+    name = ws.image_names()[3]
+    good = ws.label_path(name).read_bytes()
+    ws.label_path(name).write_bytes(good[:100])
+    with pytest.raises(InputError, match=f"{name}.npy: not a readable .npy map"):
+        evaluate(ws, tiny_clip / "depth")
+    with pytest.raises(InputError, match=f"{name}.npy: not a readable .npy map"):
+        run_stage(ws, "labels", fast_config(labels={"png_max": 60000}))
+    nan = np.load(ws.depth_path(name)) * np.nan
+    np.save(ws.label_path(name), nan.astype(np.float32))
+    with pytest.raises(InputError, match="holds NaN or inf"):
+        run_stage(ws, "labels", fast_config(labels={"png_max": 60000}))
+    (ws.stereo_dir / "views.json").write_text(json.dumps({f"{name}.png": "x"}))
+    with pytest.raises(InputError, match="views.json: expected an object of frames"):
+        run_stage(ws, "fuse", fast_config(fuse={"rel_depth": 0.02}))
