@@ -372,8 +372,10 @@ def _positive(text="a positive number"):
 
 _SHARE = _between(0, 1, "a share in [0, 1]")
 
-# Ranges of the options: (section, option) -> (check, what is expected).  Float options not listed
-# must still be finite.  Stages keep their own finer checks (stereo windows, sfm readouts).
+# Ranges of the options: (section, option) -> (check, what is expected), wide enough for every
+# documented special value (0 = off, -1 = auto, a negative max_behind_frac disables).  Float
+# options not listed must still be finite.  Stages keep their own finer checks (stereo windows,
+# sfm readouts).
 RULES = {
     ("frames", "max_size"): ((lambda v: v == 0 or 32 <= v <= 16384), "0 (keep) or 32..16384 px"),
     ("frames", "stride"): _at_least(1),
@@ -395,7 +397,7 @@ RULES = {
     ("sfm", "min_points"): _at_least(0),
     ("sfm", "min_triangulation_deg"): _at_least(0),
     ("sfm", "min_parallax_deg"): _at_least(0),
-    ("sfm", "max_rotation_rate_deg_s"): _positive(),
+    ("sfm", "max_rotation_rate_deg_s"): _at_least(0),
     ("sfm", "intrinsics"): ((lambda v: v is None or (isinstance(v, str) and v.strip() != "")),
                            "null or 'fx,fy,cx,cy[,...]' or a file path"),
     ("sfm", "fov_deg"): _between(10, 170, "a horizontal field of view in [10, 170] degrees"),
@@ -423,9 +425,8 @@ RULES = {
     ("fuse", "min_confidence"): _SHARE,
     ("fuse", "speckle_px"): _at_least(0),
     ("fuse", "edge_px"): _at_least(0),
-    ("fuse", "edge_rel"): _positive(),
-    ("fuse", "max_behind_frac"): _SHARE,
-    ("fuse", "noise_tolerance"): _positive(),
+    ("fuse", "edge_rel"): _at_least(0),
+    ("fuse", "noise_tolerance"): _at_least(0),
     ("fuse", "noise_margin"): _at_least(0),
     ("fuse", "min_valid_fraction"): _SHARE,
     ("fuse", "min_kept_frames"): _at_least(0),

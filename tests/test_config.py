@@ -81,3 +81,14 @@ def test_values_out_of_range_are_refused_before_any_stage(override, needle):
         Config.from_dict(override, source="cfg.json")
     for name in ("fast", "default", "quality"):
         assert validate(preset(name)) == preset(name)
+
+
+def test_documented_special_values_are_accepted():
+    """0 = off, -1 = auto, a negative max_behind_frac disables the free-space test (the labels
+    benchmark's diagnostic row uses it)."""
+    Config.from_dict({"fuse": {"max_behind_frac": -1.0, "noise_tolerance": 0.0, "noise_margin": 0.0,
+                               "min_confidence": 0.0, "speckle_px": 0, "edge_px": 0, "voxel_size": 0.0},
+                      "stereo": {"shift": -1, "smooth": -1, "probe_frames": 0},
+                      "sfm": {"readout_ms": -1.0, "accel_sigma": 0.0, "max_focal_spread": 0.0, "ba_loss_px": 0.0,
+                              "exhaustive_max_frames": 0, "restarts": 0},
+                      "frames": {"max_size": 0, "max_frames": 0, "blur_ratio": 0.0, "min_motion": 0.0, "fps": None}})
