@@ -6,7 +6,7 @@ Pipeline (all deterministic):
    (never held in memory), after an explicit frame count that also reads every frame's presentation
    time (a decode through ffmpeg's ``showinfo`` filter).  ffmpeg applies the display-rotation metadata
    (auto-rotate), so a portrait phone clip comes out upright.  A folder of images is read in
-   sorted-name order (png/jpg/jpeg/bmp/tif/tiff, any case; other files and hidden files are
+   sorted-name order (png/jpg/jpeg/bmp/tif/tiff/webp, any case; other files and hidden files are
    ignored); EXIF orientation is applied; grey, palette and RGBA images become RGB (alpha dropped);
    16-bit images are scaled to 8 bits.
 2. *Sampling.*  Candidates are every ``stride``-th source frame, or for a video with ``fps`` set, the
@@ -45,6 +45,7 @@ import csv
 import io
 import logging
 import math
+import os
 import re
 import struct
 import zlib
@@ -59,7 +60,7 @@ from .config import FramesConfig
 from .errors import InputError, StageError
 from .workspace import atomic_path, write_json, write_text
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 log = logging.getLogger(__name__)
 MIN_FRAME_SIDE = 16    # px, after resizing: below it SIFT finds nothing and no stereo window fits
 MAX_NAME_BYTES = 180   # a frame name, leaving room for suffixes and temporary names within 255 bytes
@@ -74,18 +75,19 @@ _GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.60
 def list_images(folder) -> list[Path]:
     """Image files directly inside ``folder``, sorted by file name.
 
-    Images are files with a png/jpg/jpeg/bmp/tif/tiff extension in any case; hidden files (names
+    Images are files with a png/jpg/jpeg/bmp/tif/tiff/webp extension in any case; hidden files (names
     starting with ``.``), sub-folders and other files are ignored.  Raises :class:`InputError`
-    when ``folder`` is not a folder.
+    when ``folder`` is not a folder, or holds a broken link with an image name (a frame that is
+    missing, not a file to ignore).
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder")
-    return sorted(
-        (p for p in folder.iterdir()
-         if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".") and p.is_file()),
-        key=lambda p: p.name,
-    )
+    found = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")]
+    for p in found:
+        if p.is_symlink() and not p.exists():
+            raise InputError(f"{p}: broken link (its target {os.readlink(p)} is missing)")
+    return sorted((p for p in found if p.is_file()), key=lambda p: p.name)
 
 
 def read_image_rgb(path) -> np.ndarray:

@@ -310,10 +310,14 @@ def test_folder_non_images_ignored_case_insensitive(tmp_path):
     (folder / ".hidden.png").write_bytes(b"junk")
     (folder / "sub").mkdir()
     iio.imwrite(folder / "sub" / "d.png", frames[0])
-    assert [p.name for p in list_images(folder)] == ["a.jpg", "b.PNG", "c.JPEG"]
+    iio.imwrite(folder / "d.webp", frames[2], extension=".webp", lossless=True)
+    assert [p.name for p in list_images(folder)] == ["a.jpg", "b.PNG", "c.JPEG", "d.webp"]
     ws = Workspace(tmp_path / "ws")
     extract_frames(folder, ws, FramesConfig(**NO_BLUR))
-    assert ws.frame_names() == ["a", "b", "c"]
+    assert ws.frame_names() == ["a", "b", "c", "d"]
+    (folder / "e.png").symlink_to(tmp_path / "gone.png")  # a missing frame, not a file to ignore
+    with pytest.raises(InputError, match="e.png: broken link"):
+        list_images(folder)
 
 
 def test_folder_min_motion(tmp_path):
