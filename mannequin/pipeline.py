@@ -101,6 +101,9 @@ def run_stage(ws: Workspace, stage: str, cfg: Config, *, input_path=None, poses=
     validate(cfg, "config")
     h = stage_hash(ws, stage, cfg, input_path, poses)
     before = STAGES[:STAGES.index(stage)]
+    unfinished = [b for b in before if not ws.read_stamp(b)]
+    if unfinished:  # the chain checks only the stage before; a lost earlier stamp is as unfinished
+        raise InputError(f"{ws.root}: stage {unfinished[0]} has not finished (run 'mannequin run' again)")
     if before and not ws.outputs_present(before[-1]):
         raise InputError(f"{ws.root}: the outputs of stage {before[-1]} are missing (deleted?); "
                          f"run 'mannequin {before[-1]}' or 'mannequin run' again")

@@ -187,6 +187,10 @@ def test_stage_command_on_a_workspace_missing_earlier_outputs(tiny_run, tmp_path
 
     shutil.copytree(tiny_run.root, tmp_path / "ws")
     ws = type(tiny_run)(tmp_path / "ws")
+    (ws.stamps_dir / "frames.json").write_text("[]")  # a corrupt earlier stamp: not finished
+    with pytest.raises(InputError, match="stage frames has not finished"):
+        run_stage(ws, "stereo", fast_config())
+    shutil.copy(tiny_run.stamps_dir / "frames.json", ws.stamps_dir / "frames.json")
     shutil.rmtree(ws.images_dir)
     with pytest.raises(InputError, match="outputs of stage sfm are missing"):
         run_stage(ws, "stereo", fast_config())
