@@ -324,28 +324,58 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False)
     _setup_logging(debug, getattr(args, "quiet", False))
+    interrupted, restore = _watch_sigint()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("mannequin: interrupted; finished stages are kept, run again to resume", file=sys.stderr)
         return 130
-    except MannequinError as exc:
-        if debug:
-            raise
+    except Exception as exc:
+        if interrupted():  # Ctrl-C inside an import or a C extension can surface as another error
+            print("mannequin: interrupted; finished stages are kept, run again to resume", file=sys.stderr)
+            return 130
+        return _report_error(args, exc, debug)
+    finally:
+        restore()
+
+
+def _watch_sigint():
+    """Keep Ctrl-C raising KeyboardInterrupt, and remember that it came; returns (a function that
+    says whether it did, one that restores the previous handler).  Outside the main thread, or where
+    signals cannot be set, nothing changes."""
+    import signal
+    import threading
+
+    seen = []
+    if threading.current_thread() is not threading.main_thread():
+        return (lambda: False), (lambda: None)
+
+    def on_sigint(signum, frame):
+        seen.append(signum)
+        raise KeyboardInterrupt
+
+    try:
+        before = signal.signal(signal.SIGINT, on_sigint)
+    except (ValueError, OSError):
+        return (lambda: False), (lambda: None)
+    return (lambda: bool(seen)), (lambda: signal.signal(signal.SIGINT, before))
+
+
+def _report_error(args, exc: Exception, debug: bool) -> int:
+    """One line on stderr for ``exc`` (the traceback too with ``--debug``); returns the exit code."""
+    if debug:
+        raise exc
+    if isinstance(exc, MannequinError):
         print(f"mannequin {args.command}: error: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:
-        if debug:
-            raise
+    if isinstance(exc, OSError):
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         print(f"mannequin {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
-    except Exception as exc:  # an unexpected failure still gets one line without --debug
-        if debug:
-            raise
-        print(f"mannequin {args.command}: internal error: {type(exc).__name__}: {exc} "
-              f"(run with --debug for the traceback)", file=sys.stderr)
-        return 2
+    # an unexpected failure still gets one line without --debug
+    print(f"mannequin {args.command}: internal error: {type(exc).__name__}: {exc} "
+          f"(run with --debug for the traceback)", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -137,3 +137,22 @@ def test_video_beside_the_workspace_folders_is_fine_and_failed_frames_leave_noth
     assert (ws / "clip.mp4").is_file() and (ws / "frames.csv").is_file()
     out = run("frames", tmp_path / "missing.mp4", "--out", tmp_path / "new")
     assert out.returncode == 1 and "input not found" in out.stderr and not (tmp_path / "new").exists()
+
+
+def test_ctrl_c_that_surfaces_as_another_error_is_still_an_interruption(monkeypatch, tmp_path, capsys):
+    """Ctrl-C landing inside an import or a C extension can come out as, e.g., ImportError; the CLI
+    still reports an interruption (exit 130), not an internal error, and restores the handler."""
+    import mannequin.cli as cli
+
+    def interrupted_inside_an_import(args):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            raise ImportError("initialization failed") from None
+
+    before = signal.getsignal(signal.SIGINT)
+    monkeypatch.setattr(cli, "cmd_synth", interrupted_inside_an_import)
+    assert cli.main(["synth", str(tmp_path / "s")]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is before
