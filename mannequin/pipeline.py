@@ -165,9 +165,16 @@ def check_input_and_workspace(input_path, ws_root) -> None:
 
 
 def check_poses_file(poses) -> None:
-    """Refuse (InputError) a camera file path that is given but is no file, before any work."""
-    if poses is not None and not Path(poses).is_file():
+    """Refuse (InputError) a camera file that is given but is no file, or does not parse
+    (:func:`mannequin.cameras.read_cameras`), before any work."""
+    if poses is None:
+        return
+    if not Path(poses).is_file():
         raise InputError(f"{poses}: camera file not found")
+    from .cameras import read_cameras
+    from .sfm import check_known_cameras
+
+    check_known_cameras(read_cameras(poses), str(poses))
 
 
 def run_video(input, out, poses=None, config: Optional[Config] = None, *, progress: bool = False,

@@ -346,7 +346,9 @@ def _run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None,
         raise InputError(f"{ws.frames_dir}: need at least 2 frames for sfm, found {len(names)} (run the frames stage first)")
     cam_file: Optional[CameraFile] = None
     if poses is not None:
-        cam_file = poses_for_frames(read_cameras(poses), poses, ws, names)
+        cam_file = read_cameras(poses)
+        check_known_cameras(cam_file, str(poses))
+        cam_file = poses_for_frames(cam_file, poses, ws, names)
     width, height = _frame_size(ws.frames_dir / f"{names[0]}.png")
     intrinsics = None
     if cfg.intrinsics and cam_file is None:
@@ -848,6 +850,20 @@ def rotation_reversal(rec, timestamps: dict, max_rate_deg_s: float = 30.0) -> di
     return out
 
 
+def check_known_cameras(cam_file: CameraFile, label) -> None:
+    """Refuse (InputError naming ``label``, the file) a camera file that known-pose import cannot
+    use as given: intrinsics that differ between frames (one shared camera per clip), or
+    non-zero distortion terms (the format's are always 0; the frames must be undistorted)."""
+    f0 = cam_file.frames[0]
+    for i, f in enumerate(cam_file.frames):
+        if not np.allclose([f.fx, f.fy, f.cx, f.cy], [f0.fx, f0.fy, f0.cx, f0.cy], rtol=1e-9, atol=1e-12):
+            raise InputError(f"{label}, frame line {i + 1}: intrinsics differ from the first frame's; "
+                             "one shared camera per clip is supported")
+        if f.k1 != 0 or f.k2 != 0:
+            raise InputError(f"{label}, frame line {i + 1}: distortion terms {f.k1:g} {f.k2:g} are not "
+                             "supported (the format's are always 0); undistort the frames first")
+
+
 def _check_known_poses_fit(rec, poses) -> None:
     """Known poses that do not fit the frames (wrong intrinsics, lines out of order, camera-to-world
     instead of world-to-camera) triangulate points that some frame sees behind it: a clear error
@@ -887,15 +903,8 @@ def poses_for_frames(cam_file: CameraFile, poses, ws: Workspace, names: Sequence
 def _initial_camera(cfg: SfmConfig, cam_file, width: int, height: int, intrinsics=None) -> tuple[str, str]:
     """Camera model and initial parameters (comma string) for the database."""
     if cam_file is not None:
-        f0 = cam_file.frames[0]
-        for i, f in enumerate(cam_file.frames):
-            if not np.allclose([f.fx, f.fy, f.cx, f.cy], [f0.fx, f0.fy, f0.cx, f0.cy], rtol=1e-9, atol=1e-12):
-                raise InputError(f"camera file, frame line {i + 1}: intrinsics differ from the first frame's; "
-                                 "one shared camera per clip is supported")
-            if f.k1 != 0 or f.k2 != 0:
-                raise InputError(f"camera file, frame line {i + 1}: distortion terms {f.k1:g} {f.k2:g} are not "
-                                 "supported (the format's are always 0); undistort the frames first")
-        intr = f0.intrinsics(width, height)
+        check_known_cameras(cam_file, "camera file")
+        intr = cam_file.frames[0].intrinsics(width, height)
         return "PINHOLE", ",".join(repr(v) for v in (intr.fx, intr.fy, intr.cx, intr.cy))
     if intrinsics is not None:
         intr, dist = intrinsics
