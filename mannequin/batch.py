@@ -56,7 +56,8 @@ from .workspace import Workspace, read_json_or_empty, write_json, write_text
 log = logging.getLogger("mannequin.batch")
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
-STATUS_COLUMNS = ["name", "state", "reason", "frames", "labels", "seconds", "verdict", "input", "cameras",
+# DESIGN.md's columns first, in its order (a reader may go by position), then what batch adds.
+STATUS_COLUMNS = ["name", "state", "reason", "frames", "seconds", "labels", "verdict", "input", "cameras",
                   "workspace"]
 STATES = ("done", "failed", "skipped")
 

@@ -131,6 +131,8 @@ def test_status_files_and_summary(tmp_path):
             {"name": "c", "state": "skipped", "reason": "", "frames": 8, "labels": 8, "seconds": 0.0}]
     write_status(tmp_path, rows)
     back = list(csv.DictReader(open(tmp_path / "status.csv")))
+    header = (tmp_path / "status.csv").read_text().splitlines()[0]
+    assert header.startswith("name,state,reason,frames,seconds,")  # DESIGN.md's columns, in its order
     assert [r["state"] for r in back] == ["done", "failed", "skipped"]
     assert back[1]["reason"] == "bad, with a comma" and back[1]["frames"] == ""
     data = json.loads((tmp_path / "status.json").read_text())
