@@ -149,15 +149,7 @@ def _stage_command(stage: str):
             ws = Workspace(args.out)
             cfg = resolve_config(args, ws.root)
             check_poses_file(args.poses)
-            fresh = not ws.root.exists()
-            try:
-                state = run_stage(ws, "frames", cfg, input_path=args.input, poses=args.poses, progress=_progress(args))
-            except MannequinError:
-                if fresh:  # bad input leaves no workspace behind (as 'run' does)
-                    import shutil
-
-                    shutil.rmtree(ws.root, ignore_errors=True)
-                raise
+            state = run_stage(ws, "frames", cfg, input_path=args.input, poses=args.poses, progress=_progress(args))
             print(ws.frames_dir)
         else:
             ws = Workspace(args.workspace)

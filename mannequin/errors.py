@@ -11,3 +11,10 @@ class InputError(MannequinError):
 
 class StageError(MannequinError):
     """A stage could not produce its output from valid input (e.g. too few frames registered)."""
+
+
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """``exc``'s message on one line (whitespace collapsed), at most ``limit`` characters; its type
+    name when it has no message.  For quoting a library's error inside a one-line message."""
+    text = " ".join(str(exc).split())
+    return text[:limit] if text else type(exc).__name__

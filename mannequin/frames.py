@@ -57,7 +57,7 @@ from typing import Callable, Iterator, Optional, Sequence
 import numpy as np
 
 from .config import FramesConfig
-from .errors import InputError, StageError
+from .errors import InputError, StageError, one_line
 from .workspace import atomic_path, write_json, write_text
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -110,7 +110,7 @@ def read_image_rgb(path) -> np.ndarray:
     except InputError:
         raise
     except Exception as exc:  # PIL raises OSError, UnidentifiedImageError, SyntaxError, ValueError...
-        raise InputError(f"{path}: cannot read image ({_one_line(exc)})") from None
+        raise InputError(f"{path}: cannot read image ({one_line(exc)})") from None
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
@@ -246,7 +246,7 @@ def read_frames_csv(path) -> list[dict]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read ({_one_line(exc)})") from None
+        raise InputError(f"{path}: cannot read ({one_line(exc)})") from None
     reader = csv.DictReader(io.StringIO(text))
     if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
         raise InputError(f"{path}: expected columns {','.join(CSV_COLUMNS)}, "
@@ -267,7 +267,7 @@ def read_frames_csv(path) -> list[dict]:
                 "reason": r["reason"] or "",
             })
         except (ValueError, TypeError, AttributeError) as exc:
-            raise InputError(f"{path}: line {line_no}: {_one_line(exc)}") from None
+            raise InputError(f"{path}: line {line_no}: {one_line(exc)}") from None
     return rows
 
 
@@ -508,7 +508,7 @@ def _header_size(path: Path) -> tuple[int, int]:
             except Exception:
                 orientation = 1
     except Exception as exc:
-        raise InputError(f"{path}: cannot read image ({_one_line(exc)})") from None
+        raise InputError(f"{path}: cannot read image ({one_line(exc)})") from None
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
@@ -778,6 +778,3 @@ def _ffmpeg_reason(exc: BaseException) -> str:
     return _FFMPEG_NOISE.sub("", lines[-1]) if lines else type(exc).__name__
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:200] if text else type(exc).__name__

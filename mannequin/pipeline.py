@@ -94,11 +94,15 @@ def run_stage(ws: Workspace, stage: str, cfg: Config, *, input_path=None, poses=
     """Run one stage on ``ws`` unless its stamp matches; returns "skipped" or "done".
 
     A stage that runs clears the stamps of every later stage first, and records its wall time,
-    peak memory and counts in ``WS/report.json`` before writing its own stamp.
+    peak memory and counts in ``WS/report.json`` before writing its own stamp.  The frames stage
+    refuses an input that overlaps the workspace before writing anything, and a workspace it
+    created is removed again when it fails.
     """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}")
     validate(cfg, "config")
+    if stage == "frames":
+        check_input_and_workspace(input_path, ws.root)
     h = stage_hash(ws, stage, cfg, input_path, poses)
     before = STAGES[:STAGES.index(stage)]
     unfinished = [b for b in before if not ws.read_stamp(b)]
@@ -109,17 +113,24 @@ def run_stage(ws: Workspace, stage: str, cfg: Config, *, input_path=None, poses=
                          f"run 'mannequin {before[-1]}' or 'mannequin run' again")
     if not force and ws.is_done(stage, h):
         return "skipped"
-    for later in STAGES[STAGES.index(stage):]:
+    this_and_later = STAGES[STAGES.index(stage):]
+    for later in this_and_later:
         ws.clear_stamp(later)
-    for later in STAGES[STAGES.index(stage):]:
+    for later in this_and_later:
         ws.remove_superseded(later)
+    fresh = not ws.root.exists()
     ws.root.mkdir(parents=True, exist_ok=True)
     clean_temporaries(ws.root)
     write_json(ws.config_json, cfg.to_dict())
     t0 = time.perf_counter()
-    with PeakMemory() as mem:
-        info = _STAGE_FUNCS[stage](ws, cfg, input_path=input_path, poses=poses, progress=progress,
-                                   stage_hash=h) or {}
+    try:
+        with PeakMemory() as mem:
+            info = _STAGE_FUNCS[stage](ws, cfg, input_path=input_path, poses=poses, progress=progress,
+                                       stage_hash=h) or {}
+    except MannequinError:
+        if fresh:  # only the first stage can start a workspace: bad input leaves none behind
+            shutil.rmtree(ws.root, ignore_errors=True)
+        raise
     seconds = time.perf_counter() - t0
     report = read_json_or_empty(ws.report_json)
     report.update({"workspace": str(ws.root), "config": cfg.to_dict(), "config_hash": cfg.hash()})
@@ -154,8 +165,6 @@ def check_input_and_workspace(input_path, ws_root) -> None:
     would become frames), or an input inside the workspace (the frames and sfm stages replace
     ``WS/frames`` and ``WS/images`` wholesale, which would delete it); a video file at the
     workspace's top level, beside its folders, is fine.  Raises :class:`InputError`."""
-    if str(ws_root) == "":
-        raise InputError("--out '': the workspace path is empty")
     inp, root = Path(input_path).resolve(), Path(ws_root).resolve()
     if root == inp or inp in root.parents:
         raise InputError(f"{ws_root}: the workspace must not be inside the input folder {input_path}")
@@ -195,17 +204,12 @@ def run_video(input, out, poses=None, config: Optional[Config] = None, *, progre
         raise InputError(f"{input_path}: input not found")
     check_poses_file(poses)
     ws = Workspace(out)
-    check_input_and_workspace(input_path, ws.root)
-    fresh = not ws.root.exists()
-    ws.create()
     for stage in STAGES:
         if on_stage:
             on_stage(stage, "running")
         try:
             state = run_stage(ws, stage, cfg, input_path=input_path, poses=poses, progress=progress)
         except MannequinError as exc:
-            if fresh and stage == STAGES[0]:
-                shutil.rmtree(ws.root, ignore_errors=True)  # bad input: leave no workspace behind
             if str(input_path) in str(exc) or (poses is not None and str(poses) in str(exc)):
                 raise
             # Name the input the user gave, not only the workspace path inside the message.
@@ -221,7 +225,6 @@ def _frames(ws, cfg, *, input_path, progress, poses=None, **_):
     from .cameras import read_cameras
     from .frames import extract_frames, read_frames_csv
 
-    check_input_and_workspace(input_path, ws.root)
     stamps = None
     if cfg.frames.pose_timestamps:
         if poses is None:

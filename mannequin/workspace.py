@@ -18,7 +18,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, one_line
 
 
 @contextlib.contextmanager
@@ -125,7 +125,7 @@ def check_maps(paths, shapes) -> None:
         try:
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError, EOFError) as exc:
-            raise InputError(f"{path}: not a readable .npy map ({' '.join(str(exc).split())[:120]})") from None
+            raise InputError(f"{path}: not a readable .npy map ({one_line(exc, 120)})") from None
         shape = tuple(int(v) for v in shape)
         if not isinstance(arr, np.ndarray) or arr.shape != shape or arr.dtype.kind != "f":
             got = f"{getattr(arr, 'shape', '?')} {getattr(arr, 'dtype', '?')}"
@@ -253,7 +253,7 @@ class Workspace:
             return pycolmap.Reconstruction(str(self.sparse_dir))
         except (Exception, MemoryError) as exc:  # pycolmap raises ValueError, IndexError, bad_alloc...
             raise InputError(f"{self.sparse_dir}: cannot read the sparse model ({type(exc).__name__}: "
-                             f"{' '.join(str(exc).split())[:120]}); run 'mannequin sfm {self.root}' again") from None
+                             f"{one_line(exc, 120)}); run 'mannequin sfm {self.root}' again") from None
 
     def remove_superseded(self, stage: str) -> None:
         """Delete what ``stage`` left from an earlier run before it runs again, where that output
@@ -292,7 +292,7 @@ def read_json_object(path) -> dict:
     except FileNotFoundError:
         raise InputError(f"{path}: missing") from None
     except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: not readable JSON ({' '.join(str(exc).split())[:120]}); run its stage again") from None
+        raise InputError(f"{path}: not readable JSON ({one_line(exc, 120)}); run its stage again") from None
 
 
 def read_json_or_empty(path) -> dict:
