@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_PACKAGES := libusb-1.0-0 libgomp1
 
-.PHONY: install test lint bench apt clean demo all-videos
+.PHONY: install test lint bench studies apt clean demo all-videos
 
 install: $(STAMP)
 
@@ -49,6 +49,12 @@ lint: install
 BENCHES := sfm stereo labels tum_oracle pipeline batch
 bench: install
 	@set -e; for b in $(BENCHES); do echo "== benchmarks/$$b.py"; $(BIN)/python benchmarks/$$b.py; done
+	$(BIN)/python benchmarks/summary.py
+
+# Longer diagnostic studies (about 20 minutes together), run by hand; RESULTS.md lists them when present.
+STUDIES := tum_readout tum_windows
+studies: install
+	@set -e; for b in $(STUDIES); do echo "== benchmarks/studies/$$b.py"; $(BIN)/python benchmarks/studies/$$b.py; done
 	$(BIN)/python benchmarks/summary.py
 
 clean:

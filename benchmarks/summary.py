@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, git_commit, machine_info  # noqa: E402
 
 ORDER = ["sfm", "stereo", "labels", "tum_oracle", "pipeline", "batch"]
-# Diagnostics run by hand (not in `make bench`): listed when their results exist.
+# benchmarks/studies/ (`make studies`, not `make bench`): listed when their results exist.
 OPTIONAL = ["tum_readout", "tum_windows"]
 # Plots written by the scripts, with their captions; any other results/*.png is listed after them.
 PLOTS = {

@@ -114,7 +114,7 @@ class SfmConfig:
     readout_sure_gain: a readout applied with a gain under this fraction is reported as poorly
     determined (a warning): the model absorbed most of the skew, and on a camera that mostly turns
     it absorbs it by bending depth.  TUM fr1/rpy: frames 0-29 gain 10-28% (SfM points 8-15% off
-    the Kinect depth), frames 30-59 gain 4-5% (23-31% off; benchmarks/tum_readout.py); 7% sits
+    the Kinect depth), frames 30-59 gain 4-5% (23-31% off; benchmarks/studies/tum_readout.py); 7% sits
     between them on a log scale.
     ba_loss_px: scale (px) of the Cauchy loss in the self-calibration bundle adjustments (and the final
     pose-and-point adjustment with fixed intrinsics); 0 = plain least squares.  The mapper keeps

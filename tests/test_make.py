@@ -49,3 +49,20 @@ def test_make_rule_with_pose_timestamps(tiny_clip, tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     assert sorted(p.name for p in (work / "tiny" / "labels").glob("??????.npy")) == [
         f"{i:06d}.npy" for i in range(0, 10, 2)]
+
+
+def test_make_bench_runs_every_benchmark_script():
+    """`make bench` runs every script at the top of benchmarks/ (the helpers excepted) and `make studies`
+    every script in benchmarks/studies/: a new benchmark cannot be left out of the suite by mistake."""
+    bench = REPO / "benchmarks"
+
+    def looped(target):  # the names in the recipe's `for b in NAMES; do` loop (make -n prints it)
+        line = next(ln for ln in _make("-n", target).stdout.splitlines() if "for b in" in ln)
+        return set(line.split("for b in", 1)[1].split(";", 1)[0].split())
+
+    helpers = {"common", "numpy_sweep", "summary"}  # shared code, the numpy baseline and the collector
+    scripts = {p.stem for p in bench.glob("*.py")} - helpers
+    studies = {p.stem for p in (bench / "studies").glob("*.py")}
+    assert scripts and studies
+    assert looped("bench") == scripts
+    assert looped("studies") == studies

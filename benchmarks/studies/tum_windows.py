@@ -1,7 +1,7 @@
 """How far the sfm benchmark's TUM figures move when the 30-frame window shifts by a few frames.
 
 Run by hand (about 12 minutes; not part of ``make bench``):
-``python benchmarks/tum_windows.py [--offsets 0,2,4] [--windows a,b] [--modes self,calib]``
+``python benchmarks/studies/tum_windows.py [--offsets 0,2,4] [--windows a,b] [--modes self,calib]``
 
 The sfm benchmark judges its TUM fr1/rpy rows (``a`` = frames 0–29, ``b`` = 30–59; self-calibrated
 and with the TUM calibration) on one window each.  This script runs the same rows, configured the
@@ -24,8 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sfm import DATA, ROWS, TUM_CALIB, tum_clip, tum_sfm  # noqa: E402
 
 from common import finish_diagnostic  # noqa: E402

@@ -1,7 +1,7 @@
 """What the rolling-shutter readout does to SfM on TUM fr1/rpy, and why its search cannot tell.
 
 Run by hand (about 10 minutes; not part of ``make bench``):
-``python benchmarks/tum_readout.py [--readouts 0,20,40,60,80] [--windows a,b]``
+``python benchmarks/studies/tum_readout.py [--readouts 0,20,40,60,80] [--windows a,b]``
 
 The camera of fr1/rpy mostly turns (up to 60°/s) and moves a few centimetres, so SfM's structure
 hangs on small rotations: an offset in inverse depth trades against them (the bas-relief
@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sfm import DATA, TUM_CALIB, tum_clip, tum_sfm  # noqa: E402
 
 from common import finish_diagnostic  # noqa: E402
