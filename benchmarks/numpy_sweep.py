@@ -1,4 +1,4 @@
-"""Plain numpy/scipy plane sweep (speed baseline and correctness oracle) and a throughput check.
+"""Plain numpy/scipy plane sweep (speed baseline and correctness oracle) and its synthetic views.
 
 ``numpy_plane_sweep`` computes the same cost as :func:`mannequin.stereo_core.plane_sweep` —
 bilinear warp through each fronto-parallel plane (``scipy.ndimage.map_coordinates``, order 1,
@@ -7,22 +7,13 @@ invalid where the warped window centre leaves the source, mean of the best ``top
 costs — but holds the whole cost volume in float64.  It re-derives the warp by back-projecting
 each pixel to 3-D instead of using the homography, so it also checks the kernel's geometry.
 
-Run by hand:  ``python benchmarks/numpy_sweep.py [--quick]``  prints a table and writes
-``benchmarks/results/numpy_sweep.json``: kernel hypotheses/s at 640×480, 128 planes, 4 sources,
-2 threads; the numpy baseline's hypotheses/s (fewer planes, per hypothesis); compile vs cached
-first-call times (fresh NUMBA_CACHE_DIR in subprocesses).
+A helper module, not a benchmark script: ``benchmarks/stereo.py`` times the baseline beside the
+kernel in the same run (and uses :func:`plane_scene`), and ``tests/test_sweep.py`` uses it as the
+oracle.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import os
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
 
 import numpy as np
 from scipy.ndimage import gaussian_filter, map_coordinates, uniform_filter
@@ -210,73 +201,3 @@ def plane_scene(H=120, W=160, n_src=4, slant_deg=0.0, depth=4.0, f=None, baselin
         sources = [np.round(s * 255).astype(np.uint8) for s in sources]
     return dict(ref=ref, sources=sources, K_ref=K, K_sources=[K] * n_src, R=Rs, t=ts,
                 depth_range=(depth / 2.0, depth * 2.5), gt=gt)
-
-
-# --------------------------------------------------------------------------- throughput check
-def _first_call_seconds(cache_dir: str) -> float:
-    code = ("import time,sys;sys.path.insert(0,'benchmarks');import numpy_sweep as b;"
-            "from mannequin.stereo_core import plane_sweep;sc=b.plane_scene(48,64,2);"
-            "t0=time.perf_counter();plane_sweep(sc['ref'],sc['sources'],sc['K_ref'],sc['K_sources'],"
-            "sc['R'],sc['t'],sc['depth_range'],8,n_threads=2);print(time.perf_counter()-t0)")
-    env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
-    root = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True,
-                         text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
-
-
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer repeats, smaller numpy run")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--planes", type=int, default=128)
-    args = ap.parse_args(argv)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from mannequin.stereo_core import plane_sweep
-
-    with tempfile.TemporaryDirectory() as d:
-        compile_s = _first_call_seconds(d)
-        cached_s = _first_call_seconds(d)
-
-    H, W, S, P = 480, 640, 4, args.planes
-    sc = plane_scene(H, W, S, slant_deg=20, uint8=True)
-    call = (sc["ref"], sc["sources"], sc["K_ref"], sc["K_sources"], sc["R"], sc["t"], sc["depth_range"])
-    plane_sweep(*call, 4, n_threads=args.threads)   # warm
-    times = []
-    for _ in range(1 if args.quick else 3):
-        t0 = time.perf_counter()
-        depth, conf = plane_sweep(*call, P, n_threads=args.threads)
-        times.append(time.perf_counter() - t0)
-    k_s = min(times)
-    k_rate = H * W * P * S / k_s
-    good = depth > 0
-    relerr = float(np.median(np.abs(depth[good] - sc["gt"][good]) / sc["gt"][good]))
-
-    Pn = 2 if args.quick else 4
-    t0 = time.perf_counter()
-    numpy_plane_sweep(*call, Pn, 7, 2)
-    n_s = time.perf_counter() - t0
-    n_rate = H * W * Pn * S / n_s
-
-    label = f"kernel hypotheses/s (640x480, {P} planes, {S} src, {args.threads} thr)"
-    rows = [(label, f"{k_rate:.3g}"),
-            ("kernel seconds per call", f"{k_s:.3f}"),
-            ("kernel median rel. depth error (slanted plane)", f"{relerr:.4f}"),
-            ("numpy hypotheses/s (%d planes, extrapolated per hypothesis)" % Pn, f"{n_rate:.3g}"),
-            ("speed-up kernel / numpy", f"{k_rate / n_rate:.1f}x"),
-            ("first call, fresh compile (s)", f"{compile_s:.2f}"),
-            ("first call, from numba cache (s)", f"{cached_s:.2f}")]
-    wd = max(len(r[0]) for r in rows)
-    for name, val in rows:
-        print(f"{name:<{wd}}  {val}")
-    res = dict(kernel_hyp_per_s=k_rate, kernel_seconds=k_s, kernel_times=times, numpy_hyp_per_s=n_rate,
-               numpy_planes=Pn, speedup=k_rate / n_rate, compile_first_call_s=compile_s,
-               cached_first_call_s=cached_s, median_rel_err=relerr, shape=[H, W], planes=P,
-               sources=S, threads=args.threads)
-    out = Path(__file__).resolve().parent / "results" / "numpy_sweep.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2))
-
-
-if __name__ == "__main__":
-    main()
