@@ -28,7 +28,9 @@ __all__ = sorted(_API) + ["__version__"]
 
 def __getattr__(name):
     if name in _API:
-        return getattr(import_module(f".{_API[name]}", __name__), name)
+        module = import_module(f".{_API[name]}", __name__)
+        # synth and evaluate are modules made callable as their function (mannequin._api).
+        return module if _API[name] == name else getattr(module, name)
     raise AttributeError(f"module 'mannequin' has no attribute {name!r}")
 
 

@@ -29,6 +29,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ._api import make_callable
 from .errors import InputError
 from .metrics import ate_rmse, depth_metrics
 from .workspace import Workspace, check_maps, read_json_or_empty
@@ -548,3 +549,6 @@ def write_eval_plots(ws: Workspace, result: dict) -> list:
 
 def to_json(result: dict) -> str:
     return json.dumps({k: v for k, v in result.items() if not k.startswith("_")}, indent=2, sort_keys=True)
+
+
+make_callable(__name__, evaluate)  # mannequin.evaluate(...) is this function (see mannequin._api)

@@ -30,6 +30,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 from numba import njit
 
+from ._api import make_callable
 from .cameras import CameraFrame, Intrinsics, Pose, write_cameras
 from .errors import InputError
 from .workspace import atomic_path, save_image, save_npy, write_json
@@ -689,3 +690,6 @@ def synth(out, seed: int = 0, n_frames: int = 24, width: int = 384, height: int 
     """
     clip = render_clip(seed, n_frames, width, height, moving=moving, k1=k1, k2=k2, motion=motion)
     return write_clip(clip, out, video=video)
+
+
+make_callable(__name__, synth)  # mannequin.synth(...) is this function (see mannequin._api)
