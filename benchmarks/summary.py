@@ -64,6 +64,18 @@ def sfm_table(data: dict) -> list:
     return rows
 
 
+def labels_table(data: dict, table: list) -> list:
+    """labels.json's table with its stereo_fusion row formatted afresh from ``colmap_fusion`` (by
+    :func:`labels.colmap_fusion_table_row`: mean beside mean, median beside median), so a results
+    file written before that format is shown like with like too."""
+    from labels import COLMAP_ROW, colmap_fusion_table_row
+
+    cf = data.get("colmap_fusion") or {}
+    if cf.get("status") != "ok":
+        return table
+    return [colmap_fusion_table_row(cf) if row["name"] == COLMAP_ROW else row for row in table]
+
+
 def main() -> None:
     lines = ["# Benchmark results", "",
              f"Collected by `benchmarks/summary.py` at commit `{git_commit()}` on {machine_info()['cpu_count']} cores "
@@ -78,6 +90,8 @@ def main() -> None:
             continue
         data = json.loads(path.read_text())
         table = data.get("table") or (sfm_table(data) if name == "sfm" else [])
+        if name == "labels":
+            table = labels_table(data, table)
         for row in table:
             met = {True: "yes", False: "**no**", None: ""}[row.get("met")]
             lines.append(f"| {name} | {row['name']} | {row['measured']} | {row.get('target', '')} | {met} |")
