@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from mannequin.errors import StageError
-from mannequin.views import (SparseGeometry, depth_range, relative_pose, select_views,
-                             triangulation_angle_deg)
+from mannequin.views import SparseGeometry, depth_range, relative_pose, select_views, triangulation_angle_deg
 
 GRID = np.array([(x, y, 5.0) for x in np.linspace(-2, 2, 10) for y in np.linspace(-2, 2, 10)])
 ALL = np.arange(len(GRID))
