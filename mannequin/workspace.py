@@ -18,7 +18,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from .errors import InputError, one_line
+from .errors import InputError, WriteError, one_line
 
 
 @contextlib.contextmanager
@@ -45,11 +45,18 @@ def atomic_path(path, *, is_dir: bool = False) -> Iterator[Path]:
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+        if isinstance(exc, OSError) and not isinstance(exc, WriteError):
+            # numpy reports a short write without an errno ("N requested and M written")
+            reason = exc.strerror or f"{one_line(exc)} (is the disk full, or a file size limit reached?)"
+            err = WriteError(f"could not write {path}: {reason} (that file is as it was; the stage did not "
+                             f"finish: run it again once this is fixed)")
+            err.errno = exc.errno
+            raise err from exc
         raise
 
 
