@@ -1,4 +1,6 @@
-"""``mannequin eval`` with Middlebury disparity ground truth: calib.txt, PFM, depth conversion."""
+"""``mannequin eval``: its GT readers (Middlebury disparity with calib.txt, PFM, 16-bit PNG with a
+scale, GT registered to a distorted camera through ``--gt-intrinsics``), an independent numpy
+recomputation of every number it prints, and its plots in WS/preview/."""
 import json
 import math
 import subprocess
@@ -338,3 +340,227 @@ def test_gt_frame_without_valid_pixels_has_no_density(tiny_clip, tiny_run, tmp_p
     for fit in (True, False):  # no scale to fit, or nothing to score: never a perfect-looking result
         with pytest.raises(InputError, match="no pixel .* has a valid GT depth"):
             evaluate(tiny_run, gt, fit_scale=fit)
+
+
+# --- the other GT readers end to end, an independent recomputation, and the plots ---------------
+
+def _cli_eval(ws_root, gt_dir, *extra):
+    """``mannequin eval`` as a user runs it; returns the parsed JSON."""
+    r = subprocess.run([sys.executable, "-m", "mannequin", "eval", str(ws_root), "--gt-depth", str(gt_dir),
+                        "--quiet", *map(str, extra)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def _set_mode(ws, mode: str) -> None:
+    """sfm/summary.json's mode: "sfm" (scale fitted, one per clip) or "known poses" (scale 1)."""
+    ws.sfm_dir.mkdir(parents=True, exist_ok=True)
+    (ws.sfm_dir / "summary.json").write_text(json.dumps({"mode": mode}))
+
+
+def _assert_plots(ws) -> None:
+    """The two plots DESIGN.md names, each a non-empty PNG: AbsRel/density per frame, error histogram."""
+    import imageio.v3 as iio
+
+    for name in ("eval_per_frame.png", "eval_error_hist.png"):
+        p = ws.preview_dir / name
+        assert p.is_file(), f"{name} missing from {ws.preview_dir}"
+        img = iio.imread(p)
+        assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100 and img.std() > 0
+
+
+def _metrics_close(a: dict, b: dict, rel=1e-6) -> None:
+    for k in ("absrel", "rmse", "delta_1.05", "delta_1.25", "density", "n", "scale"):
+        assert a[k] == pytest.approx(b[k], rel=rel), k
+
+
+def test_eval_reads_16bit_png_with_depth_scale_like_npy(tmp_path):
+    """TUM's GT format: uint16 PNG, depth × 5000 (0 = none).  ``--depth-scale 5000`` gives the same
+    metrics, clip and per frame, as the same depth stored as float .npy; known poses (scale 1), so a
+    reader that dropped the scale or the 16 bits could not hide behind a fitted scale."""
+    import imageio.v3 as iio
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    h, w = 36, 48
+    labels, png_dir, npy_dir = {}, tmp_path / "gt_png", tmp_path / "gt_npy"
+    png_dir.mkdir()
+    npy_dir.mkdir()
+    for k in range(3):
+        raw = np.round(5000 * (1.0 + 8.0 * rng.random((h, w)))).astype(np.uint16)  # 1 .. 9 m: > 8 bits
+        raw[rng.random((h, w)) < 0.1] = 0                                             # no GT
+        iio.imwrite(png_dir / f"{k:06d}.png", raw)
+        np.save(npy_dir / f"{k:06d}.npy", raw.astype(np.float32) / 5000)
+        lab = raw.astype(np.float64) / 5000 * np.exp(0.03 * rng.standard_normal((h, w)))
+        lab[rng.random((h, w)) < 0.2] = 0
+        labels[f"{k:06d}"] = lab
+    assert Image.open(png_dir / "000000.png").mode.startswith("I")      # really a 16-bit PNG
+    ws = make_workspace(tmp_path / "ws", labels, w, h, 50.0)
+    _set_mode(ws, "known poses")
+    png = _cli_eval(ws.root, png_dir, "--depth-scale", 5000)
+    npy = _cli_eval(ws.root, npy_dir)
+    assert png["clip"]["scale"] == 1.0 and not png["clip"]["scale_fitted"]
+    _metrics_close(png["clip"], npy["clip"])
+    assert [f["name"] for f in png["frames"]] == [f["name"] for f in npy["frames"]] == sorted(labels)
+    for a, b in zip(png["frames"], npy["frames"]):
+        _metrics_close(a, b)
+    assert 0.015 < png["clip"]["absrel"] < 0.04 and 0.75 < png["clip"]["density"] < 0.85
+    # the scale is applied: without it the PNG's raw units are 5000× the labels'
+    assert _cli_eval(ws.root, png_dir)["clip"]["absrel"] > 0.99
+    _assert_plots(ws)
+
+
+# A pinhole label camera (COLMAP convention, pixel centres at +0.5) and a distorted GT camera of
+# another size (OpenCV convention, pixel centres at integers), at the same centre and orientation.
+LW, LH, LF = 160, 120, 150.0
+GW, GH, GF, GCX, GCY = 200, 150, 190.0, 99.3, 74.6
+GDIST = (-0.25, 0.08, 0.003, -0.002)              # k1, k2, p1, p2: ~10 px at the GT image's corners
+
+
+def _scene_z(x, y):
+    """z-depth along the ray (x, y, 1): a slanted plane with a box 1.6 m away in front of it."""
+    z = 3.0 / (1.0 - 0.5 * x + 0.2 * y)           # the plane z = 3 + 1.5 x·z − 0.6 y·z
+    box = (np.abs(x - 0.1) < 0.2) & (np.abs(y + 0.05) < 0.15)
+    return np.where(box, 1.6, z)
+
+
+def _undistort(xd, yd, dist, iters=50):
+    """Invert OpenCV's distortion (x, y) → (xd, yd) by fixed-point iteration (written here, not mannequin's)."""
+    k1, k2, p1, p2 = dist
+    x, y = xd.copy(), yd.copy()
+    for _ in range(iters):
+        r2 = x * x + y * y
+        radial = 1 + k1 * r2 + k2 * r2 * r2
+        dx = 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
+        dy = p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+        x, y = (xd - dx) / radial, (yd - dy) / radial
+    return x, y
+
+
+def test_eval_gt_intrinsics_compares_distorted_gt_through_3d_points(tmp_path):
+    """GT rendered on a distorted camera of another size (TUM fr1's case), exact labels on the
+    pinhole camera: through 3-D points with the GT camera's distortion (``--gt-intrinsics``, as the
+    user passes it) the labels match up to the nearest-GT-pixel rounding; the same comparison that
+    ignores the distortion misplaces pixels by up to ~10 px (box edges, the slanted plane) and is
+    clearly worse; pixel by pixel is refused (another grid)."""
+    v, u = np.mgrid[0:GH, 0:GW].astype(np.float64)
+    x, y = _undistort((u - GCX) / GF, (v - GCY) / GF, GDIST)
+    k1, k2, p1, p2 = GDIST                          # the inversion is exact to far below a pixel
+    r2 = x * x + y * y
+    assert np.abs(GF * (x * (1 + k1 * r2 + k2 * r2 * r2) + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)) + GCX - u).max() < 1e-6
+    gt = _scene_z(x, y).astype(np.float32)
+    gt[:4] = 0                                      # a band without GT
+    gt_dir = tmp_path / "gt"
+    gt_dir.mkdir()
+    np.save(gt_dir / "000000.npy", gt)
+    lv, lu = np.mgrid[0:LH, 0:LW].astype(np.float64)
+    truth = _scene_z((lu + 0.5 - LW / 2) / LF, (lv + 0.5 - LH / 2) / LF)
+    label = truth.copy()
+    label[:, :10] = 0                               # unlabelled
+    ws = make_workspace(tmp_path / "ws", {"000000": label}, LW, LH, LF)
+    _set_mode(ws, "known poses")
+    cam = f"{GF},{GF},{GCX},{GCY}"
+    good = _cli_eval(ws.root, gt_dir, "--gt-intrinsics", cam + "," + ",".join(map(str, GDIST)))
+    plain = _cli_eval(ws.root, gt_dir, "--gt-intrinsics", cam)          # distortion ignored
+    c, p = good["clip"], plain["clip"]
+    assert c["scale"] == 1.0 and not c["scale_fitted"] and c["n"] > 0.8 * (label > 0).sum()
+    assert c["absrel"] < 0.002 and c["delta_1.05"] > 0.999            # compared in z, at the right point
+    assert p["absrel"] > 5 * c["absrel"] + 0.005 and p["delta_1.05"] < c["delta_1.05"] - 0.005
+    assert p["rmse"] > 2 * c["rmse"]
+    # density over the GT image's valid pixels: the labelled share of those the label camera sees
+    assert 0.5 < c["density"] <= 1.0
+    # pixel by pixel is refused: the GT is on another grid
+    r = subprocess.run([sys.executable, "-m", "mannequin", "eval", str(ws.root), "--gt-depth", str(gt_dir), "--quiet"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "differs from the label size" in r.stderr
+
+
+def _umeyama_np(src, dst):
+    """Sim(3) with dst ≈ s R src + t (Umeyama 1991), in plain numpy for the test's own ATE."""
+    ms, md = src.mean(0), dst.mean(0)
+    A, B = src - ms, dst - md
+    U, S, Vt = np.linalg.svd(B.T @ A / len(src))
+    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U) * np.linalg.det(Vt))])
+    R = U @ D @ Vt
+    s = np.trace(np.diag(S) @ D) / (A ** 2).sum(1).mean()
+    return s, R, md - s * R @ ms
+
+
+def test_eval_agrees_with_an_independent_numpy_computation(tmp_path):
+    """A workspace with SfM-like poses (the GT path rotated, moved and shrunk 2.5×, plus noise) and
+    labels in those units (GT / 2.5, noise, outliers, holes; GT with holes and NaN): every number of
+    ``mannequin eval`` (clip and per frame: AbsRel, RMSE, δ(1.05), δ(1.25), density, n; the one scale
+    per clip; the ATE after Sim(3) as % of the GT path) recomputed here in plain numpy."""
+    from scipy.spatial.transform import Rotation
+
+    from mannequin.cameras import CameraFrame, Intrinsics, Pose, to_reconstruction, write_cameras
+    from mannequin.workspace import Workspace
+
+    rng = np.random.default_rng(11)
+    n, h, w, s_true = 6, 30, 40, 2.5
+    names = [f"{k:06d}" for k in range(n)]
+    # GT path (metres, TUM trajectory) and the estimate: a similarity of it, plus noise
+    gt_c = np.column_stack([0.3 * np.arange(n), 0.1 * np.sin(np.arange(n)), 0.05 * np.arange(n) ** 1.5])
+    gt_R = Rotation.from_euler("xyz", rng.normal(0, 0.1, (n, 3))).as_matrix()     # camera-to-world
+    Rw = Rotation.from_euler("xyz", [0.4, -0.3, 1.1]).as_matrix()
+    est_c = (gt_c - [1.0, 2.0, -0.5]) @ Rw / s_true + rng.normal(0, 0.01, (n, 3))
+    (tmp_path / "gt.txt").write_text("".join(
+        f"{k / 30:.6f} " + " ".join(repr(float(v)) for v in [*c, *Rotation.from_matrix(R).as_quat()]) + "\n"
+        for k, (c, R) in enumerate(zip(gt_c, gt_R))))
+    intr = Intrinsics(35.0, 35.0, w / 2, h / 2, w, h)
+    frames = [CameraFrame.from_intrinsics(33333 * k, intr, Pose.from_cam_to_world(Rw.T @ gt_R[k], est_c[k]))
+              for k in range(n)]
+    ws = Workspace(tmp_path / "ws").create()
+    write_cameras(ws.cameras_txt, frames)
+    ws.sparse_dir.mkdir(parents=True)
+    to_reconstruction(frames, [f"{m}.png" for m in names], w, h).write(str(ws.sparse_dir))
+    _set_mode(ws, "sfm")
+    ws.labels_dir.mkdir()
+    gt_dir = tmp_path / "gt"
+    gt_dir.mkdir()
+    for k, m in enumerate(names):
+        g = (1.0 + 5.0 * rng.random((h, w))).astype(np.float32)
+        g[rng.random((h, w)) < 0.05 + 0.05 * k] = 0                 # holes, more in later frames
+        g[0, :3] = np.nan
+        lab = g / s_true * np.exp(rng.normal(0, 0.04, (h, w)))
+        out = rng.random((h, w)) < 0.05
+        lab[out] *= rng.choice([0.6, 1.5], out.sum())               # outliers beyond δ(1.25)
+        lab[rng.random((h, w)) < 0.1 + 0.03 * k] = 0                # unlabelled
+        np.save(ws.labels_dir / f"{m}.npy", np.nan_to_num(lab).astype(np.float32))
+        np.save(gt_dir / f"{m}.npy", g)
+
+    res = _cli_eval(ws.root, gt_dir, "--gt-poses", tmp_path / "gt.txt")
+
+    P = [np.load(ws.labels_dir / f"{m}.npy").astype(np.float64).ravel() for m in names]
+    G = [np.nan_to_num(np.load(gt_dir / f"{m}.npy").astype(np.float64)).ravel() for m in names]
+    both = [(p > 0) & (g > 0) for p, g in zip(P, G)]
+    s = np.median(np.concatenate([g[b] / p[b] for p, g, b in zip(P, G, both)]))     # one per clip
+
+    def numbers(p, g, b):
+        d, t = s * p[b], g[b]
+        ratio = np.maximum(d / t, t / d)
+        return {"absrel": np.mean(np.abs(d - t) / t), "rmse": np.sqrt(np.mean((d - t) ** 2)),
+                "delta_1.05": np.mean(ratio < 1.05), "delta_1.25": np.mean(ratio < 1.25),
+                "density": b.sum() / (g > 0).sum(), "n": b.sum(), "scale": s}
+
+    per_frame = [numbers(p, g, b) for p, g, b in zip(P, G, both)]
+    clip = numbers(np.concatenate(P), np.concatenate(G), np.concatenate(both))
+    clip["density"] = np.mean([f["density"] for f in per_frame])    # mean over frames, not pooled
+    assert res["clip"]["scale_fitted"] and res["clip"]["frames"] == n
+    assert s == pytest.approx(s_true, rel=0.02)
+    assert 0.6 < clip["delta_1.05"] < 0.9 and 0.9 < clip["delta_1.25"] < 0.97   # neither is trivially 1
+    _metrics_close(res["clip"], clip)
+    assert [f["name"] for f in res["frames"]] == names
+    for got, want in zip(res["frames"], per_frame):
+        _metrics_close(got, want)
+    # ATE: Sim(3) est → GT by Umeyama, RMSE of the centres, as % of the GT path length
+    sc, R, t = _umeyama_np(est_c, gt_c)
+    err = np.linalg.norm(sc * est_c @ R.T + t - gt_c, axis=1)
+    rmse = np.sqrt(np.mean(err ** 2))
+    length = np.linalg.norm(np.diff(gt_c, axis=0), axis=1).sum()
+    pose = res["poses"]
+    assert sc == pytest.approx(s_true, rel=0.05) and pose["scale"] == pytest.approx(sc, rel=1e-9)
+    assert pose["rmse"] == pytest.approx(rmse, rel=1e-9) and pose["length"] == pytest.approx(length, rel=1e-12)
+    assert pose["rmse_pct"] == pytest.approx(100 * rmse / length, rel=1e-9) and 0.3 < pose["rmse_pct"] < 5
+    assert pose["n"] == n
+    _assert_plots(ws)
