@@ -8,9 +8,11 @@ APT_PACKAGES := libusb-1.0-0 libgomp1
 
 .PHONY: install test lint bench studies apt clean demo all-videos
 
+# Re-install only when setup.py changes; the apt packages are checked on every `make install` and
+# every target that depends on it (fast: a dpkg query).
 install: $(STAMP)
+	@$(MAKE) --no-print-directory apt
 
-# Re-install only when setup.py changes; apt packages are checked every time (fast: dpkg query).
 $(STAMP): setup.py
 	@$(MAKE) --no-print-directory apt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -64,6 +66,9 @@ clean:
 # The stage stamps (WS/stamps/<stage>.json) are the targets in between, so make re-runs only what
 # changed; mannequin itself also skips a stage whose stamp matches its options.  A camera file
 # data/videos/NAME.txt (MC/RealEstate10K format), when present, replaces SfM.
+# The options (PRESET, CONFIG and the CONFIG file's content) are recorded in WORK_DIR/.options/NAME,
+# rewritten only when they change (when make reads this file): then every stage rule runs again, mannequin skips the stages whose
+# options are unchanged, and each rule touches its stamp so that make sees it up to date.
 PRESET ?= default
 MANNEQUIN = $(BIN)/mannequin
 STAGE_ARGS = --preset $(PRESET) $(if $(CONFIG),--config $(CONFIG)) --quiet
@@ -72,18 +77,31 @@ WORK_DIR ?= data/work
 VIDEOS := $(sort $(filter-out %.txt %.md,$(wildcard $(VIDEO_DIR)/*.*)))
 VIDEO_NAMES := $(basename $(notdir $(VIDEOS)))
 
+OPTIONS = --preset $(PRESET) $(if $(CONFIG),--config $(CONFIG) $(shell sha1sum < "$(CONFIG)" 2>/dev/null | cut -c1-16))
+
+# (written when the Makefile is read, for every clip in VIDEO_DIR, so that `make -q`/`-n` see it too)
+$(foreach n,$(VIDEO_NAMES),$(shell mkdir -p $(WORK_DIR)/.options && { echo '$(OPTIONS)' | cmp -s - \
+  "$(WORK_DIR)/.options/$(n)" || echo '$(OPTIONS)' > "$(WORK_DIR)/.options/$(n)"; }))
+$(WORK_DIR)/.options/%:
+	@mkdir -p $(@D); echo '$(OPTIONS)' > $@
+
 .SECONDEXPANSION:
-$(WORK_DIR)/%/stamps/frames.json: $$(firstword $$(filter-out %.txt %.md,$$(wildcard $(VIDEO_DIR)/$$*.*))) $$(wildcard $(VIDEO_DIR)/$$*.txt) | $(STAMP)
+$(WORK_DIR)/%/stamps/frames.json: $$(firstword $$(filter-out %.txt %.md,$$(wildcard $(VIDEO_DIR)/$$*.*))) $$(wildcard $(VIDEO_DIR)/$$*.txt) $(WORK_DIR)/.options/% | $(STAMP)
 	@test -n "$<" || { echo "no video $(VIDEO_DIR)/$*.<ext>"; exit 1; }
 	$(MANNEQUIN) frames "$<" --out $(WORK_DIR)/$* $(STAGE_ARGS) $(if $(wildcard $(VIDEO_DIR)/$*.txt),--poses $(VIDEO_DIR)/$*.txt)
+	@touch $@
 $(WORK_DIR)/%/stamps/sfm.json: $(WORK_DIR)/%/stamps/frames.json $$(wildcard $(VIDEO_DIR)/$$*.txt)
 	$(MANNEQUIN) sfm $(WORK_DIR)/$* $(STAGE_ARGS) $(if $(wildcard $(VIDEO_DIR)/$*.txt),--poses $(VIDEO_DIR)/$*.txt)
+	@touch $@
 $(WORK_DIR)/%/stamps/stereo.json: $(WORK_DIR)/%/stamps/sfm.json
 	$(MANNEQUIN) stereo $(WORK_DIR)/$* $(STAGE_ARGS)
+	@touch $@
 $(WORK_DIR)/%/stamps/fuse.json: $(WORK_DIR)/%/stamps/stereo.json
 	$(MANNEQUIN) fuse $(WORK_DIR)/$* $(STAGE_ARGS)
+	@touch $@
 $(WORK_DIR)/%/stamps/labels.json: $(WORK_DIR)/%/stamps/fuse.json
 	$(MANNEQUIN) labels $(WORK_DIR)/$* $(STAGE_ARGS)
+	@touch $@
 $(WORK_DIR)/%/labels: $(WORK_DIR)/%/stamps/labels.json
 	@touch $@
 	@echo "labels: $@  report: $(WORK_DIR)/$*/preview/report.html"
@@ -91,5 +109,5 @@ $(WORK_DIR)/%/labels: $(WORK_DIR)/%/stamps/labels.json
 all-videos: $(addsuffix /labels,$(addprefix $(WORK_DIR)/,$(VIDEO_NAMES)))
 	@test -n "$(VIDEO_NAMES)" || echo "no videos in $(VIDEO_DIR)/"
 
-.PRECIOUS: $(WORK_DIR)/%/stamps/frames.json $(WORK_DIR)/%/stamps/sfm.json $(WORK_DIR)/%/stamps/stereo.json \
+.PRECIOUS: $(WORK_DIR)/.options/% $(WORK_DIR)/%/stamps/frames.json $(WORK_DIR)/%/stamps/sfm.json $(WORK_DIR)/%/stamps/stereo.json \
 	$(WORK_DIR)/%/stamps/fuse.json $(WORK_DIR)/%/stamps/labels.json

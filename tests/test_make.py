@@ -27,6 +27,19 @@ def test_make_rule_per_video(tiny_clip, tmp_path):
     assert "mannequin sfm" in out.stdout and "--poses" in out.stdout
     # Up to date: make has nothing left to do.
     assert _make("-q", *common, work / "tiny" / "labels").returncode == 0
+    # Changed options re-run what they change: a stereo option in CONFIG re-runs stereo and after it;
+    # mannequin skips frames and sfm (their stamps keep their content, make's see a touch).
+    stamps = {s: (work / "tiny" / "stamps" / f"{s}.json").read_text() for s in ("frames", "sfm", "stereo")}
+    cfg2 = tmp_path / "fast2.json"
+    cfg2.write_text(fast_config(stereo={"n_planes": 40}).to_json())
+    changed = [f"VIDEO_DIR={videos}", f"WORK_DIR={work}", "PRESET=fast", f"CONFIG={cfg2}"]
+    assert _make("-q", *changed, work / "tiny" / "labels").returncode != 0
+    out = _make(*changed, work / "tiny" / "labels")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert [(work / "tiny" / "stamps" / f"{s}.json").read_text() for s in ("frames", "sfm")] == \
+        [stamps["frames"], stamps["sfm"]]
+    assert (work / "tiny" / "stamps" / "stereo.json").read_text() != stamps["stereo"]
+    assert _make("-q", *changed, work / "tiny" / "labels").returncode == 0
     # A newer video re-runs the chain from frames on.
     Path(videos / "tiny.mp4").touch()
     dry = _make("-n", *common, work / "tiny" / "labels")
