@@ -302,11 +302,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(debug: bool, quiet: bool) -> None:
-    level = logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO)
+    """The terminal gets INFO (WARNING with --quiet, DEBUG with --debug); the logger itself stays at
+    INFO or below, so that WS/logs/mannequin.log (pipeline.stage_log) keeps the stage messages."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s" if debug else "%(message)s"))
+    handler.setLevel(logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO))
     log.handlers[:] = [handler]
-    log.setLevel(level)
+    log.setLevel(logging.DEBUG if debug else logging.INFO)
     log.propagate = False
 
 
@@ -315,6 +317,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False)
+    saved = (list(log.handlers), log.level, log.propagate)  # main() may run in-process (tests, notebooks)
     _setup_logging(debug, getattr(args, "quiet", False))
     interrupted, restore = _watch_sigint()
     try:
@@ -329,6 +332,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _report_error(args, exc, debug)
     finally:
         restore()
+        log.handlers[:] = saved[0]
+        log.setLevel(saved[1])
+        log.propagate = saved[2]
 
 
 def _watch_sigint():

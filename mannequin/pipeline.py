@@ -6,6 +6,7 @@ stamp matches is skipped, and a stage that re-runs invalidates every stage after
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .config import STAGES, Config, validate
-from .errors import InputError, MannequinError
+from .errors import InputError, MannequinError, one_line
 from .workspace import Workspace, clean_temporaries, read_json_or_empty, write_json
 
 log = logging.getLogger("mannequin.pipeline")
@@ -124,7 +125,7 @@ def run_stage(ws: Workspace, stage: str, cfg: Config, *, input_path=None, poses=
     write_json(ws.config_json, cfg.to_dict())
     t0 = time.perf_counter()
     try:
-        with PeakMemory() as mem:
+        with stage_log(ws, stage, h), PeakMemory() as mem:
             info = _STAGE_FUNCS[stage](ws, cfg, input_path=input_path, poses=poses, progress=progress,
                                        stage_hash=h) or {}
     except MannequinError:
@@ -151,8 +152,51 @@ def run_stage(ws: Workspace, stage: str, cfg: Config, *, input_path=None, poses=
 
         write_report_html(ws)
     ws.write_stamp(stage, h, seconds=round(seconds, 3), **({"input": str(input_path)} if stage == "frames" else {}))
-    log.info("%s: %s done in %.1f s (peak %.0f MB)", ws.root.name, stage, seconds, mem.peak_mb)
+    message = f"{ws.root.name}: {stage} done in {seconds:.1f} s (peak {mem.peak_mb:.0f} MB)"
+    log.info(message)
+    _log_to_file(ws, logging.INFO, message)
     return "done"
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+@contextlib.contextmanager
+def stage_log(ws: Workspace, stage: str, stage_hash: str):
+    """While a stage runs, append the ``mannequin`` logger's records (the level the caller set: the
+    CLI keeps INFO even with ``--quiet``, which only quiets the terminal) to ``WS/logs/mannequin.log``
+    with a time stamp, framed by a start line and, on failure, the one-line reason (written to the
+    file only: the caller reports it).  pycolmap's own log goes to ``WS/logs/sfm.log``."""
+    handler = _file_handler(ws)
+    logger = logging.getLogger("mannequin")
+    logger.addHandler(handler)
+    try:
+        handler.handle(log.makeRecord(log.name, logging.INFO, __file__, 0,
+                                      f"{ws.root.name}: {stage} started (options {stage_hash[:12]})", None, None))
+        yield
+    except BaseException as exc:
+        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else one_line(exc, 1000)
+        handler.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0,
+                                      f"{ws.root.name}: {stage} failed: {reason}", None, None))
+        raise
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def _file_handler(ws: Workspace) -> logging.Handler:
+    ws.logs_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(ws.logs_dir / "mannequin.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    return handler
+
+
+def _log_to_file(ws: Workspace, level: int, message: str) -> None:
+    handler = _file_handler(ws)
+    try:
+        handler.handle(log.makeRecord(log.name, level, __file__, 0, message, None, None))
+    finally:
+        handler.close()
 
 
 # What a workspace holds at its top level: an input of another name may sit beside them (a video).

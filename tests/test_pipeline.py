@@ -240,3 +240,36 @@ def test_corrupt_workspace_files_are_named(tiny_run, tiny_clip, tmp_path):
     (ws.stereo_dir / "views.json").write_text(json.dumps({f"{name}.png": "x"}))
     with pytest.raises(InputError, match="views.json: expected an object of frames"):
         run_stage(ws, "fuse", fast_config(fuse={"rel_depth": 0.02}))
+
+
+def test_stage_log_in_workspace_even_with_quiet(tiny_clip, tmp_path, monkeypatch, capsys):
+    """WS/logs/mannequin.log keeps every stage's start and end (and its INFO messages) with time
+    stamps, --quiet or not; a failed stage's reason goes there too, and once to stderr."""
+    from mannequin import cli, pipeline
+    from mannequin.errors import StageError
+
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(fast_config().to_json())
+    ws = tmp_path / "ws"
+    args = ["run", str(tiny_clip / "video.mp4"), "--out", str(ws), "--poses", str(tiny_clip / "cameras.txt"),
+            "--config", str(cfg), "--quiet"]
+
+    def broken_fuse(*a, **k):
+        raise StageError("the fuse stage broke on purpose")
+
+    monkeypatch.setitem(pipeline._STAGE_FUNCS, "fuse", broken_fuse)
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "broke on purpose" in err[0]
+    text = (ws / "logs" / "mannequin.log").read_text()
+    for stage in ("frames", "sfm", "stereo"):
+        assert f"ws: {stage} started" in text and f"ws: {stage} done in" in text
+    assert "ERROR mannequin.pipeline: ws: fuse failed: the fuse stage broke on purpose" in text
+    assert "labels started" not in text
+    monkeypatch.undo()
+    assert cli.main(args) == 0
+    lines = (ws / "logs" / "mannequin.log").read_text().splitlines()
+    assert lines[:len(text.splitlines())] == text.splitlines()  # appended, nothing lost
+    assert any("ws: labels done in" in ln for ln in lines) and not any("ws: stereo started" in ln for ln in
+                                                                         lines[len(text.splitlines()):])
+    assert all(ln[:4].isdigit() and " INFO " in ln or " ERROR " in ln or " WARNING " in ln for ln in lines)
