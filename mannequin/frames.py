@@ -398,6 +398,10 @@ def _probe_frames(path: Path) -> tuple[int, Optional[list]]:
     n = (max(frames) + 1) if frames else 0
     if not n:
         text = out.stdout.decode(errors="replace")
+        if out.returncode == 0:
+            raise InputError(f"{path}: the video has no frames")
+        if "matches no streams" in text and "Input #0" in text:  # ffmpeg read the file: no video in it
+            raise InputError(f"{path}: the file holds no video stream (zero frames, or audio only)")
         raise InputError(f"{path}: ffmpeg cannot decode it as a video ({_ffmpeg_reason(RuntimeError(text))})")
     tb = _SHOWINFO_TB.search(out.stdout)
     pts = [frames.get(i) for i in range(n)]

@@ -14,9 +14,11 @@ import pytest
 CASES = {}
 
 
-def case(name, needle):
+def case(name, *needles):
+    """Register a bad input; every one of ``needles`` must appear in its error (the input it names
+    and the reason)."""
     def deco(fn):
-        CASES[name] = (fn, needle)
+        CASES[name] = (fn, needles)
         return fn
     return deco
 
@@ -27,48 +29,54 @@ def _texture(rng, h, w):
     return (ndimage.gaussian_filter(rng.random((h, w, 3)), (2, 2, 0)) * 255).clip(0, 255).astype(np.uint8)
 
 
+def _ffmpeg(*args):
+    import imageio_ffmpeg
+
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", *map(str, args)], check=True)
+
+
 def _video(path, frames):
     iio.imwrite(path, np.asarray(frames), extension=".mp4", codec="libx264", fps=30, macro_block_size=1)
     return path
 
 
-@case("empty file", "empty")
+@case("empty file", "empty.mp4", "empty file")
 def _(tmp, clip):
     (tmp / "empty.mp4").write_bytes(b"")
     return [tmp / "empty.mp4"]
 
 
-@case("text file named .mp4", "decode")
+@case("text file named .mp4", "notes.mp4", "cannot decode")
 def _(tmp, clip):
     (tmp / "notes.mp4").write_text("just some text\n" * 50)
     return [tmp / "notes.mp4"]
 
 
-@case("truncated mp4", "truncated.mp4")
+@case("truncated mp4", "truncated.mp4", "cannot decode")
 def _(tmp, clip):
     data = (clip / "video.mp4").read_bytes()
     (tmp / "truncated.mp4").write_bytes(data[: len(data) // 3])
     return [tmp / "truncated.mp4"]
 
 
-@case("random bytes named .mov", "noise.mov")
+@case("random bytes named .mov", "noise.mov", "cannot decode")
 def _(tmp, clip):
     (tmp / "noise.mov").write_bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes())
     return [tmp / "noise.mov"]
 
 
-@case("one-frame video", "at least 2 frames")
+@case("one-frame video", "one.mp4", "at least 2 frames")
 def _(tmp, clip):
     return [_video(tmp / "one.mp4", _texture(np.random.default_rng(1), 96, 128)[None])]
 
 
-@case("static camera", "static.mp4")
+@case("static camera", "static.mp4", "found no model", "does not translate")
 def _(tmp, clip):
     frame = iio.imread(clip / "frames" / "000000.png")
     return [_video(tmp / "static.mp4", [frame] * 8)]
 
 
-@case("pure camera rotation", "camera only rotates")
+@case("pure camera rotation", "rotate.mp4", "camera only rotates")
 def _(tmp, clip):
     # the tiny clip's scene, filmed by a camera that turns in place (1.5° pan per frame, no translation)
     from mannequin.synth import render_clip
@@ -77,7 +85,7 @@ def _(tmp, clip):
     return [_video(tmp / "rotate.mp4", rot.images)]
 
 
-@case("images of mixed sizes", "size")
+@case("images of mixed sizes", "mixed", "002.png", "same size")
 def _(tmp, clip):
     d = tmp / "mixed"
     d.mkdir()
@@ -87,7 +95,7 @@ def _(tmp, clip):
     return [d]
 
 
-@case("corrupt image among good ones", "002.png")
+@case("corrupt image among good ones", "000002.png", "cannot read image")
 def _(tmp, clip):
     d = tmp / "corrupt"
     shutil.copytree(clip / "frames", d)
@@ -95,7 +103,7 @@ def _(tmp, clip):
     return [d]
 
 
-@case("folder with no images", "no images")
+@case("folder with no images", "empty_dir", "no images")
 def _(tmp, clip):
     d = tmp / "empty_dir"
     d.mkdir()
@@ -103,12 +111,24 @@ def _(tmp, clip):
     return [d]
 
 
-@case("single image file", "image")
+@case("zero-frame video (ffmpeg -frames:v 0 leaves no video stream)", "zero.mp4", "no video stream")
+def _(tmp, clip):
+    _ffmpeg("-f", "lavfi", "-i", "color=c=gray:s=64x48:d=1", "-frames:v", "0", "-c:v", "libx264", tmp / "zero.mp4")
+    return [tmp / "zero.mp4"]
+
+
+@case("audio-only mp4", "tone.mp4", "no video stream")
+def _(tmp, clip):
+    _ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "aac", tmp / "tone.mp4")
+    return [tmp / "tone.mp4"]
+
+
+@case("single image file", "000000.png", "single image")
 def _(tmp, clip):
     return [clip / "frames" / "000000.png"]
 
 
-@case("missing input", "not found")
+@case("missing input", "nowhere.mp4", "not found")
 def _(tmp, clip):
     return [tmp / "nowhere.mp4"]
 
@@ -121,27 +141,27 @@ def _cams(tmp, clip, edit):
     return [clip / "video.mp4", "--poses", p]
 
 
-@case("camera file: wrong column count", "expected 19 columns")
+@case("camera file: wrong column count", "cams.txt", "expected 19 columns")
 def _(tmp, clip):
     return _cams(tmp, clip, lambda ls: ls[:3] + [" ".join(ls[3].split()[:12])] + ls[4:])
 
 
-@case("camera file: not a number", "is not a number")
+@case("camera file: not a number", "cams.txt", "is not a number")
 def _(tmp, clip):
     return _cams(tmp, clip, lambda ls: ls[:2] + [ls[2].replace(ls[2].split()[1], "abc", 1)] + ls[3:])
 
 
-@case("camera file: NaN", "NaN or inf")
+@case("camera file: NaN", "cams.txt", "NaN or inf")
 def _(tmp, clip):
     return _cams(tmp, clip, lambda ls: ls[:2] + [" ".join(ls[2].split()[:8] + ["nan"] + ls[2].split()[9:])] + ls[3:])
 
 
-@case("camera file: R not a rotation", "not a rotation")
+@case("camera file: R not a rotation", "cams.txt", "not a rotation")
 def _(tmp, clip):
     return _cams(tmp, clip, lambda ls: ls[:2] + [" ".join(ls[2].split()[:7] + ["3.0"] + ls[2].split()[8:])] + ls[3:])
 
 
-@case("camera file: fewer lines than frames", "camera lines for 10 input frames")
+@case("camera file: fewer lines than frames", "cams.txt", "camera lines for 10 input frames")
 def _(tmp, clip):
     return _cams(tmp, clip, lambda ls: ls[:-3])
 
@@ -154,80 +174,80 @@ def _pose_timestamps(tmp, clip, edit):
     return _cams(tmp, clip, edit) + ["--config", tmp / "pt.json"]
 
 
-@case("camera file with frames.pose_timestamps: a timestamp that is no frame of the video", "is no frame of")
+@case("camera file with frames.pose_timestamps: a timestamp that is no frame of the video", "cams.txt", "is no frame of")
 def _(tmp, clip):
     return _pose_timestamps(tmp, clip, lambda ls: ls[:-1] + [" ".join(["99000000"] + ls[-1].split()[1:])])
 
 
-@case("camera file with frames.pose_timestamps: timestamps out of order", "is not after the previous")
+@case("camera file with frames.pose_timestamps: timestamps out of order", "cams.txt", "is not after the previous")
 def _(tmp, clip):
     return _pose_timestamps(tmp, clip, lambda ls: [ls[0], ls[3], ls[2]] + ls[4:])
 
 
-@case("camera file: missing", "camera file not found")
+@case("camera file: missing", "nocams.txt", "camera file not found")
 def _(tmp, clip):
     return [clip / "video.mp4", "--poses", tmp / "nocams.txt"]
 
 
-@case("camera file: empty", "cams.txt")
+@case("camera file: empty", "cams.txt", "no frame lines")
 def _(tmp, clip):
     return _cams(tmp, clip, lambda ls: [])
 
 
-@case("output path is an existing file", "not a folder")
+@case("output path is an existing file", "taken", "not a folder")
 def _(tmp, clip):
     (tmp / "taken").write_text("x")
     return [clip / "video.mp4", "--out-override", tmp / "taken"]
 
 
-@case("negative --max-size", "--max-size")
+@case("negative --max-size", "--max-size -640", "must be between")
 def _(tmp, clip):
     return [clip / "video.mp4", "--max-size", "-640"]
 
 
-@case("absurd --max-size", "--max-size")
+@case("absurd --max-size", "--max-size 999999", "must be between")
 def _(tmp, clip):
     return [clip / "video.mp4", "--max-size", "999999"]
 
 
-@case("absurd --readout-ms", "--readout-ms")
+@case("absurd --readout-ms", "--readout-ms 5000", "expected")
 def _(tmp, clip):
     return [clip / "video.mp4", "--readout-ms", "5000"]
 
 
-@case("unknown --preset", "unknown preset")
+@case("unknown --preset", "ultra", "unknown preset")
 def _(tmp, clip):
     return [clip / "video.mp4", "--preset", "ultra"]
 
 
-@case("missing --config file", "config file not found")
+@case("missing --config file", "nocfg.json", "config file not found")
 def _(tmp, clip):
     return [clip / "video.mp4", "--config", tmp / "nocfg.json"]
 
 
-@case("malformed --config JSON", "not a valid JSON")
+@case("malformed --config JSON", "bad.json", "not a valid JSON")
 def _(tmp, clip):
     (tmp / "bad.json").write_text("{stereo: 1")
     return [clip / "video.mp4", "--config", tmp / "bad.json"]
 
 
-@case("unknown option in --config", "unknown option stereo.planes")
+@case("unknown option in --config", "bad.json", "unknown option stereo.planes")
 def _(tmp, clip):
     (tmp / "bad.json").write_text('{"stereo": {"planes": 12}}')
     return [clip / "video.mp4", "--config", tmp / "bad.json"]
 
 
-@case("malformed --intrinsics", "--intrinsics")
+@case("malformed --intrinsics", "--intrinsics '500,500'", "expected 4, 8 or 9")
 def _(tmp, clip):
     return [clip / "video.mp4", "--intrinsics", "500,500"]
 
 
-@case("--intrinsics whose distortion folds back inside the frame", "folds back")
+@case("--intrinsics whose distortion folds back inside the frame", "--intrinsics", "folds back")
 def _(tmp, clip):
     return [clip / "video.mp4", "--intrinsics", "150,150,95.5,71.5,0.3,-1.0,0,0"]
 
 
-@case("workspace inside the input folder", "inside the input folder")
+@case("workspace inside the input folder", "frames_in", "inside the input folder")
 def _(tmp, clip):
     d = tmp / "frames_in"
     shutil.copytree(clip / "frames", d)
@@ -240,33 +260,33 @@ def _set(line, col, value):
     return " ".join(parts)
 
 
-@case("camera file: principal point outside the image", "lies outside the image")
+@case("camera file: principal point outside the image", "cams.txt", "lies outside the image")
 def _(tmp, clip):
     return _cams(tmp, clip, lambda ls: ls[:2] + [_set(ls[2], 3, "7.5")] + ls[3:])
 
 
-@case("camera file: absurd translation", "out of range")
+@case("camera file: absurd translation", "cams.txt", "out of range")
 def _(tmp, clip):
     return _cams(tmp, clip, lambda ls: ls[:2] + [_set(ls[2], 10, "1e30")] + ls[3:])
 
 
-@case("camera file: two lines swapped (out of time order)", "is not after the previous line's")
+@case("camera file: two lines swapped (out of time order)", "cams.txt", "is not after the previous line's")
 def _(tmp, clip):
     return _cams(tmp, clip, lambda ls: ls[:2] + [ls[3], ls[2]] + ls[4:])
 
 
-@case("camera file: distortion terms", "distortion terms")
+@case("camera file: distortion terms", "cams.txt", "distortion terms")
 def _(tmp, clip):
     return _cams(tmp, clip, lambda ls: ls[:2] + [_set(ls[2], 5, "0.1")] + ls[3:])
 
 
-@case("config value out of range (labels.png_max beyond uint16)", "labels.png_max = 70000")
+@case("config value out of range (labels.png_max beyond uint16)", "bad_cfg.json", "labels.png_max = 70000")
 def _(tmp, clip):
     (tmp / "bad_cfg.json").write_text('{"labels": {"png_max": 70000}}')
     return [clip / "video.mp4", "--config", tmp / "bad_cfg.json"]
 
 
-@case("frames too small (16x12 images)", "too small")
+@case("frames too small (16x12 images)", "small", "too small")
 def _(tmp, clip):
     from PIL import Image
 
@@ -277,21 +297,21 @@ def _(tmp, clip):
     return [d]
 
 
-@case("input folder inside the workspace (its frames/ would be replaced)", "must not be inside the workspace")
+@case("input folder inside the workspace (its frames/ would be replaced)", "ws/frames", "must not be inside the workspace")
 def _(tmp, clip):
     d = tmp / "ws" / "frames"
     shutil.copytree(clip / "frames", d)
     return [d]
 
 
-@case("empty --out", "empty path")
+@case("empty --out", "--out", "empty path")
 def _(tmp, clip):
     return [clip / "video.mp4", "--out-override", ""]
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bad_input(name, tmp_path, tiny_clip):
-    make, needle = CASES[name]
+    make, needles = CASES[name]
     args = [str(a) for a in make(tmp_path, tiny_clip)]
     out = tmp_path / "ws"
     if "--out-override" in args:
@@ -314,7 +334,10 @@ def test_bad_input(name, tmp_path, tiny_clip):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode != 0, f"{name}: exit 0\n{proc.stderr}"
     assert 1 <= len(lines) <= 3 and "Traceback" not in proc.stderr, proc.stderr
-    assert needle.lower() in proc.stderr.lower(), proc.stderr
+    for needle in needles:
+        assert needle.lower() in proc.stderr.lower(), (needle, proc.stderr)
+    named = [Path(a).name for a in [*args, "--out", str(out)] if a not in ("", "--config", str(cfg))]
+    assert any(n and n in proc.stderr for n in named), proc.stderr  # names the input or option at fault
     if inputs_before is not None:  # the input is never touched
         assert sorted(p.name for p in first.iterdir()) == inputs_before
     if out == "":
