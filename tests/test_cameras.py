@@ -8,6 +8,7 @@ from mannequin.cameras import (
     CameraFrame,
     Intrinsics,
     Pose,
+    format_cameras,
     from_reconstruction,
     read_cameras,
     read_tum,
@@ -126,3 +127,50 @@ def test_read_tum_shared_groundtruth(shared_data):
     assert len(ts) == len(poses) > 10 and np.all(np.diff(ts) > 0)
     for p in poses[:5]:
         np.testing.assert_allclose(p.R @ p.R.T, np.eye(3), atol=1e-6)
+
+
+@settings(max_examples=25, deadline=None)
+@given(qs=st.lists(quats, min_size=1, max_size=5), cs=st.lists(st.lists(finite, min_size=3, max_size=3), min_size=5,
+                                                              max_size=5),
+       f=st.floats(50, 2000), cx=st.floats(0.2, 0.8), cy=st.floats(0.2, 0.8), size=st.sampled_from([(64, 48), (640, 480)]))
+def test_reconstruction_round_trip_property(qs, cs, f, cx, cy, size):
+    """MC frames -> pycolmap Reconstruction -> MC frames keeps every pose, timestamp and intrinsic."""
+    w, h = size
+    frames = [CameraFrame.from_intrinsics(1000 * i, Intrinsics(f, f, cx * w, cy * h, w, h), make_pose(q, c))
+              for i, (q, c) in enumerate(zip(qs, cs))]
+    names = [f"{i:06d}" for i in range(len(frames))]
+    rec = to_reconstruction(frames, names, w, h)
+    assert rec.num_reg_images() == len(frames)
+    names2, back = from_reconstruction(rec, {n: fr.timestamp_us for n, fr in zip(names, frames)})
+    assert names2 == names
+    for a, b in zip(frames, back):
+        assert a.pose.allclose(b.pose, atol=1e-9) and a.timestamp_us == b.timestamp_us
+        np.testing.assert_allclose(a.intrinsics(w, h).K, b.intrinsics(w, h).K, rtol=1e-12)
+
+
+_tokens = st.one_of(st.sampled_from(["0", "1", "-1", "0.5", "nan", "inf", "-inf", "1e400", "abc", "", "1,5",
+                                     "0x10", "１", "\t", "#", "\u00a0"]),
+                    st.floats(allow_nan=True, allow_infinity=True).map(repr), st.text(max_size=6))
+
+
+@settings(max_examples=150, deadline=None)
+@given(lines=st.lists(st.lists(_tokens, min_size=0, max_size=22).map(" ".join), min_size=0, max_size=5),
+       good=st.integers(0, 3))
+def test_camera_parser_never_fails_unexpectedly(tmp_path_factory, lines, good):
+    """Fuzzed camera files (up to ``good`` valid lines, then random lines): either every frame parses
+    into a rotation and finite numbers, or InputError with one line naming the file."""
+    tmp = tmp_path_factory.mktemp("fuzz")
+    valid = format_cameras(frames_for(3, seed=1)).splitlines()
+    p = tmp / "cams.txt"
+    p.write_text("\n".join(valid[:1 + good] + lines) + "\n", encoding="utf-8")
+    try:
+        cams = read_cameras(p)
+    except InputError as exc:
+        msg = str(exc)
+        assert "\n" not in msg and str(p) in msg and len(msg) < 400
+        return
+    assert len(cams.frames) >= 1
+    for fr in cams.frames:
+        R = fr.pose.R
+        np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-3)
+        assert np.all(np.isfinite(fr.pose.t)) and fr.fx > 0 and fr.fy > 0
