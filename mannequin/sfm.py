@@ -458,6 +458,8 @@ def _run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None,
             f"{cfg.min_triangulation_deg}°: the camera barely translates (static or pure rotation), "
             "so depth is unobservable")
     und_rec = pycolmap.Reconstruction(str(und / "sparse"))
+    if _as_pinhole(und_rec):
+        und_rec.write(str(und / "sparse"))
     reg_names, frames = from_reconstruction(und_rec, timestamps)
     if cam_file is not None:
         # Keep the input poses bit-exact (the model round-trip goes through quaternions).
@@ -513,6 +515,21 @@ def _run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None,
     return ws.sparse_dir
 
 
+def _as_pinhole(rec) -> bool:
+    """Make every camera of ``rec`` without distortion terms PINHOLE (fx, fy, cx, cy), in place;
+    returns whether any changed.  pycolmap's undistortion copies a camera whose distortion terms are
+    all 0 as it is (SIMPLE_RADIAL with k = 0, OPENCV with zeros), but WS/sparse is PINHOLE."""
+    changed = False
+    for cam in rec.cameras.values():
+        if cam.model.name == "PINHOLE" or any(cam.params[i] != 0 for i in cam.extra_params_idxs()):
+            continue
+        K = cam.calibration_matrix()
+        cam.model = type(cam.model).PINHOLE
+        cam.params = [K[0, 0], K[1, 1], K[0, 2], K[1, 2]]
+        changed = True
+    return changed
+
+
 def readout_warning(rs: dict, sure_gain: float) -> Optional[str]:
     """The warning for a rolling-shutter readout chosen by the auto search with a gain under
     ``sure_gain`` (:class:`SfmConfig` readout_sure_gain), or None.  ``rs``: the ``rolling_shutter``
@@ -531,8 +548,12 @@ def readout_warning(rs: dict, sure_gain: float) -> Optional[str]:
 
 
 def _check_options(cfg: SfmConfig) -> None:
-    """Refuse (InputError) sfm options out of range before any work: readout times, loss scale."""
+    """Refuse (InputError) sfm options out of range before any work: readout times, loss scale, a
+    vocabulary tree that is not a file (else the check in :func:`_match` came after feature extraction)."""
     check_readout_ms(cfg.readout_ms)
+    if cfg.vocab_tree and not Path(cfg.vocab_tree).is_file():
+        raise InputError(f"sfm.vocab_tree {cfg.vocab_tree}: vocabulary tree file not found "
+                         "(loop detection needs a local file)")
     bad = [v for v in cfg.readout_candidates_ms if not 0 < v <= 1000]
     if bad or not cfg.readout_candidates_ms:
         raise InputError(f"sfm.readout_candidates_ms {list(cfg.readout_candidates_ms)}: expected readout times "
@@ -1091,7 +1112,15 @@ def _map(pycolmap, db_path, image_dir, out_dir, cfg: SfmConfig, seed: int, n_fra
         raise InputError(f"sfm.mapper {cfg.mapper!r}: use 'incremental' or 'global'")
     if cfg.mapper == "global":
         pycolmap.set_random_seed(int(seed))
-        models = pycolmap.global_mapping(str(db_path), str(image_dir), str(out_dir), options=pycolmap.GlobalPipelineOptions())
+        opts = pycolmap.GlobalPipelineOptions()
+        # As for the incremental mapper: one thread when cfg.deterministic, the run's seed, and
+        # given intrinsics held fixed unless cfg.refine_intrinsics.
+        opts.num_threads = opts.mapper.num_threads = _colmap_threads(cfg)
+        opts.random_seed = opts.mapper.random_seed = int(seed)
+        if fixed_intrinsics:
+            opts.mapper.bundle_adjustment.refine_focal_length = False
+            opts.mapper.bundle_adjustment.refine_extra_params = False
+        models = pycolmap.global_mapping(str(db_path), str(image_dir), str(out_dir), options=opts)
         rec = max(models.values(), key=lambda r: (r.num_reg_images(), r.num_points3D())) if models else None
         if rec is None:
             raise StageError(f"{image_dir}: structure from motion found no model ({n_frames} frames)")

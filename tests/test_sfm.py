@@ -37,6 +37,10 @@ def test_sfm_recovers_synthetic_trajectory(clip_dir, tmp_path):
     assert abs(est.frames[0].fx / gt.frames[0].fx - 1) < 0.01
     assert sorted(p.name for p in ws.images_dir.iterdir()) == sorted(p.name for p in ws.frames_dir.iterdir())
     assert {"cameras.bin", "images.bin", "points3D.bin"} <= {p.name for p in ws.sparse_dir.iterdir()}
+    import pycolmap
+
+    # WS/sparse is PINHOLE, though pycolmap's undistortion copies a SIMPLE_RADIAL camera with k = 0 as is
+    assert [c.model.name for c in pycolmap.Reconstruction(str(ws.sparse_dir)).cameras.values()] == ["PINHOLE"]
     import json
 
     summary = json.loads((ws.sfm_dir / "summary.json").read_text())
@@ -459,3 +463,122 @@ def test_real_tum_clip_with_its_calibration_places_its_cameras_within_two_percen
     est = read_cameras(ws.cameras_txt).frames
     ate = ate_rmse(np.array([f.pose.center for f in est]), np.array([gt[n] for n in ws.image_names()]))
     assert ate["rmse_pct"] < 2.0, ate
+
+
+# ------------------------------------------------------------------------------------------------
+# Untested paths found by the audit of issue 3: too few frames registered, the camera model,
+# a missing vocabulary tree, and glog kept off the terminal.
+# ------------------------------------------------------------------------------------------------
+GLOG_LINE = r"(?m)^[IWEF]\d{8} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\]"
+
+
+@pytest.fixture(scope="module")
+def small_clip(tmp_path_factory):
+    """A 10-frame 320×240 synthetic clip (seed 0), as a video and as frames/."""
+    return synth(tmp_path_factory.mktemp("small"), seed=0, n_frames=10, width=320, height=240, video=True)
+
+
+def _cli(*args, timeout=300):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "mannequin", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _small_sfm_config(tmp_path, **sfm):
+    """A --config file: few features, one mapping attempt per start (the tests' clips are tiny)."""
+    path = tmp_path / "small.json"
+    path.write_text(json.dumps({"sfm": {"max_features": 1024, "restarts": 1, **sfm}}))
+    return path
+
+
+def test_too_few_frames_registered_fails_in_one_line(small_clip, tmp_path):
+    """8 frames of one synthetic scene and 8 of another (seed 4) in one folder: at most one scene's
+    8 frames register, 50% of 16 < the 60% required, so `mannequin sfm` exits 1 with one line naming
+    the counts, and writes no cameras."""
+    import re
+    import shutil
+
+    other = synth(tmp_path / "other", seed=4, n_frames=8, width=320, height=240)
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for k, p in enumerate(sorted((small_clip / "frames").glob("*.png"))[:8]):
+        shutil.copy(p, folder / f"a{k:02d}.png")
+    for k, p in enumerate(sorted((other / "frames").glob("*.png"))):
+        shutil.copy(p, folder / f"b{k:02d}.png")
+    ws = tmp_path / "ws"
+    assert _cli("frames", folder, "--out", ws, "--quiet").returncode == 0
+    # (no exhaustive re-match nor further field-of-view starts: the same failure, in half the time)
+    proc = _cli("sfm", ws, "--quiet", "--config",
+                _small_sfm_config(tmp_path, exhaustive_fallback_below=0.0, fov_candidates=[]))
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    m = re.fullmatch(r"mannequin sfm: error: only (\d+) of 16 frames registered \((\d+)% < 60% required\)", lines[0])
+    assert m, lines[0]
+    assert int(m.group(1)) in (8, 9) and int(m.group(2)) == round(100 * int(m.group(1)) / 16)
+    assert not (ws / "cameras.txt").exists() and not (ws / "sparse").exists()
+
+
+def test_opencv_camera_model_is_used_and_recorded(small_clip, tmp_path):
+    """sfm.camera_model = "OPENCV": the shared camera is OPENCV (fx, fy, cx, cy, k1, k2, p1, p2) in the
+    distorted model and the summary, the clip still registers accurately, and WS/sparse is the
+    undistorted PINHOLE model of WS/images."""
+    import pycolmap
+
+    ws = _frames(small_clip, tmp_path)
+    run_sfm(ws, SfmConfig(camera_model="OPENCV", max_features=1024, restarts=1))
+    summary = json.loads((ws.sfm_dir / "summary.json").read_text())
+    assert summary["camera_model"] == "OPENCV" and summary["registered"] == 10
+    assert len(summary["camera_params_distorted"]) == 8
+    distorted = pycolmap.Reconstruction(str(ws.sfm_dir / "work" / "model"))
+    assert [c.model.name for c in distorted.cameras.values()] == ["OPENCV"]
+    sparse = pycolmap.Reconstruction(str(ws.sparse_dir))
+    assert [c.model.name for c in sparse.cameras.values()] == ["PINHOLE"]
+    gt = read_cameras(small_clip / "cameras.txt")
+    est = read_cameras(ws.cameras_txt)
+    err = ate_rmse(np.array([f.pose.center for f in est.frames]), np.array([f.pose.center for f in gt.frames]))
+    assert err["rmse_pct"] < 1.0, err
+
+
+def test_missing_vocabulary_tree_fails_before_any_work(small_clip, tmp_path, monkeypatch):
+    """Loop detection with a vocabulary-tree file that does not exist: a one-line InputError naming
+    the file, raised before feature extraction (COLMAP would abort the process, or try to download)
+    and before the workspace gets any output."""
+    import mannequin.sfm as sfm_mod
+
+    ws = _frames(small_clip, tmp_path)
+
+    def no_heavy_work(*a, **k):
+        raise AssertionError("feature extraction started before the vocabulary tree was checked")
+
+    monkeypatch.setattr(sfm_mod, "_database", no_heavy_work)
+    tree = tmp_path / "no such" / "tree.bin"
+    with pytest.raises(InputError) as exc:
+        run_sfm(ws, SfmConfig(vocab_tree=str(tree)))
+    assert str(exc.value) == f"sfm.vocab_tree {tree}: vocabulary tree file not found (loop detection needs a local file)"
+    assert not ws.sparse_dir.exists() and not ws.cameras_txt.exists()
+    # the same through the CLI: exit 1, one line naming the file
+    cli_ws = tmp_path / "cli_ws"
+    assert _cli("frames", small_clip / "video.mp4", "--out", cli_ws, "--quiet", timeout=120).returncode == 0
+    proc = _cli("sfm", cli_ws, "--quiet", "--config", _small_sfm_config(tmp_path, vocab_tree=str(tree)), timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"mannequin sfm: error: sfm.vocab_tree {tree}: vocabulary tree file not found (loop detection needs a local file)"]
+
+
+def test_glog_goes_to_the_log_not_the_terminal(small_clip, tmp_path):
+    """`mannequin sfm` as a subprocess: COLMAP's glog lines (I/W/E + date) land in WS/logs/sfm.log,
+    none on the terminal (stderr nor stdout)."""
+    import re
+
+    ws = tmp_path / "ws"
+    assert _cli("frames", small_clip / "video.mp4", "--out", ws, "--quiet").returncode == 0
+    proc = _cli("sfm", ws, "--config", _small_sfm_config(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert not re.search(GLOG_LINE, proc.stderr), proc.stderr[:2000]
+    assert not re.search(GLOG_LINE, proc.stdout), proc.stdout[:2000]
+    log_text = (ws / "logs" / "sfm.log").read_text(errors="replace")
+    assert re.search(GLOG_LINE, log_text), log_text[:2000]  # glog did write: to the log
+    assert (ws / "cameras.txt").is_file()
