@@ -1,6 +1,6 @@
 """SfM accuracy and speed on synthetic clips and real data with known cameras.
 
-Run by hand:  ``python benchmarks/sfm.py [--quick] [--rows NAME,...] [--keep] [--jobs N]``
+Run by hand:  ``python benchmarks/sfm.py [--quick | --global-only | --rows NAME,...] [--keep] [--jobs N]``
 
 Each row runs in its own subprocess (``--row NAME``): that isolates crashes and gives the row's peak
 memory (``ru_maxrss`` of the child, which runs the frames stage and ``run_sfm`` in-process; the
@@ -25,6 +25,10 @@ Rows
   view 1 next to view 30), so sequential matching cannot connect views 1–12 to the rest.
 - ``templeRing-ring``: the 24 contiguous views 13–31, 1–5, fed in ring order (names prefixed).
 - ``fountain``: Strecha fountain-P11, 11 views downscaled to 768 px; GT R camera-to-world, t centre.
+- ``<row>-global`` (synth-0, fountain, templeRing, rpy-a-calib): the same input with
+  ``sfm.mapper="global"``, diagnostic rows (no targets, ``met`` null) to compare with their
+  incremental twin of the same run; the table ends with the pairs side by side (docs/FINDINGS.md).
+  ``--global-only`` runs just these pairs.
 
 Accuracy: camera centres after a Sim(3) (Umeyama) alignment of the registered frames, RMSE as % of
 the GT path length (sum of consecutive GT centre distances over the registered frames); mean
@@ -57,6 +61,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -92,7 +97,13 @@ ROWS = {
                         {"min_reg": 0.90}),
     "fountain": ("fountain", {"max_size": 768}, {"min_reg": 0.90, "max_rmse_pct": 1.0}),
 }
+# Diagnostic rows (no targets): pycolmap's global mapper (``sfm.mapper="global"``) on a few sets,
+# beside the incremental row of the same name without ``-global`` (its twin in the same run).
+GLOBAL_TWINS = ["synth-0", "fountain", "templeRing", "rpy-a-calib"]
+for _twin in GLOBAL_TWINS:
+    ROWS[f"{_twin}-global"] = (ROWS[_twin][0], {**ROWS[_twin][1], "mapper": "global"}, {})
 QUICK = ["synth-0", "synth-0-known", "rpy-a-self", "rpy-a-calib"]
+GLOBAL = [n for t in GLOBAL_TWINS for n in (t, f"{t}-global")]
 SYNTH_FRAMES, SYNTH_W, SYNTH_H = 30, 640, 480
 
 
@@ -299,7 +310,7 @@ def run_row(name: str, work: Path, out: dict) -> dict:
     if row_dir.exists():
         shutil.rmtree(row_dir)
     ws = Workspace(row_dir / "ws").create()
-    sfm_cfg = SfmConfig()
+    sfm_cfg = SfmConfig(mapper=params.get("mapper", "incremental"))
     poses = None
     if kind in ("synth", "known"):
         clip, t_synth = _synth_clip(params["seed"], work)
@@ -316,7 +327,7 @@ def run_row(name: str, work: Path, out: dict) -> dict:
         fcfg = FramesConfig(max_size=640, blur_ratio=0.0)
         gt_fx, gt_w = TUM_FX, 640
         if params["calib"]:
-            sfm_cfg = SfmConfig(intrinsics=TUM_CALIB)
+            sfm_cfg = dataclasses.replace(sfm_cfg, intrinsics=TUM_CALIB)
     elif kind == "temple":
         g = gt_temple(params["views"])
         if params.get("ring_order"):  # frame names sort in the given view order
@@ -393,9 +404,12 @@ def child_main(name: str, work: Path) -> int:
 # ------------------------------------------------------------------------------------------------
 # Parent
 # ------------------------------------------------------------------------------------------------
-def check_targets(res: dict, targets: dict) -> tuple[bool, list]:
+def check_targets(res: dict, targets: dict) -> tuple[Optional[bool], list]:
+    """(met, what was missed); met is None for a diagnostic row (no targets), failed or not."""
     if res.get("status") != "ok":
-        return False, [f"failed: {res.get('error')}"]
+        return (False if targets else None), [f"failed: {res.get('error')}"]
+    if not targets:
+        return None, []
     missed = []
 
     def val(k):
@@ -446,19 +460,38 @@ def print_table(rows: list) -> None:
                    _fmt(r.get("focal_err_pct"), "+.2f"),
                    _fmt(100 * r["sparse_absrel"] if r.get("sparse_absrel") is not None else None, ".1f")]
             extra = ""
-        reg = (f"{r['registered']}/{r['frames']}" if "registered" in r and "frames" in r else "-")
+        reg = _reg(r)
         lines.append([r["name"], str(r.get("frames", "-")), reg, *acc,
                       _fmt(t.get("features_matching_s"), ".1f"), _fmt(t.get("mapping_s"), ".1f"),
                       _fmt(t.get("undistortion_s"), ".1f"), _fmt(t.get("total_s"), ".1f"),
                       _fmt(r.get("row_wall_s"), ".1f"), _fmt(r.get("peak_rss_mb"), ".0f"),
-                      r["target"] + extra, "yes" if r["met"] else "NO"])
+                      (r["target"] or "(diagnostic)") + extra,
+                      {True: "yes", False: "NO", None: "-"}[r["met"]]])
     widths = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(hdr)]
     print("  ".join(h.ljust(w) for h, w in zip(hdr, widths)))
     for l in lines:
         print("  ".join(c.ljust(w) for c, w in zip(l, widths)))
     for r in rows:
-        if not r["met"]:
+        if r["missed"]:
             print(f"  {r['name']}: " + "; ".join(r["missed"]))
+    pairs = [(r, next((t for t in rows if t["name"] == r["name"][: -len("-global")]), None))
+             for r in rows if r["name"].endswith("-global")]
+    if any(twin for _, twin in pairs):
+        print("global mapper against its incremental twin (same run):")
+        for g, twin in pairs:
+            if twin is None:
+                continue
+            gt, it = g.get("timings", {}), twin.get("timings", {})
+            print(f"  {twin['name']}: reg {_reg(twin)} -> {_reg(g)}, rmse% {_fmt(twin.get('rmse_pct'), '.2f')} -> "
+                  f"{_fmt(g.get('rmse_pct'), '.2f')}, rot° {_fmt(twin.get('rot_err_mean_deg'), '.2f')} -> "
+                  f"{_fmt(g.get('rot_err_mean_deg'), '.2f')}, focal% {_fmt(twin.get('focal_err_pct'), '+.2f')} -> "
+                  f"{_fmt(g.get('focal_err_pct'), '+.2f')}, map s {_fmt(it.get('mapping_s'), '.1f')} -> "
+                  f"{_fmt(gt.get('mapping_s'), '.1f')}, MB {_fmt(twin.get('peak_rss_mb'), '.0f')} -> "
+                  f"{_fmt(g.get('peak_rss_mb'), '.0f')}" + ("" if g.get("status") == "ok" else f" ({g.get('error')})"))
+
+
+def _reg(r: dict) -> str:
+    return f"{r['registered']}/{r['frames']}" if "registered" in r and "frames" in r else "-"
 
 
 def git_commit():
@@ -527,7 +560,7 @@ def run_parent(names: list, keep: bool, timeout: float, quick: bool, results: Pa
                         "target": target_text(targets), "met": met, "missed": missed})
             rows.append(res)
             print(f"[sfm bench] {name}: {res['status']} in {res.get('row_wall_s', float('nan')):.1f} s"
-                  + ("" if met else " — missed: " + "; ".join(missed)), file=sys.stderr, flush=True)
+                  + (" — missed: " + "; ".join(missed) if missed else ""), file=sys.stderr, flush=True)
     finally:
         if keep:
             print(f"[sfm bench] work folder kept: {work}", file=sys.stderr)
@@ -535,11 +568,13 @@ def run_parent(names: list, keep: bool, timeout: float, quick: bool, results: Pa
             shutil.rmtree(work, ignore_errors=True)
     total = time.perf_counter() - t_all
     print_table(rows)
-    print(f"total {total:.0f} s; {sum(r['met'] for r in rows)}/{len(rows)} rows meet their targets")
+    judged = [r for r in rows if r["met"] is not None]
+    print(f"total {total:.0f} s; {sum(r['met'] for r in judged)}/{len(judged)} rows meet their targets"
+          + (f", {len(rows) - len(judged)} diagnostic rows" if len(judged) < len(rows) else ""))
     doc = {"benchmark": "sfm", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "git_commit": git_commit(), "machine": machine_info(), "quick": quick, "jobs": jobs, "total_s": total,
            "data": str(DATA), "rows": rows,
-           "targets_missed": {r["name"]: r["missed"] for r in rows if not r["met"]}}
+           "targets_missed": {r["name"]: r["missed"] for r in rows if r["met"] is False}}
     results.parent.mkdir(parents=True, exist_ok=True)
     tmp = results.with_name(f".{results.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(doc, indent=2, default=float, allow_nan=True) + "\n")
@@ -552,6 +587,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="subset: " + ", ".join(QUICK))
     ap.add_argument("--rows", help="comma-separated row names (default: all)")
+    ap.add_argument("--global-only", action="store_true",
+                    help="subset: the global-mapper rows and their incremental twins: " + ", ".join(GLOBAL))
     ap.add_argument("--keep", action="store_true", help="keep the temporary work folder")
     ap.add_argument("--out", type=Path, default=RESULTS, help=f"results JSON (default {RESULTS.relative_to(REPO)})")
     ap.add_argument("--timeout", type=float, default=900.0, help="per-row timeout in seconds")
@@ -574,7 +611,7 @@ def main(argv=None) -> int:
         if unknown:
             ap.error(f"unknown rows {unknown}; known: {', '.join(ROWS)}")
     else:
-        names = QUICK if a.quick else list(ROWS)
+        names = GLOBAL if a.global_only else QUICK if a.quick else list(ROWS)
     missing = {"tum": "tum_fr1_rpy", "temple": "middlebury_mview_templeRing", "fountain": "strecha_fountain-P11"}
     keep_names = []
     for n in names:

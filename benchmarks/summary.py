@@ -34,13 +34,35 @@ def plot_lines(results: Path = RESULTS) -> list:
     return ["## Plots", "", *lines] if lines else []
 
 
+def _stage_times(r: dict) -> str:
+    """Per-stage wall time and peak memory of an sfm row (the global-mapper comparison)."""
+    t = r.get("timings") or {}
+    parts = [f"{label} {t[k]:.1f} s" for label, k in (("features+matching", "features_matching_s"),
+                                                      ("mapping", "mapping_s"), ("undistortion", "undistortion_s"))
+             if t.get(k) is not None]
+    if r.get("peak_rss_mb") is not None:
+        parts.append(f"peak {r['peak_rss_mb']:.0f} MB")
+    return ", ".join(parts)
+
+
 def sfm_table(data: dict) -> list:
     rows = []
+    by_name = {r["name"]: r for r in data.get("rows", [])}
     for r in data.get("rows", []):
         t = r.get("targets", {})
+        # A "-global" row is a diagnostic (no target): the global mapper beside its incremental twin.
+        twin = by_name.get(r["name"][: -len("-global")]) if r["name"].endswith("-global") else None
+        diagnostic = not t
+        if diagnostic:
+            note = "diagnostic" + (f": global mapper; incremental twin `sfm {twin['name']}` "
+                                   f"({_stage_times(twin)})" if twin else "")
         if r.get("status") != "ok":
-            rows.append({"name": f"sfm {r['name']}", "measured": f"failed: {str(r.get('error', ''))[:80]}",
-                         "target": ", ".join(f"{k} {v}" for k, v in t.items()), "met": False})
+            measured = f"failed: {str(r.get('error', ''))[:80]}"
+            if diagnostic and _stage_times(r):
+                measured += f"; {_stage_times(r)}"
+            rows.append({"name": f"sfm {r['name']}", "measured": measured,
+                         "target": note if diagnostic else ", ".join(f"{k} {v}" for k, v in t.items()),
+                         "met": None if diagnostic else False})
             continue
         if "max_pose_diff" in t:
             measured = f"max pose diff {r.get('max_pose_diff', 0):.1e}"
@@ -55,12 +77,15 @@ def sfm_table(data: dict) -> list:
             warned = [w.split(":")[0] for w in r.get("warnings") or []]
             if warned:
                 measured += "; warned: " + "; ".join(warned)
+            if diagnostic:
+                measured += f"; {_stage_times(r)}"
         target = ", ".join(filter(None, [
             f"reg >= {t['min_reg']:.0%}" if "min_reg" in t else "",
             f"RMSE <= {t['max_rmse_pct']}%" if "max_rmse_pct" in t else "",
             f"focal within {t['max_focal_pct']}%" if "max_focal_pct" in t else "",
             f"pose diff <= {t['max_pose_diff']:g}" if "max_pose_diff" in t else ""]))
-        rows.append({"name": f"sfm {r['name']}", "measured": measured, "target": target, "met": r.get("met")})
+        rows.append({"name": f"sfm {r['name']}", "measured": measured, "target": note if diagnostic else target,
+                     "met": None if diagnostic else r.get("met")})
     return rows
 
 
