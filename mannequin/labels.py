@@ -180,7 +180,7 @@ def _previews(ws: Workspace, items, load_image, progress) -> None:
             yield {"name": it["name"], "image": load_image(it["image_path"]), "raw_depth": np.load(it["raw_path"]),
                    "label": np.load(it["label_path"]), "dynamic": dyn, "caption": it["caption"]}
 
-    preview.write_previews(ws.preview_dir, gen(), progress=progress)
+    preview.write_previews(ws.preview_dir, gen(), progress=progress, total=len(items))
 
 
 def write_report_html(ws: Workspace) -> Path:

@@ -316,7 +316,8 @@ def _progress(iterable, total, enabled: bool, desc: str):
 
 def write_previews(preview_dir, items: Iterable[dict], *, vmin: float | None = None,
                    vmax: float | None = None, progress: bool = False, fmt: str = "jpg",
-                   max_width: int = MAX_PANEL_WIDTH, max_thumbs: int = MAX_THUMBS) -> list[Path]:
+                   max_width: int = MAX_PANEL_WIDTH, max_thumbs: int = MAX_THUMBS,
+                   total: int | None = None) -> list[Path]:
     """Write one panel per frame and a contact sheet into ``preview_dir``; return the paths written.
 
     items: iterable (a generator is best for long clips: one frame in memory at a time) of dicts
@@ -326,7 +327,8 @@ def write_previews(preview_dir, items: Iterable[dict], *, vmin: float | None = N
     ``preview_dir/contact_sheet.png``: thumbnails of the label panels captioned with the name and
     valid-label percentage (or ``caption``); for long clips at most ``max_thumbs`` evenly spaced
     frames are kept, built as the frames go by.  vmin, vmax: one colour range (depth units) for
-    every frame; by default each frame gets its own robust range.  Every write is atomic.
+    every frame; by default each frame gets its own robust range.  ``total``: the number of items
+    when ``items`` is a generator (for the progress bar's ETA).  Every write is atomic.
     """
     fmt = fmt.lower().lstrip(".")
     if fmt not in ("jpg", "jpeg", "png"):
@@ -336,7 +338,7 @@ def write_previews(preview_dir, items: Iterable[dict], *, vmin: float | None = N
     written: list[Path] = []
     kept: list[tuple[int, np.ndarray, str]] = []  # (index, thumbnail, caption), evenly decimated
     stride = 1
-    total = len(items) if hasattr(items, "__len__") else None
+    total = len(items) if hasattr(items, "__len__") else total
     for i, item in enumerate(_progress(items, total, progress, "previews")):
         name = str(item["name"])
         if not name or "/" in name or "\\" in name or name.startswith("."):

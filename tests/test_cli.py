@@ -156,3 +156,52 @@ def test_ctrl_c_that_surfaces_as_another_error_is_still_an_interruption(monkeypa
     assert cli.main(["synth", str(tmp_path / "s")]) == 130
     assert "interrupted" in capsys.readouterr().err
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def _run_on_terminal(args, timeout=300):
+    """Run ``args`` with stdout and stderr on a pseudo-terminal of 120 columns; returns (code, text)."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen(args, stdout=slave, stderr=slave)
+    os.close(slave)
+    chunks, deadline = [], time.time() + timeout
+    while time.time() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.5)
+        try:
+            data = os.read(master, 65536) if ready else b""
+        except OSError:  # the child closed the terminal
+            break
+        if ready and not data:
+            break
+        chunks.append(data)
+        if not ready and proc.poll() is not None:
+            break
+    os.close(master)
+    return proc.wait(timeout=30), b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_bars_with_eta_on_a_terminal_only(tiny_clip, tmp_path):
+    """On a terminal every stage shows a tqdm bar with its total and ETA; piped, none."""
+    import re
+
+    from conftest import fast_config
+
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(fast_config().to_json())
+
+    def args(ws):
+        return [sys.executable, "-m", "mannequin", "run", str(tiny_clip / "video.mp4"), "--out", str(tmp_path / ws),
+                "--poses", str(tiny_clip / "cameras.txt"), "--config", str(cfg)]
+
+    code, text = _run_on_terminal(args("tty"))
+    assert code == 0, text
+    bars = {m.group(1) for m in re.finditer(r"([a-z]+)[^\r\n:]*:\s+\d+%\|[^|\r\n]*\| \d+/(\d+) \[[\d:]+<", text)}
+    assert {"frames", "sfm", "stereo", "fuse", "labels", "previews"} <= bars, bars
+    piped = subprocess.run(args("piped"), capture_output=True, text=True, timeout=300)
+    assert piped.returncode == 0 and "%|" not in piped.stderr + piped.stdout
