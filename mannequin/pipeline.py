@@ -109,6 +109,10 @@ def run_stage(ws: Workspace, stage: str, cfg: Config, *, input_path=None, poses=
     unfinished = [b for b in before if not ws.read_stamp(b)]
     if unfinished:  # the chain checks only the stage before; a lost earlier stamp is as unfinished
         raise InputError(f"{ws.root}: stage {unfinished[0]} has not finished (run 'mannequin run' again)")
+    stale = [b for b in before if ws.read_stamp(b).get("options", cfg.stage_hash(b)) != cfg.stage_hash(b)]
+    if stale:  # e.g. 'mannequin sfm WS --max-size 200' on frames extracted at another size
+        raise InputError(f"{ws.root}: stage {stale[0]} was run with other options than these "
+                         f"(run 'mannequin {stale[0]}' with them first, or 'mannequin run')")
     if before and not ws.outputs_present(before[-1]):
         raise InputError(f"{ws.root}: the outputs of stage {before[-1]} are missing (deleted?); "
                          f"run 'mannequin {before[-1]}' or 'mannequin run' again")
@@ -151,7 +155,8 @@ def run_stage(ws: Workspace, stage: str, cfg: Config, *, input_path=None, poses=
         from .labels import write_report_html
 
         write_report_html(ws)
-    ws.write_stamp(stage, h, seconds=round(seconds, 3), **({"input": str(input_path)} if stage == "frames" else {}))
+    ws.write_stamp(stage, h, seconds=round(seconds, 3), options=cfg.stage_hash(stage),
+                   **({"input": str(input_path)} if stage == "frames" else {}))
     message = f"{ws.root.name}: {stage} done in {seconds:.1f} s (peak {mem.peak_mb:.0f} MB)"
     log.info(message)
     _log_to_file(ws, logging.INFO, message)

@@ -273,3 +273,22 @@ def test_stage_log_in_workspace_even_with_quiet(tiny_clip, tmp_path, monkeypatch
     assert any("ws: labels done in" in ln for ln in lines) and not any("ws: stereo started" in ln for ln in
                                                                          lines[len(text.splitlines()):])
     assert all(ln[:4].isdigit() and " INFO " in ln or " ERROR " in ln or " WARNING " in ln for ln in lines)
+
+
+def test_stage_command_with_options_of_an_earlier_stage_changed(tiny_run, tmp_path, capsys):
+    """'mannequin sfm WS --max-size 96' on frames extracted at another size: refused with a clear
+    line (it used to skip sfm as up to date), nothing written; a later stage's own option is fine."""
+    import shutil
+
+    from mannequin import cli
+
+    shutil.copytree(tiny_run.root, tmp_path / "ws")
+    ws = tmp_path / "ws"
+    before = {p: p.read_bytes() for p in ws.rglob("*.json")}
+    assert cli.main(["sfm", str(ws), "--max-size", "96", "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "stage frames was run with other options" in err[0], err
+    assert {p: p.read_bytes() for p in ws.rglob("*.json")} == before
+    cfg = tmp_path / "labels.json"
+    cfg.write_text('{"labels": {"png_max": 60000}}')
+    assert cli.main(["labels", str(ws), "--config", str(cfg), "--quiet"]) == 0
