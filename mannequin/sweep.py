@@ -10,9 +10,16 @@ Design (see ``sweep_fronto``):
   a bilinear homography warp of one source row (the homography is affine along a row in
   homogeneous coordinates, so one reciprocal per pixel), then a *vertical* running box sum of
   W, W² and I·W kept with a ring buffer of the last ``window`` warped rows, then a *horizontal*
-  box sum along the row (direct sums over shifted slices, three columns per vectorised pass: a
-  running sum is add-latency bound).  The vertical cost per hypothesis does not grow with the
-  window size; a chunk re-warps ``window - 1`` halo rows per plane, so chunks are tall (~60 rows).
+  running box sum along the row (``_hbox3``: the three sums' add chains advance together in one
+  loop, as a single running sum is add-latency bound; ``_hbox`` for one row splits it into four
+  chains), restarted from a direct sum every ``BOX_RUN`` columns so that float32 rounding does
+  not drift along the row.  Neither box sum's cost per hypothesis grows with the window size.
+  The direct sums over shifted slices used before (``_hbox_direct``, vectorised, no loop-carried
+  dependency) cost the same at 7×7 and more above it (640×480, 64 planes, 4 sources, 1 thread,
+  shift and smoothing off: sweep time at window 21 / window 7 went from 1.71 to 1.12;
+  docs/FINDINGS.md); they remain for a single row at h <= 3 (``HBOX_DIRECT_MAX_H``).  What still
+  grows with the window: a chunk re-warps ``window - 1`` halo rows per plane (so chunks are
+  tall, ~60 rows), and the shiftable-window and smoothing defaults scale with it.
 * The warp is two loops on purpose: coordinates, clamping and validity (SIMD-vectorised), then
   the four-tap gather (scalar).  Fused, LLVM keeps the whole loop scalar (about 1.6x slower).
 * ZNCC uses the reference window mean and 1/sqrt(Σ(I-Ī)²) precomputed once per image.
@@ -30,7 +37,7 @@ Design (see ``sweep_fronto``):
   sits on the slope of the winner's basin).  All buffers come from the caller: O(H·W) memory.
 
 * The row loops live in small helper functions that are *not* inlined (``_warp_row_*``,
-  ``_vsum_update``, ``_hbox``, ``_zncc_row``, ``_fold_topk``, ``_aggregate_row``, ``_hmin_row``,
+  ``_vsum_update``, ``_hbox``, ``_hbox3``, ``_zncc_row``, ``_fold_topk``, ``_aggregate_row``, ``_hmin_row``,
   ``_vmin_rows``, ``_track_row``): compiled separately LLVM vectorises them, inlined into the big
   kernel it kept most of them scalar (aliasing run-time checks).  ``error_model="numpy"``
   everywhere: with Python's error model every float division carries a zero check that blocks
@@ -68,6 +75,13 @@ from numba import njit, prange
 BIG = np.float32(1.0e4)
 #: Below this the plane cost is treated as valid (valid costs lie in [0, 2]).
 VALID_LIMIT = np.float32(10.0)
+#: Horizontal box sums are running sums restarted from a direct sum every BOX_RUN columns (bounds
+#: the float32 rounding that a running sum accumulates along the row).
+BOX_RUN = 64
+#: One row's box sum (``_hbox``, the integer-shift path) uses direct sums up to this half-window:
+#: motorcycle pair, 1 thread, CPU s, best of 25 interleaved: window 7 direct 0.053, running 0.055;
+#: window 11 0.063 / 0.059; window 21 0.088 / 0.071.
+HBOX_DIRECT_MAX_H = 3
 
 
 @njit(parallel=True, fastmath=True, error_model="numpy", cache=True)
@@ -228,9 +242,7 @@ def sweep_fronto(ref, ref_mean, ref_isd, src_flat, src_off, src_shape, homs, rec
                         if not (out and inb):
                             continue
                         # --- horizontal box sums (edge columns replicated)
-                        _hbox(vw, sw, h)
-                        _hbox(vww, sww, h)
-                        _hbox(viw, siw, h)
+                        _hbox3(vw, vww, viw, sw, sww, siw, h)
                         # --- ZNCC -> cost (BIG where the centre warp is outside or the ref is flat)
                         _zncc_row(sw, sww, siw, ref_mean[r], ref_isd[r],
                                   vring[ch, j, s, (rb - rstart) % window], inv_n, var_floor, dst)
@@ -562,12 +574,30 @@ def rect_source_stats(src, window, pad, var_floor, out):
 
 
 @njit(fastmath=True, error_model="numpy", cache=True)
-def _hbox(v, out, h):
-    """out[c] = Σ_{|j|<=h} v[clamp(c + j)] (box sum over ±h columns, edge columns replicated).
+def _box_at(v, c, h):
+    """Σ_{|j|<=h} v[clamp(c + j)] (one box sum, O(h); edge columns replicated)."""
+    W = v.shape[0]
+    acc = np.float32(0.0)
+    for j in range(-h, h + 1):
+        acc += v[min(max(c + j, 0), W - 1)]
+    return acc
 
-    Direct sums (vectorised passes over slices, three columns each) rather than a running sum: no loop-carried
-    dependency (a running sum is add-latency bound, ~3x slower at h = 3), and no drift along the
-    row."""
+
+@njit(fastmath=True, error_model="numpy", cache=True)
+def _box_in(v, c, h):
+    """Σ_{|j|<=h} v[c + j] for a column whose window lies inside the row (no clamping)."""
+    w = v[c - h:c + h + 1]
+    acc = np.float32(0.0)
+    for j in range(w.shape[0]):
+        acc += w[j]
+    return acc
+
+
+@njit(fastmath=True, error_model="numpy", cache=True)
+def _hbox_direct(v, out, h):
+    """:func:`_hbox` by direct sums: vectorised passes over shifted slices, three columns each.
+    Cost grows with the window (2h + 1 loads and adds per pixel); for one row at h <= 3 it is
+    ~5% cheaper than the running sums (no loop-carried dependency)."""
     W = v.shape[0]
     lo = min(h, W)
     hi = max(lo, W - h)
@@ -599,6 +629,134 @@ def _hbox(v, out, h):
         for j in range(-h, h + 1):
             acc += v[min(max(c + j, 0), W - 1)]
         out[c] = acc
+
+
+@njit(fastmath=True, error_model="numpy", cache=True)
+def _hbox(v, out, h):
+    """out[c] = Σ_{|j|<=h} v[clamp(c + j)] (box sum over ±h columns, edge columns replicated).
+
+    Running sum, out[c] = out[c-1] + v[c+h] - v[c-h-1]: the cost per pixel does not grow with the
+    window.  One array has one add chain (add-latency bound), so the interior goes in blocks of
+    4 × BOX_RUN columns whose four quarters advance together in one loop (four independent
+    chains); each quarter starts from a direct sum, so the float32 rounding adds up over at most
+    BOX_RUN steps (no drift along the row).  Up to h = HBOX_DIRECT_MAX_H the direct sums of
+    :func:`_hbox_direct` are used instead (cheaper there).  For the three sums of the general path
+    see :func:`_hbox3`.
+    """
+    if h <= HBOX_DIRECT_MAX_H:
+        _hbox_direct(v, out, h)
+        return
+    W = v.shape[0]
+    lo = min(h + 1, W)            # columns < lo: the window's left end is clamped
+    hi = max(lo, W - h)           # columns >= hi: its right end is
+    s = _box_at(v, 0, h)
+    out[0] = s
+    for c in range(1, lo):
+        s += v[min(c + h, W - 1)] - v[0]
+        out[c] = s
+    n = hi - lo
+    a = v[lo + h:hi + h]          # interior column lo + i: v[lo + i + h] enters the window,
+    b = v[lo - h - 1:hi - h - 1]  # v[lo + i - h - 1] leaves it
+    o = out[lo:hi]
+    q = 4 * BOX_RUN
+    for g0 in range(0, n, q):
+        m = min(q, n - g0)
+        L = m // 4
+        s0 = _box_in(v, lo + g0 - 1, h)
+        s1 = _box_in(v, lo + g0 + L - 1, h)
+        s2 = _box_in(v, lo + g0 + 2 * L - 1, h)
+        s3 = _box_in(v, lo + g0 + 3 * L - 1, h)
+        a0 = a[g0:g0 + L]
+        a1 = a[g0 + L:g0 + 2 * L]
+        a2 = a[g0 + 2 * L:g0 + 3 * L]
+        a3 = a[g0 + 3 * L:g0 + 4 * L]
+        b0 = b[g0:g0 + L]
+        b1 = b[g0 + L:g0 + 2 * L]
+        b2 = b[g0 + 2 * L:g0 + 3 * L]
+        b3 = b[g0 + 3 * L:g0 + 4 * L]
+        o0 = o[g0:g0 + L]
+        o1 = o[g0 + L:g0 + 2 * L]
+        o2 = o[g0 + 2 * L:g0 + 3 * L]
+        o3 = o[g0 + 3 * L:g0 + 4 * L]
+        for i in range(L):
+            s0 += a0[i] - b0[i]
+            s1 += a1[i] - b1[i]
+            s2 += a2[i] - b2[i]
+            s3 += a3[i] - b3[i]
+            o0[i] = s0
+            o1[i] = s1
+            o2[i] = s2
+            o3[i] = s3
+        at = a[g0 + 4 * L:g0 + m]
+        bt = b[g0 + 4 * L:g0 + m]
+        ot = o[g0 + 4 * L:g0 + m]
+        for i in range(m - 4 * L):
+            s3 += at[i] - bt[i]
+            ot[i] = s3
+    if hi > lo:
+        s = out[hi - 1]
+    for c in range(max(hi, 1), W):
+        s += v[W - 1] - v[max(c - h - 1, 0)]
+        out[c] = s
+
+
+@njit(fastmath=True, error_model="numpy", cache=True)
+def _hbox3(v1, v2, v3, o1, o2, o3, h):
+    """:func:`_hbox` of three rows at once (ΣW, ΣW², ΣI·W of the general path): one running sum
+    per row, the three chains advancing together in one loop, each restarted from a direct sum
+    every BOX_RUN columns."""
+    W = v1.shape[0]
+    lo = min(h + 1, W)
+    hi = max(lo, W - h)
+    s1 = _box_at(v1, 0, h)
+    s2 = _box_at(v2, 0, h)
+    s3 = _box_at(v3, 0, h)
+    o1[0] = s1
+    o2[0] = s2
+    o3[0] = s3
+    for c in range(1, lo):
+        k = min(c + h, W - 1)
+        s1 += v1[k] - v1[0]
+        s2 += v2[k] - v2[0]
+        s3 += v3[k] - v3[0]
+        o1[c] = s1
+        o2[c] = s2
+        o3[c] = s3
+    n = hi - lo
+    for g0 in range(0, n, BOX_RUN):
+        c0 = lo + g0
+        c1 = lo + min(g0 + BOX_RUN, n)
+        s1 = _box_in(v1, c0 - 1, h)
+        s2 = _box_in(v2, c0 - 1, h)
+        s3 = _box_in(v3, c0 - 1, h)
+        a1 = v1[c0 + h:c1 + h]
+        b1 = v1[c0 - h - 1:c1 - h - 1]
+        a2 = v2[c0 + h:c1 + h]
+        b2 = v2[c0 - h - 1:c1 - h - 1]
+        a3 = v3[c0 + h:c1 + h]
+        b3 = v3[c0 - h - 1:c1 - h - 1]
+        p1 = o1[c0:c1]
+        p2 = o2[c0:c1]
+        p3 = o3[c0:c1]
+        for i in range(c1 - c0):
+            s1 += a1[i] - b1[i]
+            s2 += a2[i] - b2[i]
+            s3 += a3[i] - b3[i]
+            p1[i] = s1
+            p2[i] = s2
+            p3[i] = s3
+    if hi > lo:
+        s1 = o1[hi - 1]
+        s2 = o2[hi - 1]
+        s3 = o3[hi - 1]
+    for c in range(max(hi, 1), W):
+        k = max(c - h - 1, 0)
+        s1 += v1[W - 1] - v1[k]
+        s2 += v2[W - 1] - v2[k]
+        s3 += v3[W - 1] - v3[k]
+        o1[c] = s1
+        o2[c] = s2
+        o3[c] = s3
 
 
 @njit(fastmath=True, error_model="numpy", cache=True)

@@ -335,6 +335,29 @@ def test_geometry_helpers():
     assert triangulation_angles([R], [fwd], 4.0, K, (120, 160))[0] > 1.0
 
 
+@pytest.mark.parametrize("W", [1, 2, 5, 11, 12, 40, 64, 67, 300, 1000])
+@pytest.mark.parametrize("h", [1, 3, 5, 10])
+def test_horizontal_box_sums_are_exact_box_sums(W, h):
+    """The horizontal box sums (sweep._hbox, one row: direct sums up to h = 3, then a running sum
+    in four chains; sweep._hbox3, three rows in running sums) equal float64 box sums with
+    replicated edges, at every column: rows shorter than the window, rows of several restart
+    blocks (BOX_RUN, 4 * BOX_RUN) and partial blocks."""
+    from mannequin import sweep
+
+    rng = np.random.default_rng(W * 31 + h)
+    rows = [((rng.random(W) - 0.5) * 7).astype(np.float32) for _ in range(3)]
+    idx = np.clip(np.arange(W)[:, None] + np.arange(-h, h + 1)[None], 0, W - 1)
+    want = [r.astype(np.float64)[idx].sum(axis=1) for r in rows]
+    one = np.full(W, np.nan, np.float32)
+    sweep._hbox(rows[0], one, h)
+    three = [np.full(W, np.nan, np.float32) for _ in range(3)]
+    sweep._hbox3(*rows, *three, h)
+    # float32 running sums restarted every BOX_RUN columns: a few ulps of the window sums
+    np.testing.assert_allclose(one, want[0], rtol=0, atol=2e-5)
+    for got, ref in zip(three, want):
+        np.testing.assert_allclose(got, ref, rtol=0, atol=2e-5)
+
+
 def _rectified_pair(H=64, W=96, seed=11):
     """A textured slanted plane seen by a reference and two x-translated sources (R = I, same K but
     for cx): the plane homographies are pure horizontal shifts."""
