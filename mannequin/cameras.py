@@ -168,7 +168,7 @@ def read_cameras(path) -> CameraFile:
     if not path.exists():
         raise InputError(f"{path}: camera file not found")
     if not path.is_file():
-        raise InputError(f"{path}: camera file is not a file")
+        raise InputError(f"{path}: " + ("is a folder, not a camera file" if path.is_dir() else "camera file is not a file"))
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError:

@@ -124,7 +124,10 @@ def run_stage(ws: Workspace, stage: str, cfg: Config, *, input_path=None, poses=
     for later in this_and_later:
         ws.remove_superseded(later)
     fresh = not ws.root.exists()
-    ws.root.mkdir(parents=True, exist_ok=True)
+    try:
+        ws.root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{ws.root}: cannot create the workspace folder ({exc.strerror or one_line(exc)})") from exc
     clean_temporaries(ws.root)
     write_json(ws.config_json, cfg.to_dict())
     t0 = time.perf_counter()
@@ -216,6 +219,8 @@ def check_input_and_workspace(input_path, ws_root) -> None:
     workspace's top level, beside its folders, is fine.  Raises :class:`InputError`."""
     inp, root = Path(input_path).resolve(), Path(ws_root).resolve()
     if root == inp or inp in root.parents:
+        if inp.is_file():
+            raise InputError(f"{ws_root}: the workspace path runs through the input file {input_path}")
         raise InputError(f"{ws_root}: the workspace must not be inside the input folder {input_path}")
     if root in inp.parents and not (inp.parent == root and inp.is_file() and inp.name not in WORKSPACE_NAMES):
         raise InputError(f"{input_path}: the input must not be inside the workspace {ws_root} "
@@ -228,7 +233,8 @@ def check_poses_file(poses) -> None:
     if poses is None:
         return
     if not Path(poses).is_file():
-        raise InputError(f"{poses}: camera file not found")
+        raise InputError(f"{poses}: " + ("is a folder, not a camera file" if Path(poses).is_dir()
+                                         else "camera file not found"))
     from .cameras import read_cameras
     from .sfm import check_known_cameras
 

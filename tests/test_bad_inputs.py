@@ -309,6 +309,23 @@ def _(tmp, clip):
     return [clip / "video.mp4", "--out-override", ""]
 
 
+@case("camera file: a folder", "nocams", "is a folder, not a camera file")
+def _(tmp, clip):
+    (tmp / "nocams").mkdir()
+    return [clip / "video.mp4", "--poses", tmp / "nocams"]
+
+
+@case("workspace path through the input file", "video.mp4", "runs through the input file")
+def _(tmp, clip):
+    shutil.copy(clip / "video.mp4", tmp / "video.mp4")
+    return [tmp / "video.mp4", "--out-override", tmp / "video.mp4" / "ws"]
+
+
+@case("workspace that cannot be created (under /proc)", "/proc/mannequin-ws", "cannot create the workspace")
+def _(tmp, clip):
+    return [clip / "video.mp4", "--out-override", "/proc/mannequin-ws"]
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bad_input(name, tmp_path, tiny_clip):
     make, needles = CASES[name]
