@@ -18,12 +18,27 @@ import numpy as np
 
 from .config import FuseConfig, StereoConfig
 from .errors import InputError
-from .views import depth_range, neighbours_for, relative_pose, select_views, sparse_geometry, world_to_camera
+from .views import (
+    depth_range,
+    ground_plane,
+    neighbours_for,
+    plane_offset_range,
+    relative_pose,
+    select_views,
+    sparse_geometry,
+    world_to_camera,
+)
 from .workspace import Workspace, prune_frames, save_npy, write_json
 
 log = logging.getLogger("mannequin.stereo")
 
 WINDOW_FILE = "window.json"
+GROUND_FILE = "ground.json"
+#: A pixel takes the ground sweep's depth when its cost is lower than the fronto-parallel one's
+#: by more than this (1 - ZNCC units).
+GROUND_MARGIN = 0.0
+#: The ground sweep's planes, as a share of ``n_planes`` (its offset range is narrower).
+GROUND_PLANES = 0.5
 # The window choice's agreement test: the fuse stage's defaults.
 PROBE_REL_DEPTH = FuseConfig.rel_depth
 PROBE_REPROJ_PX = FuseConfig.reproj_px
@@ -56,6 +71,9 @@ def run_stereo(ws: Workspace, cfg: StereoConfig, *, stage_hash: str = "", progre
     if len(geo.names) < 2:
         raise InputError(f"{ws.sparse_dir}: need at least 2 registered images, found {len(geo.names)}")
     views = select_views(geo, cfg.n_sources, cfg.min_angle_deg)
+    ground = ground_plane(geo) if cfg.ground_sweep else None
+    if ground is not None and not all(ground[1] - geo.centers[k] @ ground[0] > 0 for k in range(len(geo.names))):
+        ground = None  # a camera below the ground plane: no second direction for this clip
     params_path = ws.stereo_dir / "params.json"
     previous = _read_json(params_path)
     if previous.get("hash") != stage_hash or not stage_hash:
@@ -67,7 +85,14 @@ def run_stereo(ws: Workspace, cfg: StereoConfig, *, stage_hash: str = "", progre
     index = {n: k for k, n in enumerate(geo.names)}
     ranges = {n: depth_range(geo, index[n], cfg.depth_percentiles, cfg.depth_margin) for n in geo.names}
     write_json(ws.stereo_dir / "views.json", {
-        n: {"sources": views[n], "depth_range": list(ranges[n])} for n in geo.names})
+        n: {"sources": views[n], "depth_range": list(ranges[n]),
+            **({"ground_offsets": list(plane_offset_range(geo, index[n], ground)[1])} if ground else {})}
+        for n in geo.names})
+    write_json(ws.stereo_dir / GROUND_FILE, {"enabled": cfg.ground_sweep, "found": ground is not None,
+                                             **({"normal": ground[0].tolist(), "offset": ground[1]} if ground else {})})
+    if cfg.ground_sweep:
+        log.info("stereo: %s", "second sweep along the ground plane (normal %s)" % np.round(ground[0], 3).tolist()
+                 if ground else "no ground plane in the sparse points: fronto-parallel sweep only")
     write_json(params_path, {"hash": stage_hash, "config": _asdict(cfg)})
     cache: dict = {}
 
@@ -88,11 +113,17 @@ def run_stereo(ws: Workspace, cfg: StereoConfig, *, stage_hash: str = "", progre
             return np.zeros((h, w), np.float32), np.zeros((h, w), np.float32)
         Rs, ts = zip(*(relative_pose(geo, i, index[s]) for s in srcs))
         t0 = time.perf_counter()
-        out = plane_sweep(
-            image(name), [image(s) for s in srcs], geo.K[i], [geo.K[index[s]] for s in srcs],
-            list(Rs), list(ts), ranges[name], n_planes=cfg.n_planes, window=window,
-            top_k=cfg.top_k, min_angle_deg=cfg.min_angle_deg,
-            shift=None if cfg.shift < 0 else cfg.shift, smooth=None if cfg.smooth < 0 else cfg.smooth)
+        args = (image(name), [image(s) for s in srcs], geo.K[i], [geo.K[index[s]] for s in srcs], list(Rs), list(ts))
+        kw = dict(n_planes=cfg.n_planes, window=window, top_k=cfg.top_k, min_angle_deg=cfg.min_angle_deg,
+                  shift=None if cfg.shift < 0 else cfg.shift, smooth=None if cfg.smooth < 0 else cfg.smooth)
+        if ground is None:
+            out = plane_sweep(*args, ranges[name], **kw)
+        else:
+            depth, conf, cost = plane_sweep(*args, ranges[name], return_cost=True, **kw)
+            n_cam, offsets = plane_offset_range(geo, i, ground)
+            kw["n_planes"] = max(8, int(round(cfg.n_planes * GROUND_PLANES)))
+            gd, gc, gk = plane_sweep(*args, offsets, return_cost=True, normal=n_cam, **kw)
+            out = combine_sweeps((depth, conf, cost), (gd, gc, gk))
         timings.append(time.perf_counter() - t0)
         return out
 
@@ -115,6 +146,17 @@ def run_stereo(ws: Workspace, cfg: StereoConfig, *, stage_hash: str = "", progre
     if timings:
         log.debug("stereo: %.2f s per frame", float(np.mean(timings)))
     return ws.depth_dir
+
+
+def combine_sweeps(fronto, ground, margin: float = None):
+    """Per pixel, the better of two sweeps' (depth, confidence, cost) triples (``plane_sweep(...,
+    return_cost=True)``; cost 1 - ZNCC, NaN = none): the ground sweep's estimate where it has one
+    and its cost is below the fronto-parallel one's by more than ``margin`` (default
+    :data:`GROUND_MARGIN`) or the latter has none.  Returns (depth, confidence) float32."""
+    margin = GROUND_MARGIN if margin is None else margin
+    (d, c, k), (gd, gc, gk) = fronto, ground
+    use = (gd > 0) & np.isfinite(gk) & ((d <= 0) | ~np.isfinite(k) | (gk < k - margin))
+    return np.where(use, gd, d).astype(np.float32), np.where(use, gc, c).astype(np.float32)
 
 
 def check_window_options(cfg: StereoConfig) -> None:

@@ -38,6 +38,9 @@ LR_MAX_DIFF = 2.0
 #: pair, 1 thread, CPU s (loaded machine): 0.107 -> 0.091 (0.117 -> 0.098 with lr_check); 2 or 8
 #: (no fused pass) gained ~0-5%.  Other sources: 1 (their per-plane ring buffers grow with it).
 PLANE_BLOCK = 4
+#: A sweep along planes n·X = d (``plane_sweep(normal=...)``) leaves out the pixels whose rays
+#: meet the planes at n·r (z = 1) at most this: grazing, so their depth d / (n·r) is ill-posed.
+MIN_RAY_COS = 0.05
 #: Rows per parallel chunk, roughly (the chunk count is rounded to a multiple of the threads).
 #: Measured 16..250 on 640x480 (4 sources) and the 741x500 motorcycle pair (2 threads): 60-90
 #: best; 16-45 slower (halo rows), 250 (two chunks) ~20% slower (cause not isolated).
@@ -93,16 +96,17 @@ def inverse_depth_planes(near: float, far: float, n_planes: int) -> np.ndarray:
     return np.linspace(1.0 / near, 1.0 / far, n_planes)
 
 
-def plane_homographies(K_ref, K_sources, R, t, inv_depths) -> np.ndarray:
-    """(P,S,3,3) homographies of the fronto-parallel planes z = d, in array-index coordinates.
+def plane_homographies(K_ref, K_sources, R, t, inv_depths, normal=None) -> np.ndarray:
+    """(P,S,3,3) homographies of the planes n·X = d (reference camera; fronto-parallel z = d when
+    ``normal`` is None, n = (0,0,1)), ``inv_depths`` = 1/d, in array-index coordinates.
 
-    H = T₋ K_src (R + t nᵀ / d) K_ref⁻¹ T₊ with n = (0,0,1); T₊ shifts index (c, r) to the
-    pixel-centre convention (c + 0.5, r + 0.5) and T₋ shifts back.
+    H = T₋ K_src (R + t nᵀ / d) K_ref⁻¹ T₊; T₊ shifts index (c, r) to the pixel-centre convention
+    (c + 0.5, r + 0.5) and T₋ shifts back.
     """
     tp = np.array([[1.0, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
     tm = np.array([[1.0, 0, -0.5], [0, 1, -0.5], [0, 0, 1]])
     kinv = np.linalg.inv(K_ref) @ tp
-    n = np.array([0.0, 0.0, 1.0])
+    n = np.array([0.0, 0.0, 1.0]) if normal is None else np.asarray(normal, dtype=np.float64)
     out = np.empty((len(inv_depths), len(K_sources), 3, 3))
     for s, (Ks, Rs, ts) in enumerate(zip(K_sources, R, t)):
         a = tm @ Ks @ Rs @ kinv                      # plane at infinity
@@ -183,11 +187,30 @@ def _chunks(H: int, n_threads: int) -> np.ndarray:
     return np.linspace(0, H, n + 1).round().astype(np.int64)
 
 
+def ray_normal_cos(K, shape, normal) -> np.ndarray:
+    """(H,W) n·r for the pixel rays r = K⁻¹ (c + 0.5, r + 0.5, 1) (z = 1) of a ``shape`` = (H, W)
+    image: a pixel's depth on the plane n·X = d is d / (n·r)."""
+    H, W = shape
+    K = np.asarray(K, dtype=np.float64)
+    n = np.asarray(normal, dtype=np.float64)
+    y = ((np.arange(H) + 0.5 - K[1, 2]) / K[1, 1])[:, None]
+    x = (np.arange(W)[None, :] + 0.5 - K[0, 2] - K[0, 1] * y) / K[0, 0]
+    return n[0] * x + n[1] * y + n[2]
+
+
 def plane_sweep(ref, sources: Sequence, K_ref, K_sources: Sequence, R: Sequence, t: Sequence,
                 depth_range, n_planes: int = 128, *, window: int = 7, top_k: int = 2,
                 min_angle_deg: float = 1.0, subpixel: bool = True, n_threads=None,
-                return_cost: bool = False, shift=None, smooth=None, lr_check: bool = False):
-    """Fronto-parallel plane-sweep stereo of ``ref`` against ``sources`` (ZNCC, top-k views).
+                return_cost: bool = False, shift=None, smooth=None, lr_check: bool = False,
+                normal=None, min_ray_cos: float = MIN_RAY_COS):
+    """Plane-sweep stereo of ``ref`` against ``sources`` (ZNCC, top-k views).
+
+    Fronto-parallel planes by default.  With ``normal`` (a 3-vector in the reference camera) the
+    planes are n·X = d instead (a second sweep direction, e.g. along the ground: Gallup et al.
+    2007), ``depth_range`` is then the range of d (pose units, n normalised), and a pixel's depth
+    is d / (n·r) for its ray r (z = 1); pixels whose rays meet the planes at ``n·r <=
+    min_ray_cos`` (near the horizon or above it) get no estimate, and only the image rows that
+    hold any other pixel are swept.  Everything below holds in d for such a sweep.
 
     Returns ``(depth, confidence)``: (H,W) float32, depth 0 = no estimate, confidence in [0,1].
     With ``return_cost`` a third (H,W) float32 array holds the winning aggregated cost
@@ -223,6 +246,49 @@ def plane_sweep(ref, sources: Sequence, K_ref, K_sources: Sequence, R: Sequence,
     by more than :data:`LR_MAX_DIFF` plane steps (an occlusion, or a wrong match) keeps its depth
     but gets confidence 0.
     """
+    if normal is not None:
+        return _plane_sweep_along(ref, sources, K_ref, K_sources, R, t, depth_range, n_planes, normal,
+                                  min_ray_cos, return_cost, window=window, top_k=top_k,
+                                  min_angle_deg=min_angle_deg, subpixel=subpixel, n_threads=n_threads,
+                                  shift=shift, smooth=smooth, lr_check=lr_check)
+    return _plane_sweep(ref, sources, K_ref, K_sources, R, t, depth_range, n_planes, None, window=window,
+                        top_k=top_k, min_angle_deg=min_angle_deg, subpixel=subpixel, n_threads=n_threads,
+                        return_cost=return_cost, shift=shift, smooth=smooth, lr_check=lr_check)
+
+
+def _plane_sweep_along(ref, sources, K_ref, K_sources, R, t, depth_range, n_planes, normal, min_ray_cos,
+                       return_cost, **kw):
+    """:func:`plane_sweep` along planes n·X = d: sweep the rows that see the planes, then d -> depth."""
+    n = _check_matrix(np.ravel(normal), (3,), "normal")
+    if not np.linalg.norm(n) > 0:
+        raise ValueError("normal must be a non-zero 3-vector")
+    n = n / np.linalg.norm(n)
+    if not (math.isfinite(float(min_ray_cos)) and 0 < min_ray_cos < 1):
+        raise ValueError(f"min_ray_cos must be in (0, 1), got {min_ray_cos!r}")
+    g_ref = to_grey(ref, "ref")
+    H, W = g_ref.shape
+    K = _check_K(K_ref, "K_ref")
+    cos = ray_normal_cos(K, (H, W), n)
+    rows = np.flatnonzero((cos > min_ray_cos).any(axis=1))
+    depth = np.zeros((H, W), np.float32)
+    conf = np.zeros((H, W), np.float32)
+    cost = np.full((H, W), np.nan, np.float32)
+    r0, r1 = (int(rows[0]), int(rows[-1]) + 1) if rows.size else (0, 0)
+    if r1 - r0 >= 3:
+        Kc = K.copy()
+        Kc[1, 2] -= r0  # the crop's pixel centres: rows r0.. become 0..
+        img = np.asarray(ref)[r0:r1]
+        d, c, k = _plane_sweep(img, sources, Kc, K_sources, R, t, depth_range, n_planes, n, return_cost=True, **kw)
+        cs = cos[r0:r1]
+        ok = (d > 0) & (cs > min_ray_cos)
+        depth[r0:r1] = np.where(ok, d / np.where(ok, cs, 1.0), 0.0)
+        conf[r0:r1] = np.where(ok, c, 0.0)
+        cost[r0:r1] = np.where(ok, k, np.nan)
+    return (depth, conf, cost) if return_cost else (depth, conf)
+
+
+def _plane_sweep(ref, sources, K_ref, K_sources, R, t, depth_range, n_planes, normal, *, window, top_k,
+                 min_angle_deg, subpixel, n_threads, return_cost, shift, smooth, lr_check):
     g_ref = to_grey(ref, "ref")
     H, W = g_ref.shape
     if isinstance(sources, np.ndarray) and sources.ndim < 3:
@@ -296,7 +362,7 @@ def plane_sweep(ref, sources: Sequence, K_ref, K_sources: Sequence, R: Sequence,
     k = min(int(top_k), len(keep))
 
     homs = plane_homographies(K_ref, [Ks[i] for i in keep], [Rs[i] for i in keep],
-                              [ts[i] for i in keep], inv_d)
+                              [ts[i] for i in keep], inv_d, normal)
     # centre the grey values: ZNCC ignores the offset, float32 running sums like it small
     ref_c = g_ref - np.float32(0.5)
     ref_mean, ref_isd = ref_window_stats(ref_c, window)

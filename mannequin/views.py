@@ -117,6 +117,68 @@ def depth_range(geo: SparseGeometry, i: int, percentiles: Tuple[float, float] = 
     return float(max(near, 1e-6)), float(max(far, near * 1.01))
 
 
+def ground_plane(geo: SparseGeometry, max_tilt_deg: float = 35.0, tol: float = 0.01,
+                 min_inliers: float = 0.10, iterations: int = 2000, seed: int = 0):
+    """The dominant plane below the cameras (a floor or ground), for a second sweep direction.
+
+    RANSAC over ``geo.points`` (seeded) for the plane with the most points within ``tol`` × the
+    scene's median point spread, among planes whose normal lies within ``max_tilt_deg`` of the
+    cameras' mean "down" (their image y axis, OpenCV).  Returns ``(n, c)``: the unit normal
+    (world, pointing from the cameras towards the plane) and ``c`` = n·X on the plane, or None when
+    fewer than ``min_inliers`` (a share) of the points lie on any such plane, or most cameras are
+    not above it.
+    """
+    P = np.asarray(geo.points, dtype=np.float64)
+    if len(P) < 20 or len(geo.names) < 2:
+        return None
+    down = np.mean([np.asarray(R).T @ np.array([0.0, 1.0, 0.0]) for R in geo.R], axis=0)
+    if not np.linalg.norm(down) > 0.5:  # the cameras disagree on "down" (rolled or looking around)
+        return None
+    down /= np.linalg.norm(down)
+    spread = float(np.median(np.linalg.norm(P - np.median(P, axis=0), axis=1)))
+    rng = np.random.default_rng(seed)
+    cos_max = np.cos(np.radians(max_tilt_deg))
+    best_count, best = 0, None
+    for _ in range(iterations):
+        a, b, c = P[rng.choice(len(P), 3, replace=False)]
+        n = np.cross(b - a, c - a)
+        norm = np.linalg.norm(n)
+        if norm < 1e-12:
+            continue
+        n /= norm
+        if n @ down < 0:
+            n = -n
+        if n @ down < cos_max:
+            continue
+        count = int(np.count_nonzero(np.abs((P - a) @ n) < tol * spread))
+        if count > best_count:
+            best_count, best = count, (n, float(n @ a))
+    if best is None or best_count < min_inliers * len(P):
+        return None
+    n, _ = best
+    inl = np.abs(P @ n - best[1]) < tol * spread  # refine: least squares through the inliers
+    q = P[inl] - P[inl].mean(axis=0)
+    n2 = np.linalg.svd(q, full_matrices=False)[2][-1]
+    n2 = n2 if n2 @ n > 0 else -n2
+    c2 = float(n2 @ P[inl].mean(axis=0))
+    above = np.mean(np.asarray(geo.centers) @ n2 < c2)  # the plane lies ahead along n: cameras above it
+    return (n2, c2) if above > 0.5 else None
+
+
+def plane_offset_range(geo: SparseGeometry, i: int, plane, low: float = 0.4,
+                       margin: float = 0.15) -> Tuple[np.ndarray, Tuple[float, float]]:
+    """For image ``i`` and a world ``plane`` = (n, c) from :func:`ground_plane`: the plane normal in
+    the camera (``R n``) and the range of offsets d (n·X = d, camera frame) to sweep: from ``low``
+    times the plane's own offset (surfaces parallel to it, up to part of the way to the camera) to
+    the plane's offset plus ``margin``.  Raises :class:`StageError` when the camera is not above it."""
+    n, c = plane
+    n_cam = np.asarray(geo.R[i]) @ n
+    d_plane = c - float(np.asarray(geo.centers[i]) @ n)  # the camera's distance to the plane
+    if not d_plane > 0:
+        raise StageError(f"image {geo.names[i]}: the camera is not above the ground plane")
+    return n_cam, (low * d_plane, d_plane * (1 + margin))
+
+
 def triangulation_angle_deg(c_ref: np.ndarray, c_src: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Angle (degrees) at each point (P, 3) between the rays to two camera centres (3,)."""
     a = c_ref - points

@@ -119,3 +119,45 @@ def test_depth_range_fallback_and_errors():
     behind = _geometry([("a", (0, 0, 10.0), np.arange(40))], points=pts)
     with pytest.raises(StageError, match="in front of the camera"):
         depth_range(behind, 0)
+
+
+def _room(tilt_deg=0.0, floor_share=0.4, seed=0):
+    """Cameras 1.5 m above a floor (world y = 1.5 is the floor: OpenCV cameras looking along +z with
+    y down), pitched down by ``tilt_deg``; sparse points: ``floor_share`` on the floor, the rest
+    scattered in the room above it."""
+    rng = np.random.default_rng(seed)
+    n = 400
+    nf = int(n * floor_share)
+    floor = np.column_stack([rng.uniform(-3, 3, nf), np.full(nf, 1.5), rng.uniform(2, 8, nf)])
+    rest = np.column_stack([rng.uniform(-3, 3, n - nf), rng.uniform(-1.5, 1.2, n - nf), rng.uniform(2, 8, n - nf)])
+    a = np.radians(tilt_deg)
+    pitch = np.array([[1, 0, 0], [0, np.cos(a), np.sin(a)], [0, -np.sin(a), np.cos(a)]])
+    cams = [(f"{k:02d}", (0.3 * k, 0.0, 0.0), np.arange(n)) for k in range(4)]
+    return _geometry(cams, np.vstack([floor, rest]), rotations=[pitch] * 4)
+
+
+@pytest.mark.parametrize("tilt", [0.0, 20.0])
+def test_ground_plane_found_below_the_cameras(tilt):
+    from mannequin.views import ground_plane, plane_offset_range
+
+    geo = _room(tilt)
+    n, c = ground_plane(geo)
+    np.testing.assert_allclose(n, [0, 1, 0], atol=1e-3)  # pointing from the cameras to the floor
+    assert c == pytest.approx(1.5, abs=1e-3)
+    n_cam, (lo, hi) = plane_offset_range(geo, 1, (n, c))
+    np.testing.assert_allclose(n_cam, geo.R[1] @ [0, 1, 0], atol=1e-3)
+    assert lo == pytest.approx(0.4 * 1.5, rel=1e-3) and hi == pytest.approx(1.15 * 1.5, rel=1e-3)
+    floor_pt = geo.R[1] @ np.array([0.5, 1.5, 4.0]) + geo.t[1]
+    assert n_cam @ floor_pt == pytest.approx(1.5, abs=1e-3)  # n·X = d holds in the camera frame
+
+
+def test_no_ground_plane_without_one_or_below_it():
+    from mannequin.views import ground_plane, plane_offset_range
+
+    assert ground_plane(_room(floor_share=0.0)) is None  # scattered points only
+    geo = _room()
+    flipped = _geometry([(nm, (0.3 * k, 3.0, 0.0), geo.observations[k]) for k, nm in enumerate(geo.names)],
+                        geo.points)  # cameras below the "floor" (y = 3 is below y = 1.5)
+    assert ground_plane(flipped) is None
+    with pytest.raises(StageError, match="not above the ground plane"):
+        plane_offset_range(flipped, 0, (np.array([0.0, 1.0, 0.0]), 1.5))
