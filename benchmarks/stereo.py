@@ -352,6 +352,41 @@ def bench_synthetic(threads: int, quick: bool) -> dict:
         rel = np.abs(depth[both] - gt[both]) / gt[both]
         out[key] = {"options": opts or "defaults", "seconds": secs, "median_rel_err": float(np.median(rel)) if rel.size else float("nan"),
                     **{k: m[k] for k in ("absrel", "delta_1.05", "delta_1.25", "density", "n")}}
+    if quick:
+        return out
+    # Would a coarse-to-fine pass pay?  Finer planes over the same range: accuracy against planes.
+    out["planes_study"] = {}
+    for n_planes in (48, 96, 192):
+        t0 = time.perf_counter()
+        depth, _ = plane_sweep(clip.images[SYNTH_REF], srcs, K, [K] * len(srcs), Rs, ts, (near, far), n_planes,
+                               n_threads=threads)
+        secs = time.perf_counter() - t0
+        both = (depth > 0) & (gt > 0)
+        out["planes_study"][n_planes] = {"seconds": secs,
+                                         "median_rel_err": float(np.median(np.abs(depth[both] - gt[both]) / gt[both]))}
+    # The second sweep direction along the floor (the stage finds the plane in the sparse points;
+    # here the room's floor z = 0 is given), merged per pixel by cost as the stage does.
+    from mannequin.stereo import combine_sweeps
+    from mannequin.synth import ROOM
+
+    n_cam = P0.R @ np.array([0.0, 0.0, -1.0])           # towards the floor, in the reference camera
+    height = float((-P0.R.T @ P0.t)[2] - ROOM["z0"])     # the camera's distance to the floor
+    t0 = time.perf_counter()
+    fronto = plane_sweep(clip.images[SYNTH_REF], srcs, K, [K] * len(srcs), Rs, ts, (near, far), 128,
+                         n_threads=threads, return_cost=True)
+    along = plane_sweep(clip.images[SYNTH_REF], srcs, K, [K] * len(srcs), Rs, ts, (0.4 * height, 1.15 * height),
+                        64, n_threads=threads, return_cost=True, normal=n_cam)
+    depth, _ = combine_sweeps(fronto, along)
+    secs = time.perf_counter() - t0
+    jj, ii = np.meshgrid(np.arange(gt.shape[1]) + 0.5, np.arange(gt.shape[0]) + 0.5)
+    rays = np.stack([(jj - K[0, 2]) / K[0, 0], (ii - K[1, 2]) / K[1, 1], np.ones_like(jj)], -1)
+    floor = np.abs(((rays * gt[..., None] - P0.t) @ P0.R)[..., 2] - ROOM["z0"]) < 0.01
+    study = {"seconds": secs, "floor_share": float(floor.mean())}
+    for key, d in (("fronto", fronto[0]), ("ground", depth)):
+        for region, mask in (("floor", floor), ("rest", ~floor)):
+            ok = mask & (d > 0) & (gt > 0)
+            study[f"{key}_{region}_median_rel_err"] = float(np.median(np.abs(d[ok] - gt[ok]) / gt[ok]))
+    out["ground_study"] = study
     return out
 
 
@@ -461,6 +496,15 @@ def table_rows(res: dict) -> list:
                      bool(o["median_rel_err"] <= TARGETS["synth_median_rel_err"]
                           and o["median_rel_err"] < w["median_rel_err"])))
         rows.append(("synth ours delta(1.05) / density", f"{o['delta_1.05']:.3f} / {o['density']:.3f}", "", None))
+        if "planes_study" in sy:
+            ps = sy["planes_study"]
+            rows.append(("synth ours median rel. err / time vs planes (coarse-to-fine study)",
+                         "  ".join(f"{k}: {v['median_rel_err']:.3%} {v['seconds']:.2f} s" for k, v in ps.items()), "", None))
+        if "ground_study" in sy:
+            gs = sy["ground_study"]
+            rows.append((f"synth + ground-plane sweep (64 pl): median rel. err floor / rest ({gs['floor_share']:.0%} floor)",
+                         f"{gs['ground_floor_median_rel_err']:.3%} / {gs['ground_rest_median_rel_err']:.3%} (fronto only "
+                         f"{gs['fronto_floor_median_rel_err']:.3%} / {gs['fronto_rest_median_rel_err']:.3%})", "", None))
         rows.append(("synth plain 128-plane WTA (no subpixel, shift 0, no smoothing) median rel. err / density",
                      f"{w['median_rel_err']:.3%} / {w['density']:.3f}", "", None))
     scl = res.get("scaling", {})
