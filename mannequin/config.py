@@ -381,6 +381,12 @@ _SHARE = _between(0, 1, "a share in [0, 1]")
 # documented special value (0 = off, -1 = auto, a negative max_behind_frac disables).  Float
 # options not listed must still be finite.  Stages keep their own finer checks (stereo windows,
 # sfm readouts).
+#: pycolmap 4's camera models (sfm.camera_model: the one shared camera's model).
+CAMERA_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV", "FULL_OPENCV", "FOV",
+                 "SIMPLE_RADIAL_FISHEYE", "RADIAL_FISHEYE", "OPENCV_FISHEYE", "THIN_PRISM_FISHEYE",
+                 "RAD_TAN_THIN_PRISM_FISHEYE", "SIMPLE_FISHEYE", "FISHEYE", "SIMPLE_DIVISION", "DIVISION",
+                 "EUCM", "EQUIRECTANGULAR")
+
 RULES = {
     ("frames", "max_size"): ((lambda v: v == 0 or 32 <= v <= 16384), "0 (keep) or 32..16384 px"),
     ("frames", "stride"): _at_least(1),
@@ -392,6 +398,8 @@ RULES = {
     ("frames", "image_fps"): _between(1e-3, 1e4, "a frame rate in (0, 10000]"),
     ("sfm", "max_features"): _at_least(100),
     ("sfm", "overlap"): _at_least(1),
+    ("sfm", "mapper"): ((lambda v: v in ("incremental", "global")), "'incremental' or 'global'"),
+    ("sfm", "camera_model"): ((lambda v: v in CAMERA_MODELS), "a COLMAP camera model: " + ", ".join(CAMERA_MODELS)),
     ("sfm", "exhaustive_max_frames"): _at_least(0),
     ("sfm", "exhaustive_fallback_below"): _SHARE,
     ("sfm", "vocab_tree"): ((lambda v: v is None or isinstance(v, str)), "null or a file path"),

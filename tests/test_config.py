@@ -59,6 +59,8 @@ def test_partial_file_and_bad_options(tmp_path):
 @pytest.mark.parametrize("override,needle", [
     ({"labels": {"png_max": 70000}}, "labels.png_max = 70000"),   # PNGs would saturate
     ({"labels": {"png_max": 0}}, "labels.png_max = 0"),           # every PNG would be zero
+    ({"sfm": {"mapper": "globl"}}, "sfm.mapper = 'globl'"),        # found only after feature extraction
+    ({"sfm": {"camera_model": "OPENCVV"}}, "sfm.camera_model = 'OPENCVV'"),
     ({"fuse": {"rel_depth": float("nan")}}, "fuse.rel_depth = nan"),
     ({"fuse": {"voxel_size": -1.0}}, "fuse.voxel_size = -1.0"),
     ({"fuse": {"n_neighbors": 0}}, "fuse.n_neighbors = 0"),
