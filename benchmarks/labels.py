@@ -71,12 +71,13 @@ def synthetic_row(tmp: Path, seed: int, poses: str) -> dict:
     if not clip.exists():
         mannequin("synth", clip, "--seed", seed, "--frames", 24, "--size", "384x288", "--video")
     ws = tmp / f"ws{seed}-{poses}"
-    gt_poses = poses in ("gt", "gt-no-ground-sweep")
+    gt_poses = poses in ("gt", "gt-ground-sweep")
     args = ["run", clip / "video.mp4", "--out", ws, "--quiet"] + (["--poses", clip / "cameras.txt"] if gt_poses else [])
-    if poses == "gt-no-ground-sweep":
-        # Diagnostic: the stereo stage without its second sweep direction along the floor.
-        (tmp / "no_ground.json").write_text('{"stereo": {"ground_sweep": false}}')
-        args += ["--config", tmp / "no_ground.json"]
+    if poses == "gt-ground-sweep":
+        # Diagnostic: the stereo stage with its second sweep direction along the floor (the quality
+        # preset's stereo.ground_sweep), everything else the default.
+        (tmp / "ground.json").write_text('{"stereo": {"ground_sweep": true}}')
+        args += ["--config", tmp / "ground.json"]
     if poses == "sfm-true-focal":
         # Diagnostic: SfM poses, but the intrinsics given (held fixed) instead of self-calibrated.
         from mannequin.cameras import read_cameras
@@ -556,7 +557,7 @@ def main() -> None:
                 rows.append(synthetic_row(tmp, seed, poses))
                 print(f"{rows[-1]['name']}: {rows[-1].get('status')}", flush=True)
         if not args.quick:  # what the ground-plane sweep does, in the same run
-            rows.append(synthetic_row(tmp, 0, "gt-no-ground-sweep"))
+            rows.append(synthetic_row(tmp, 0, "gt-ground-sweep"))
             print(f"{rows[-1]['name']}: {rows[-1].get('status')}", flush=True)
         if args.diagnostics and not args.quick:
             # What limits the SfM-pose rows: the same clip with the true focal given (no targets).
