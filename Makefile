@@ -53,8 +53,8 @@ bench: install
 	@set -e; for b in $(BENCHES); do echo "== benchmarks/$$b.py"; $(BIN)/python benchmarks/$$b.py; done
 	$(BIN)/python benchmarks/summary.py
 
-# Longer diagnostic studies (about 20 minutes together), run by hand; RESULTS.md lists them when present.
-STUDIES := tum_readout tum_windows
+# Longer diagnostic studies (about 25 minutes together), run by hand; RESULTS.md lists them when present.
+STUDIES := sfm_global tum_readout tum_windows
 studies: install
 	@set -e; for b in $(STUDIES); do echo "== benchmarks/studies/$$b.py"; $(BIN)/python benchmarks/studies/$$b.py; done
 	$(BIN)/python benchmarks/summary.py

@@ -1,7 +1,7 @@
 """Batch throughput: videos per hour of ``mannequin.batch.run_batch`` with 1 and with 2 workers.
 
 Run by hand:  ``python benchmarks/batch.py [--videos 4 | --seeds 0,1,2,4] [--frames 16] [--size 320x240]
-[--repeats 2] [--quiet-load 0] [--max-wait 30] [--poses] [--out FILE]``
+[--repeats 1] [--quiet-load 0] [--max-wait 30] [--poses] [--out FILE]``
 
 Clips: ``synth(seed, n_frames=--frames, size=--size, video=True)``, rendered into a temporary folder.
 They are equal work on purpose: same frame count and size, and the same SfM path.  Before the
@@ -222,8 +222,9 @@ def main(argv=None) -> int:
     ap.add_argument("--videos", type=int, default=4)
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--size", default="320x240", help="WxH of the synthetic clips")
-    ap.add_argument("--repeats", type=int, default=2,
-                    help="timed batches per worker count (best and median are reported)")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="timed batches per worker count (best and median are reported; 1 keeps make bench "
+                         "under 20 minutes, 2 or more alternate which worker count goes first)")
     ap.add_argument("--quiet-load", type=float, default=0.0,
                     help="also wait for a 1-minute load average below this before each timed batch (0 = off)")
     ap.add_argument("--max-wait", type=float, default=30.0, help="longest wait for a quiet machine, s")

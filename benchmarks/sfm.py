@@ -25,7 +25,7 @@ Rows
   view 1 next to view 30), so sequential matching cannot connect views 1–12 to the rest.
 - ``templeRing-ring``: the 24 contiguous views 13–31, 1–5, fed in ring order (names prefixed).
 - ``fountain``: Strecha fountain-P11, 11 views downscaled to 768 px; GT R camera-to-world, t centre.
-- ``<row>-global`` (fountain, rpy-a-calib; with ``--global-only`` also synth-0, templeRing): the same input with
+- ``<row>-global`` (synth-0, fountain, templeRing, rpy-a-calib; ``--global-only`` only): the same input with
   ``sfm.mapper="global"``, diagnostic rows (no targets, ``met`` null) to compare with their
   incremental twin of the same run; the table ends with the pairs side by side (docs/FINDINGS.md).
   ``--global-only`` runs just these pairs.
@@ -102,12 +102,12 @@ ROWS = {
 GLOBAL_TWINS = ["synth-0", "fountain", "templeRing", "rpy-a-calib"]
 for _twin in GLOBAL_TWINS:
     ROWS[f"{_twin}-global"] = (ROWS[_twin][0], {**ROWS[_twin][1], "mapper": "global"}, {})
-# make bench runs these two global rows (the real sets); --global-only runs all four pairs (the
-# synthetic and templeRing ones add ~3 minutes: docs/FINDINGS.md has their figures).
-GLOBAL_IN_BENCH = ["fountain", "rpy-a-calib"]
+# make bench leaves the global rows out (about 90 s more); --global-only (benchmarks/studies/
+# sfm_global.py, `make studies`) runs the four pairs into results/sfm_global.json.
 QUICK = ["synth-0", "synth-0-known", "rpy-a-self", "rpy-a-calib"]
 GLOBAL = [n for t in GLOBAL_TWINS for n in (t, f"{t}-global")]
-DEFAULT_ROWS = [n for n in ROWS if not n.endswith("-global") or n[: -len("-global")] in GLOBAL_IN_BENCH]
+DEFAULT_ROWS = [n for n in ROWS if not n.endswith("-global")]
+RESULTS_GLOBAL = RESULTS.with_name("sfm_global.json")
 SYNTH_FRAMES, SYNTH_W, SYNTH_H = 30, 640, 480
 
 
@@ -594,7 +594,8 @@ def main(argv=None) -> int:
     ap.add_argument("--global-only", action="store_true",
                     help="subset: the global-mapper rows and their incremental twins: " + ", ".join(GLOBAL))
     ap.add_argument("--keep", action="store_true", help="keep the temporary work folder")
-    ap.add_argument("--out", type=Path, default=RESULTS, help=f"results JSON (default {RESULTS.relative_to(REPO)})")
+    ap.add_argument("--out", type=Path, default=None, help=f"results JSON (default {RESULTS.relative_to(REPO)}; "
+                    f"with --global-only {RESULTS_GLOBAL.relative_to(REPO)})")
     ap.add_argument("--timeout", type=float, default=900.0, help="per-row timeout in seconds")
     ap.add_argument("--jobs", type=int, default=2, help="rows run side by side (default 2: one per core)")
     ap.add_argument("--row", help=argparse.SUPPRESS)
@@ -624,7 +625,8 @@ def main(argv=None) -> int:
             print(f"[sfm bench] skipping {n}: {DATA / folder} not found", file=sys.stderr)
             continue
         keep_names.append(n)
-    return run_parent(keep_names, a.keep, a.timeout, a.quick, a.out, a.jobs)
+    out = a.out or (RESULTS_GLOBAL if a.global_only else RESULTS)
+    return run_parent(keep_names, a.keep, a.timeout, a.quick, out, a.jobs)
 
 
 if __name__ == "__main__":

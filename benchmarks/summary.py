@@ -11,7 +11,7 @@ from common import RESULTS, git_commit, machine_info  # noqa: E402
 
 ORDER = ["sfm", "stereo", "labels", "tum_oracle", "pipeline", "batch"]
 # benchmarks/studies/ (`make studies`, not `make bench`): listed when their results exist.
-OPTIONAL = ["tum_readout", "tum_windows"]
+OPTIONAL = ["sfm_global", "tum_readout", "tum_windows"]
 # Plots written by the scripts, with their captions; any other results/*.png is listed after them.
 PLOTS = {
     "labels_filter_sweep.png": "Labels: AbsRel against density for the fusion filter's settings "
@@ -114,7 +114,7 @@ def main() -> None:
             lines.append(f"| {name} | (not run) | | | |")
             continue
         data = json.loads(path.read_text())
-        table = data.get("table") or (sfm_table(data) if name == "sfm" else [])
+        table = data.get("table") or (sfm_table(data) if name in ("sfm", "sfm_global") else [])
         if name == "labels":
             table = labels_table(data, table)
         for row in table:
