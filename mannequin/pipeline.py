@@ -232,9 +232,6 @@ def check_poses_file(poses) -> None:
     (:func:`mannequin.cameras.read_cameras`), before any work."""
     if poses is None:
         return
-    if not Path(poses).is_file():
-        raise InputError(f"{poses}: " + ("is a folder, not a camera file" if Path(poses).is_dir()
-                                         else "camera file not found"))
     from .cameras import read_cameras
     from .sfm import check_known_cameras
 

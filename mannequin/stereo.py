@@ -76,8 +76,6 @@ def run_stereo(ws: Workspace, cfg: StereoConfig, *, stage_hash: str = "", progre
         raise InputError(f"{ws.sparse_dir}: need at least 2 registered images, found {len(geo.names)}")
     views = select_views(geo, cfg.n_sources, cfg.min_angle_deg)
     ground = ground_plane(geo) if cfg.ground_sweep else None
-    if ground is not None and not all(ground[1] - geo.centers[k] @ ground[0] > 0 for k in range(len(geo.names))):
-        ground = None  # a camera below the ground plane: no second direction for this clip
     params_path = ws.stereo_dir / "params.json"
     previous = _read_json(params_path)
     if previous.get("hash") != stage_hash or not stage_hash:
@@ -88,9 +86,11 @@ def run_stereo(ws: Workspace, cfg: StereoConfig, *, stage_hash: str = "", progre
     ws.depth_dir.mkdir(parents=True, exist_ok=True)
     index = {n: k for k, n in enumerate(geo.names)}
     ranges = {n: depth_range(geo, index[n], cfg.depth_percentiles, cfg.depth_margin) for n in geo.names}
+    # per frame: the ground-plane normal in the camera and the plane offsets to sweep
+    along = {n: plane_offset_range(geo, index[n], ground) for n in geo.names} if ground else {}
     write_json(ws.stereo_dir / "views.json", {
         n: {"sources": views[n], "depth_range": list(ranges[n]),
-            **({"ground_offsets": list(plane_offset_range(geo, index[n], ground)[1])} if ground else {})}
+            **({"ground_offsets": list(along[n][1])} if ground else {})}
         for n in geo.names})
     write_json(ws.stereo_dir / GROUND_FILE, {"enabled": cfg.ground_sweep, "found": ground is not None,
                                              **({"normal": ground[0].tolist(), "offset": ground[1]} if ground else {})})
@@ -124,7 +124,7 @@ def run_stereo(ws: Workspace, cfg: StereoConfig, *, stage_hash: str = "", progre
             out = plane_sweep(*args, ranges[name], **kw)
         else:
             depth, conf, cost = plane_sweep(*args, ranges[name], return_cost=True, **kw)
-            n_cam, offsets = plane_offset_range(geo, i, ground)
+            n_cam, offsets = along[name]
             kw["n_planes"] = max(8, int(round(cfg.n_planes * GROUND_PLANES)))
             gd, gc, gk = plane_sweep(*args, offsets, return_cost=True, normal=n_cam, **kw)
             out = combine_sweeps((depth, conf, cost), (gd, gc, gk))

@@ -125,8 +125,8 @@ def ground_plane(geo: SparseGeometry, max_tilt_deg: float = 35.0, tol: float = 0
     scene's median point spread, among planes whose normal lies within ``max_tilt_deg`` of the
     cameras' mean "down" (their image y axis, OpenCV).  Returns ``(n, c)``: the unit normal
     (world, pointing from the cameras towards the plane) and ``c`` = n·X on the plane, or None when
-    fewer than ``min_inliers`` (a share) of the points lie on any such plane, or most cameras are
-    not above it.
+    fewer than ``min_inliers`` (a share) of the points lie on any such plane, or a camera is not
+    above it (no second sweep direction for such a clip).
     """
     P = np.asarray(geo.points, dtype=np.float64)
     if len(P) < 20 or len(geo.names) < 2:
@@ -161,8 +161,8 @@ def ground_plane(geo: SparseGeometry, max_tilt_deg: float = 35.0, tol: float = 0
     n2 = np.linalg.svd(q, full_matrices=False)[2][-1]
     n2 = n2 if n2 @ n > 0 else -n2
     c2 = float(n2 @ P[inl].mean(axis=0))
-    above = np.mean(np.asarray(geo.centers) @ n2 < c2)  # the plane lies ahead along n: cameras above it
-    return (n2, c2) if above > 0.5 else None
+    above = np.asarray(geo.centers) @ n2 < c2  # the plane lies ahead along n: the camera is above it
+    return (n2, c2) if above.all() else None
 
 
 def plane_offset_range(geo: SparseGeometry, i: int, plane, low: float = 0.4,
