@@ -188,7 +188,7 @@ def pick_equal_seeds(n: int, cfg, clips: Path, frames: int, width: int, height: 
     import json
 
     from mannequin.pipeline import run_stage
-    from mannequin.synth import synth
+    from mannequin.testing.synth import synth
     from mannequin.workspace import Workspace
 
     seeds, probes = [], []
@@ -235,7 +235,7 @@ def main(argv=None) -> int:
     from mannequin.batch import cpu_count
     from mannequin.config import preset
     from mannequin.pipeline import run_video
-    from mannequin.synth import synth
+    from mannequin.testing.synth import synth
     from mannequin.workspace import write_json
 
     n_cores = cpu_count()

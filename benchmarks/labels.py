@@ -80,7 +80,7 @@ def synthetic_row(tmp: Path, seed: int, poses: str) -> dict:
         args += ["--config", tmp / "ground.json"]
     if poses == "sfm-true-focal":
         # Diagnostic: SfM poses, but the intrinsics given (held fixed) instead of self-calibrated.
-        from mannequin.cameras import read_cameras
+        from mannequin.io.cameras import read_cameras
 
         intr = read_cameras(clip / "cameras.txt").frames[0].intrinsics(384, 288)
         args += ["--intrinsics", f"{intr.fx},{intr.fy},{intr.cx - 0.5},{intr.cy - 0.5}"]  # OpenCV convention
@@ -146,7 +146,7 @@ def tum_figure(ws: Path, scale: float, path: Path, names=("000005", "000015", "0
     import pycolmap
 
     from mannequin.evaluate import read_gt_depth, sample_through_points
-    from mannequin.views import sparse_geometry
+    from mannequin.stereo.views import sparse_geometry
 
     intr = np.loadtxt(TUM / "intrinsics.txt").ravel()
     cam = (intr[0], intr[1], intr[2], intr[3], intr[4:])
@@ -241,7 +241,7 @@ def colmap_fusion_row(ws: Path, clip: Path) -> dict:
     """pycolmap.stereo_fusion on our raw (photometric) maps vs our labels, both against exact depth."""
     import pycolmap
 
-    from mannequin.cameras import read_cameras
+    from mannequin.io.cameras import read_cameras
 
     cams = read_cameras(clip / "cameras.txt")
     names = sorted(p.stem for p in (ws / "images").glob("*.png"))
@@ -306,8 +306,8 @@ def colmap_fusion_table_row(cf: dict) -> dict:
 def filter_sweep(ws: Path, gt_dir: Path, plot_path: Path) -> dict:
     """AbsRel and density of the labels for several FuseConfig settings, on the raw depth of ``ws``.
 
-    Each setting goes through :func:`mannequin.consistency.consistency_votes` and
-    :func:`mannequin.fusion.filter_from_votes` (the ``fuse`` stage's own per-frame filter) with the
+    Each setting goes through :func:`mannequin.fuse.consistency.consistency_votes` and
+    :func:`mannequin.fuse.stage.filter_from_votes` (the ``fuse`` stage's own per-frame filter) with the
     stage's neighbours; the votes are computed once per (min_confidence, rel_depth) and reused for
     every min_views.  Metrics as ``mannequin eval`` with known poses (scale 1): AbsRel over all the
     labelled GT pixels of the clip, density = mean over frames of the labelled share of GT pixels.
@@ -317,9 +317,9 @@ def filter_sweep(ws: Path, gt_dir: Path, plot_path: Path) -> dict:
     import pycolmap
 
     from mannequin.config import Config
-    from mannequin.consistency import consistency_votes
-    from mannequin.fusion import filter_from_votes
-    from mannequin.views import neighbours_for, sparse_geometry, world_to_camera
+    from mannequin.fuse.consistency import consistency_votes
+    from mannequin.fuse.stage import filter_from_votes
+    from mannequin.stereo.views import neighbours_for, sparse_geometry, world_to_camera
 
     t_start = time.perf_counter()
     base = Config.load(ws / "config.json").fuse if (ws / "config.json").exists() else Config().fuse

@@ -11,7 +11,7 @@ and writes ``benchmarks/results/sfm.json`` (atomically) with every row's numbers
 whether they are met, the machine, the date and the git commit.
 
 Rows
-- ``synth-N``: :func:`mannequin.synth.synth` seed N, 30 frames 640×480 as an H.264 video, frames
+- ``synth-N``: :func:`mannequin.testing.synth.synth` seed N, 30 frames 640×480 as an H.264 video, frames
   from the video, default :class:`SfmConfig`; GT from the clip's cameras.txt.
 - ``synth-0-known``: the same clip through ``run_sfm(..., poses=cameras.txt)``; reports the largest
   absolute difference between the written and the input world-to-camera [R|t].
@@ -115,7 +115,7 @@ SYNTH_FRAMES, SYNTH_W, SYNTH_H = 30, 640, 480
 # Ground truth readers (each returns {name: (Pose world-to-camera, fx in px at the given size)})
 # ------------------------------------------------------------------------------------------------
 def gt_mc(path, width):
-    from mannequin.cameras import read_cameras
+    from mannequin.io.cameras import read_cameras
 
     cams = read_cameras(path)
     return [(f.pose, f.fx * width) for f in cams.frames]
@@ -124,7 +124,7 @@ def gt_mc(path, width):
 def gt_tum(lo, hi):
     from scipy.spatial.transform import Rotation
 
-    from mannequin.cameras import Pose
+    from mannequin.io.cameras import Pose
 
     root = DATA / "tum_fr1_rpy"
     rows = [ln.split() for ln in (root / "frames_gt_interp.txt").read_text().splitlines()
@@ -147,7 +147,7 @@ def tum_clip(lo: int, hi: int, video: Path) -> tuple:
     (000000, ...): GT Pose, Kinect depth PNG, RGB timestamp (s)."""
     import imageio.v3 as iio
 
-    from mannequin.synth import _write_video
+    from mannequin.testing.synth import _write_video
 
     g = gt_tum(lo, hi)
     order = sorted(g)  # the stems are the RGB timestamps
@@ -180,8 +180,8 @@ def tum_sfm(video: Path, gt: dict, depth: dict, sfm_cfg, ws_dir: Path) -> tuple:
     blur rejection, seed 0), scored against the mocap (:func:`_evaluate`) and the Kinect depth
     (:func:`sparse_structure`, GT links in ``<ws_dir>-gt``).  Returns ``(ws, summary, metrics)``."""
     from mannequin.config import FramesConfig
-    from mannequin.frames import extract_frames
-    from mannequin.sfm import run_sfm
+    from mannequin.frames.stage import extract_frames
+    from mannequin.sfm.stage import run_sfm
     from mannequin.workspace import Workspace
 
     ws = Workspace(ws_dir).create()
@@ -194,7 +194,7 @@ def tum_sfm(video: Path, gt: dict, depth: dict, sfm_cfg, ws_dir: Path) -> tuple:
 
 
 def gt_temple(views):
-    from mannequin.cameras import Pose
+    from mannequin.io.cameras import Pose
 
     root = DATA / "middlebury_mview_templeRing"
     lines = (root / "templeR_par.txt").read_text().split("\n")[1:]
@@ -213,7 +213,7 @@ def gt_temple(views):
 
 
 def gt_fountain():
-    from mannequin.cameras import Pose
+    from mannequin.io.cameras import Pose
 
     root = DATA / "strecha_fountain-P11"
     out = {}
@@ -252,7 +252,7 @@ def _synth_clip(seed: int, work: Path) -> tuple[Path, float]:
 
 def _evaluate(ws, summary, gt_by_name: dict, gt_fx: float, width_gt: int) -> dict:
     """Accuracy of ws.cameras_txt against {name: Pose}; gt_fx is at width ``width_gt``."""
-    from mannequin.cameras import read_cameras
+    from mannequin.io.cameras import read_cameras
     from mannequin.metrics import ate_rmse, rotation_errors_deg, umeyama
 
     names = ws.frame_names()
@@ -303,10 +303,10 @@ def _evaluate(ws, summary, gt_by_name: dict, gt_fx: float, width_gt: int) -> dic
 
 def run_row(name: str, work: Path, out: dict) -> dict:
     """Run row ``name``; fills ``out`` as it goes (so a failure keeps what was measured)."""
-    from mannequin.cameras import read_cameras
     from mannequin.config import FramesConfig, SfmConfig
-    from mannequin.frames import extract_frames
-    from mannequin.sfm import run_sfm
+    from mannequin.frames.stage import extract_frames
+    from mannequin.io.cameras import read_cameras
+    from mannequin.sfm.stage import run_sfm
     from mannequin.workspace import Workspace
 
     kind, params, _ = ROWS[name]
@@ -603,7 +603,7 @@ def main(argv=None) -> int:
     ap.add_argument("--prep-synth", nargs=2, metavar=("SEED", "OUT"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.prep_synth:
-        from mannequin.synth import synth
+        from mannequin.testing.synth import synth
 
         synth(a.prep_synth[1], seed=int(a.prep_synth[0]), n_frames=SYNTH_FRAMES, width=SYNTH_W,
               height=SYNTH_H, video=True)

@@ -6,13 +6,13 @@ Prints a table (name, measured, target, met) and writes ``benchmarks/results/ste
 (atomically: a temporary file, then a rename) with every number, the targets, the machine, the date
 and the git commit.  Every timing that is compared with a baseline is measured in the same run
 (the machine is shared and noisy: read the ratios, not the absolute seconds).  Only the public API
-is called: :func:`mannequin.stereo_core.plane_sweep`, :func:`mannequin.synth.render_clip`,
+is called: :func:`mannequin.stereo.sweep.plane_sweep`, :func:`mannequin.testing.synth.render_clip`,
 :func:`mannequin.metrics.depth_metrics`.
 
 Sections
 1. ``throughput``: hypotheses/s (pixel × plane × source view) of ``plane_sweep`` at 640×480, 128
    planes, 4 sources, ``--threads`` threads on the slanted textured plane of
-   ``benchmarks/numpy_sweep.plane_scene``; best of 3 timed calls after one warm-up call with the same
+   ``mannequin.testing.numpy_sweep.plane_scene``; best of 3 timed calls after one warm-up call with the same
    arguments.  Baseline: ``numpy_sweep.numpy_plane_sweep`` (same cost: map_coordinates +
    uniform_filter, float64 volume) timed on a few planes and scaled per hypothesis.  Compile time:
    the first call (small scene) in a fresh subprocess with ``NUMBA_CACHE_DIR`` an empty temporary
@@ -165,8 +165,8 @@ def _imread_rgb(path: Path) -> np.ndarray:
 # --------------------------------------------------------------------------- 1. throughput
 _FIRST_CALL = (
     "import sys,time,json;sys.path.insert(0,{repo!r});sys.path.insert(0,{bench!r});"
-    "t0=time.perf_counter();from mannequin.stereo_core import plane_sweep;t1=time.perf_counter();"
-    "import numpy_sweep as b;sc=b.plane_scene(48,64,2);"
+    "t0=time.perf_counter();from mannequin.stereo.sweep import plane_sweep;t1=time.perf_counter();"
+    "from mannequin.testing import numpy_sweep as b;sc=b.plane_scene(48,64,2);"
     "t2=time.perf_counter();plane_sweep(sc['ref'],sc['sources'],sc['K_ref'],sc['K_sources'],"
     "sc['R'],sc['t'],sc['depth_range'],8,n_threads={threads});t3=time.perf_counter();"
     "print(json.dumps(dict(import_s=t1-t0,first_call_s=t3-t2)))")
@@ -185,9 +185,8 @@ def _first_call(threads: int, cache_dir=None) -> dict:
 
 
 def bench_throughput(threads: int, quick: bool) -> dict:
-    import numpy_sweep as nb
-
-    from mannequin.stereo_core import plane_sweep
+    from mannequin.stereo.sweep import plane_sweep
+    from mannequin.testing import numpy_sweep as nb
 
     res = {"shape": [480, 640], "planes": 128, "sources": 4, "threads": threads}
     if not quick:
@@ -219,7 +218,7 @@ def bench_throughput(threads: int, quick: bool) -> dict:
 def bench_motorcycle(threads: int, quick: bool, step: float, lr_check: bool = True) -> dict:
     import cv2
 
-    from mannequin.stereo_core import plane_sweep
+    from mannequin.stereo.sweep import plane_sweep
 
     d = DATA / "skimage_motorcycle"
     left = _imread_rgb(d / "motorcycle_left.png")
@@ -286,7 +285,7 @@ def bench_motorcycle(threads: int, quick: bool, step: float, lr_check: bool = Tr
 def bench_cones(threads: int, quick: bool) -> dict:
     import cv2
 
-    from mannequin.stereo_core import plane_sweep
+    from mannequin.stereo.sweep import plane_sweep
 
     d = DATA / "middlebury_cones"
     ims = [_imread_rgb(d / f"im{i}.ppm") for i in range(9)]
@@ -320,8 +319,8 @@ def bench_cones(threads: int, quick: bool) -> dict:
 # --------------------------------------------------------------------------- 4. synthetic
 def bench_synthetic(threads: int, quick: bool) -> dict:
     from mannequin.metrics import depth_metrics
-    from mannequin.stereo_core import plane_sweep, triangulation_angles
-    from mannequin.synth import render_clip
+    from mannequin.stereo.sweep import plane_sweep, triangulation_angles
+    from mannequin.testing.synth import render_clip
 
     t0 = time.perf_counter()
     clip = render_clip(seed=0, n_frames=9, width=640, height=480)
@@ -366,8 +365,8 @@ def bench_synthetic(threads: int, quick: bool) -> dict:
                                          "median_rel_err": float(np.median(np.abs(depth[both] - gt[both]) / gt[both]))}
     # The second sweep direction along the floor (the stage finds the plane in the sparse points;
     # here the room's floor z = 0 is given), merged per pixel by cost as the stage does.
-    from mannequin.stereo import combine_sweeps
-    from mannequin.synth import ROOM
+    from mannequin.stereo.stage import combine_sweeps
+    from mannequin.testing.synth import ROOM
 
     n_cam = P0.R @ np.array([0.0, 0.0, -1.0])           # towards the floor, in the reference camera
     height = float((-P0.R.T @ P0.t)[2] - ROOM["z0"])     # the camera's distance to the floor
@@ -392,9 +391,8 @@ def bench_synthetic(threads: int, quick: bool) -> dict:
 
 # --------------------------------------------------------------------------- 5. scaling
 def bench_scaling(threads: int, quick: bool) -> dict:
-    import numpy_sweep as nb
-
-    from mannequin.stereo_core import plane_sweep
+    from mannequin.stereo.sweep import plane_sweep
+    from mannequin.testing import numpy_sweep as nb
 
     H, W = SCALING_SHAPE
     sc = nb.plane_scene(H, W, max(SCALING_SOURCES), slant_deg=20, uint8=True)

@@ -15,7 +15,7 @@ TUM calibration (no SfM at all)?  Two measurements per reference frame:
   four sources with the widest baselines among those turned less than 20°): AbsRel, median relative
   error and δ(1.05) against the Kinect depth, over all estimates and over the 40% most confident.
 - Both again with the frames and the Kinect depth corrected for a 30 ms rolling-shutter readout
-  (:mod:`mannequin.rolling_shutter`, the mocap's angular velocity): the camera turns at up to 60°/s,
+  (:mod:`mannequin.sfm.rolling_shutter`, the mocap's angular velocity): the camera turns at up to 60°/s,
   which skews a rolling-shutter frame by as much as the baselines' parallax.
 
 Frames are undistorted with OpenCV (the given k1 k2 p1 p2 k3), the Kinect depth (registered to the
@@ -55,11 +55,11 @@ def load(n_frames: int = 30, readout_ms: float = 0.0):
     rotations (N, 3, 3) and centres (N, 3) from the mocap, for the first ``n_frames`` staged frames.
 
     ``readout_ms`` > 0: frames and depth are also corrected for the rolling shutter
-    (:func:`mannequin.rolling_shutter.rectify_image`), with the mocap's angular velocities."""
+    (:func:`mannequin.sfm.rolling_shutter.rectify_image`), with the mocap's angular velocities."""
     import cv2
     from scipy.spatial.transform import Rotation
 
-    from mannequin.rolling_shutter import angular_velocities, rectify_image
+    from mannequin.sfm.rolling_shutter import angular_velocities, rectify_image
 
     rows = [ln.split() for ln in (TUM / "frames_gt_interp.txt").read_text().splitlines()
             if ln.strip() and not ln.startswith("#")][:n_frames]

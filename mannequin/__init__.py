@@ -1,6 +1,6 @@
 """mannequin: frozen-scene (Mannequin-Challenge) videos to multi-view depth labels, on the CPU.
 
-The importable API (DESIGN.md).  Heavy modules load lazily so ``import mannequin`` stays quick.
+The importable API (docs/FORMATS.md).  Heavy modules load lazily so ``import mannequin`` stays quick.
 """
 from importlib import import_module
 
@@ -10,17 +10,17 @@ _API = {
     "Config": "config", "preset": "config",
     "Workspace": "workspace",
     "MannequinError": "errors", "InputError": "errors", "StageError": "errors",
-    "Intrinsics": "cameras", "Pose": "cameras", "CameraFrame": "cameras", "CameraFile": "cameras",
-    "read_cameras": "cameras", "write_cameras": "cameras", "read_tum": "cameras", "write_tum": "cameras",
-    "synth": "synth", "render_clip": "synth",
-    "extract_frames": "frames",
-    "plane_sweep": "stereo_core",
+    "Intrinsics": "io.cameras", "Pose": "io.cameras", "CameraFrame": "io.cameras", "CameraFile": "io.cameras",
+    "read_cameras": "io.cameras", "write_cameras": "io.cameras", "read_tum": "io.cameras", "write_tum": "io.cameras",
+    "synth": "testing.synth", "render_clip": "testing.synth",
+    "extract_frames": "frames.stage",
+    "plane_sweep": "stereo.sweep",
     "run_video": "pipeline", "run_stage": "pipeline",
-    "run_sfm": "sfm", "run_stereo": "stereo", "run_fuse": "fusion", "run_labels": "labels",
+    "run_sfm": "sfm.stage", "run_stereo": "stereo.stage", "run_fuse": "fuse.stage", "run_labels": "labels.stage",
     "run_batch": "batch",
     "depth_metrics": "metrics", "ate_rmse": "metrics", "median_scale": "metrics",
     "evaluate": "evaluate",
-    "check_geometric_consistency": "consistency", "filter_depth": "consistency",
+    "check_geometric_consistency": "fuse.consistency", "filter_depth": "fuse.consistency",
 }
 
 __all__ = sorted(_API) + ["__version__"]
@@ -30,7 +30,7 @@ def __getattr__(name):
     if name in _API:
         module = import_module(f".{_API[name]}", __name__)
         # synth and evaluate are modules made callable as their function (mannequin._api).
-        return module if _API[name] == name else getattr(module, name)
+        return module if _API[name].rsplit(".", 1)[-1] == name else getattr(module, name)
     raise AttributeError(f"module 'mannequin' has no attribute {name!r}")
 
 

@@ -1,6 +1,6 @@
 """``python -m mannequin`` runs the command line."""
 import sys
 
-from .cli import main
+from mannequin.cli import main
 
 sys.exit(main())

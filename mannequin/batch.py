@@ -49,9 +49,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
-from .config import STAGES, Config, usable_cores
-from .errors import InputError, MannequinError
-from .workspace import Workspace, read_json_or_empty, write_json, write_text
+from mannequin.config import STAGES, Config, usable_cores
+from mannequin.errors import InputError, MannequinError
+from mannequin.workspace import Workspace, read_json_or_empty, write_json, write_text
 
 log = logging.getLogger("mannequin.batch")
 
@@ -153,7 +153,7 @@ def _read_txt_manifest(path: Path) -> List[Job]:
 def _folder_jobs(path: Path) -> List[Job]:
     """A folder INPUT: its videos; or, holding none, the folder itself as one clip of images; or,
     holding no images either, each sub-folder of images as a clip (a dataset of frame folders)."""
-    from .frames import list_images
+    from mannequin.frames.stage import list_images
 
     videos = sorted((p for p in path.iterdir() if p.is_file() and is_video(p)), key=lambda p: p.name)
     if videos:
@@ -219,7 +219,7 @@ def expand_inputs(inputs: Iterable) -> List[Job]:
 def is_finished(workspace, video, cameras=None, config: Optional[Config] = None) -> bool:
     """True when every stage of ``workspace`` is stamped with the hash that ``run_video`` would
     compute now for this video, camera file and config (so running it again would skip them all)."""
-    from .pipeline import stage_hash
+    from mannequin.pipeline import stage_hash
 
     cfg = config or Config()
     ws = Workspace(workspace)
@@ -292,7 +292,7 @@ def process_video(job: Job, root, config: Optional[dict] = None,
     """
     import warnings
 
-    from .pipeline import run_video
+    from mannequin.pipeline import run_video
 
     root = Path(root)
     ws_root = root / job.name

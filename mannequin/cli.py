@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .errors import InputError, MannequinError
+from mannequin.errors import InputError, MannequinError
 
 log = logging.getLogger("mannequin")
 
@@ -64,7 +64,7 @@ def _config_args(p: argparse.ArgumentParser, frames: bool = False) -> None:
 def resolve_config(args, workspace: Optional[Path] = None) -> "Config":  # noqa: F821 (imported lazily)
     """The config: the workspace's config.json (stage commands) or ``--preset``, then ``--config``,
     ``--max-size``, ``--fps``, ``--intrinsics`` and ``--readout-ms``, in that order."""
-    from .config import Config, preset
+    from mannequin.config import Config, preset
 
     ws_cfg = workspace / "config.json" if workspace is not None else None
     if args.preset is None and ws_cfg is not None and ws_cfg.is_file():
@@ -89,7 +89,7 @@ def resolve_config(args, workspace: Optional[Path] = None) -> "Config":  # noqa:
     if getattr(args, "intrinsics", None):
         cfg = cfg.replace(sfm={"intrinsics": args.intrinsics})
     if getattr(args, "readout_ms", None) is not None:
-        from .config import check_readout_ms
+        from mannequin.config import check_readout_ms
 
         check_readout_ms(args.readout_ms, "--readout-ms")
         cfg = cfg.replace(sfm={"readout_ms": args.readout_ms})
@@ -103,7 +103,7 @@ def _progress(args) -> bool:
 # --- commands --------------------------------------------------------------------------------
 
 def cmd_synth(args) -> int:
-    from .synth import synth
+    from mannequin.testing.synth import synth
 
     w, h = args.size
     out = synth(args.out, seed=args.seed, n_frames=args.frames, width=w, height=h, video=args.video,
@@ -113,7 +113,7 @@ def cmd_synth(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .pipeline import run_video
+    from mannequin.pipeline import run_video
 
     cfg = resolve_config(args)
 
@@ -127,7 +127,7 @@ def cmd_run(args) -> int:
 
 
 def _print_outputs(ws) -> None:
-    from .workspace import read_json_or_empty
+    from mannequin.workspace import read_json_or_empty
 
     report = read_json_or_empty(ws.report_json)
     verdict = report.get("verdict", {})
@@ -142,8 +142,8 @@ def _print_outputs(ws) -> None:
 
 def _stage_command(stage: str):
     def cmd(args) -> int:
-        from .pipeline import check_poses_file, run_stage
-        from .workspace import Workspace
+        from mannequin.pipeline import check_poses_file, run_stage
+        from mannequin.workspace import Workspace
 
         if stage == "frames":
             ws = Workspace(args.out)
@@ -168,8 +168,8 @@ def _stage_command(stage: str):
 
 
 def cmd_eval(args) -> int:
-    from .evaluate import evaluate, parse_gt_camera, prediction_dir, to_json, write_eval_plots
-    from .workspace import Workspace
+    from mannequin.evaluate import evaluate, parse_gt_camera, prediction_dir, to_json, write_eval_plots
+    from mannequin.workspace import Workspace
 
     ws = Workspace(args.workspace)
     src = prediction_dir(ws, args.which)
@@ -203,7 +203,7 @@ def _percent(value) -> str:
 def cmd_batch(args) -> int:
     import time
 
-    from .batch import format_summary, run_batch
+    from mannequin.batch import format_summary, run_batch
 
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers {args.workers}: must be at least 1")

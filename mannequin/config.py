@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Tuple
 
-from .errors import InputError
+from mannequin.errors import InputError
 
 STAGES = ("frames", "sfm", "stereo", "fuse", "labels")
 
@@ -101,7 +101,7 @@ class SfmConfig:
     frames and seed give the same model (COLMAP's multi-threaded RANSAC is faster but not reproducible).
     min_distortion_gain: self-calibration keeps the refined distortion terms only when they lower the
     mean reprojection error by at least this fraction (else they stay at 0: an undistorted clip).
-    readout_ms: rolling-shutter readout time, top row to bottom row, in ms (:mod:`mannequin.rolling_shutter`):
+    readout_ms: rolling-shutter readout time, top row to bottom row, in ms (:mod:`mannequin.sfm.rolling_shutter`):
     > 0 corrects the keypoints and the undistorted frames for the rotation during readout with this
     time; 0 = global shutter, no correction; -1 = auto: on a video whose camera turns faster than
     max_rotation_rate_deg_s, score each of readout_candidates_ms on the uncorrected model's tracks
@@ -123,7 +123,7 @@ class SfmConfig:
     least squares, +0.5/+0.1/+0.9% with a 0.5 px Cauchy loss (the labels' depth relief follows the
     focal: 3.2% off gave 2.1% AbsRel).
     accel_sigma: after mapping (and any rolling-shutter pass), a video's poses and points are adjusted
-    once more with a smooth-motion prior (:mod:`mannequin.motion_prior`): each camera centre's
+    once more with a smooth-motion prior (:mod:`mannequin.sfm.motion_prior`): each camera centre's
     acceleration over the frame times, in median scene depths per s², is a residual divided by this
     (0 = off; image folders have no frame times and are never smoothed).  A camera that mostly turns
     observes its centre weakly and plain adjustment lets it jitter: TUM fr1/rpy with the given
@@ -186,7 +186,7 @@ class StereoConfig:
     worsen AbsRel); the blurred TUM fr1/rpy sample goes to 21 (6.5% → 12% agree, label density
     ×4 at the same AbsRel; see benchmarks/labels.py).  An empty tuple turns it off.
     ground_sweep: when the sparse points hold a ground plane below the cameras
-    (:func:`mannequin.views.ground_plane`), sweep a second family of planes parallel to it (Gallup
+    (:func:`mannequin.stereo.views.ground_plane`), sweep a second family of planes parallel to it (Gallup
     et al. 2007) and keep, per pixel, its estimate where its cost is lower and it agrees with the
     fronto-parallel one within 5% (``WS/stereo/ground.json``): a floor seen at a grazing angle is
     matched with windows that lie on it.  Labels AbsRel about -30% on the synthetic room for about

@@ -29,10 +29,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ._api import make_callable
-from .errors import InputError
-from .metrics import ate_rmse, depth_metrics
-from .workspace import Workspace, check_maps, read_json_or_empty
+from mannequin._api import make_callable
+from mannequin.errors import InputError
+from mannequin.metrics import ate_rmse, depth_metrics
+from mannequin.workspace import Workspace, check_maps, read_json_or_empty
 
 GT_EXTS = (".npy", ".png", ".pfm")
 DISP_EXTS = (".pfm", ".npy", ".png", ".pgm")
@@ -92,7 +92,7 @@ def distort_opencv(x: np.ndarray, y: np.ndarray, dist: Sequence[float]):
 
 def prediction_dir(ws: Workspace, which: str) -> Path:
     """The workspace folder ``evaluate`` reads for ``which`` (one of :data:`WHICH`): labels, raw
-    depth, or the sparse model whose points :func:`mannequin.views.sparse_depth_map` turns into maps."""
+    depth, or the sparse model whose points :func:`mannequin.stereo.views.sparse_depth_map` turns into maps."""
     if which not in WHICH:
         raise InputError(f"--which {which}: unknown (use {', '.join(WHICH)})")
     return {"labels": ws.labels_dir, "depth": ws.depth_dir, "sparse": ws.sparse_dir}[which]
@@ -101,7 +101,7 @@ def prediction_dir(ws: Workspace, which: str) -> Path:
 def parse_gt_camera(spec: str) -> tuple:
     """``fx,fy,cx,cy[,k1,k2,p1,p2[,k3]]`` (OpenCV convention, or a file holding it) → the
     ``(fx, fy, cx, cy, dist)`` camera :func:`sample_through_points` and :func:`project_opencv` take."""
-    from .sfm import parse_intrinsics
+    from mannequin.sfm.stage import parse_intrinsics
 
     intr, dist = parse_intrinsics(spec, 1, 1, option="--gt-intrinsics")
     return (intr.fx, intr.fy, intr.cx - 0.5, intr.cy - 0.5, dist)
@@ -110,7 +110,7 @@ def parse_gt_camera(spec: str) -> tuple:
 def project_opencv(X: np.ndarray, camera) -> np.ndarray:
     """Camera points (M, 3) → pixels (M, 2) of a camera ``(fx, fy, cx, cy, dist)`` given in the
     OpenCV convention (OpenCV distortion), returned with pixel centres at +0.5 (COLMAP's, as
-    :mod:`mannequin.rolling_shutter` expects)."""
+    :mod:`mannequin.sfm.rolling_shutter` expects)."""
     fx, fy, cx, cy, dist = camera
     xd, yd = distort_opencv(X[:, 0] / X[:, 2], X[:, 1] / X[:, 2], dist)
     return np.column_stack([fx * xd + cx + 0.5, fy * yd + cy + 0.5])
@@ -123,7 +123,7 @@ def sample_through_points(label: np.ndarray, K: np.ndarray, gt: np.ndarray, gt_c
     a camera at the same centre and orientation with intrinsics ``gt_camera = (fx, fy, cx, cy,
     dist)`` in the OpenCV convention (pixel centre at integers) and OpenCV distortion ``dist``.
     ``rolling = (omega (3,) rad/s, readout_s)``: the labels sit on rolling-shutter-corrected frames
-    (:mod:`mannequin.rolling_shutter`) while the GT is registered to the recorded image, so each
+    (:mod:`mannequin.sfm.rolling_shutter`) while the GT is registered to the recorded image, so each
     point is moved into the camera of the GT row that recorded it (its z-depth there is compared).
     Returns (pred (N,), gt (N,)) for labelled pixels that land inside the GT image (gt 0 = none).
     """
@@ -133,7 +133,7 @@ def sample_through_points(label: np.ndarray, K: np.ndarray, gt: np.ndarray, gt_c
     y = (rows + 0.5 - K[1, 2]) / K[1, 1]
     X = np.column_stack([x * z, y * z, z])
     if rolling is not None and rolling[1] > 0:
-        from .rolling_shutter import from_frame_time
+        from mannequin.sfm.rolling_shutter import from_frame_time
 
         X, px = from_frame_time(X, lambda P: project_opencv(P, gt_camera), rolling[0], rolling[1], gt.shape[0])
         z = X[:, 2]
@@ -337,7 +337,7 @@ def evaluate(ws: Workspace, gt_dir, *, depth_scale: float = 1.0, gt_camera=None,
     """Depth metrics of ``WS/<which>/<name>.npy`` against GT, per frame and per clip (+ ATE).
 
     ``which``: "labels", "depth" (the raw sweep) or "sparse" (the SfM points each frame observes,
-    :func:`mannequin.views.sparse_depth_map`: the structure's accuracy, independent of the stereo;
+    :func:`mannequin.stereo.views.sparse_depth_map`: the structure's accuracy, independent of the stereo;
     its density is tiny by nature).  ``fit_scale``: None = fit one scale per clip
     when the poses came from SfM, 1 with known poses.  ``gt_poses``: an MC camera file or a TUM
     trajectory (``name ts tx ty tz qx qy qz qw`` or ``ts tx ty tz qx qy qz qw``) whose i-th pose
@@ -350,7 +350,7 @@ def evaluate(ws: Workspace, gt_dir, *, depth_scale: float = 1.0, gt_camera=None,
     pixel (no ``gt_camera``): such GT belongs to the recorded rows, not the corrected ones.
     """
 
-    from .views import sparse_depth_map, sparse_geometry
+    from mannequin.stereo.views import sparse_depth_map, sparse_geometry
 
     gt_dir = Path(gt_dir)
     if not gt_dir.is_dir():
@@ -467,9 +467,9 @@ def _clean(d: dict) -> dict:
 
 def _pose_metrics(ws: Workspace, gt_poses) -> dict:
     """ATE of ``WS/cameras.txt`` against ``gt_poses``, whose i-th pose belongs to the i-th input frame
-    (:func:`mannequin.frames.input_line_of`): frames dropped or left unregistered are skipped."""
-    from .cameras import read_cameras
-    from .frames import input_line_of, read_frames_csv
+    (:func:`mannequin.frames.stage.input_line_of`): frames dropped or left unregistered are skipped."""
+    from mannequin.frames.stage import input_line_of, read_frames_csv
+    from mannequin.io.cameras import read_cameras
 
     gt_poses = Path(gt_poses)
     if not gt_poses.is_file():
@@ -511,7 +511,7 @@ def write_eval_plots(ws: Workspace, result: dict) -> list:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .workspace import atomic_path
+    from mannequin.workspace import atomic_path
 
     frames = result["frames"]
     paths = []

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from .config import STAGES, Config, validate
-from .errors import InputError, MannequinError, one_line
-from .workspace import Workspace, clean_temporaries, read_json_or_empty, write_json
+from mannequin.config import STAGES, Config, validate
+from mannequin.errors import InputError, MannequinError, one_line
+from mannequin.workspace import Workspace, clean_temporaries, read_json_or_empty, write_json
 
 log = logging.getLogger("mannequin.pipeline")
 
@@ -133,8 +133,9 @@ def run_stage(ws: Workspace, stage: str, cfg: Config, *, input_path=None, poses=
     t0 = time.perf_counter()
     try:
         with stage_log(ws, stage, h), PeakMemory() as mem:
-            info = _STAGE_FUNCS[stage](ws, cfg, input_path=input_path, poses=poses, progress=progress,
-                                       stage_hash=h) or {}
+            result = _STAGE_FUNCS[stage](ws, cfg, input_path=input_path, poses=poses, progress=progress,
+                                         stage_hash=h)
+        info = dict(result.report)
     except MannequinError:
         if fresh:  # only the first stage can start a workspace: bad input leaves none behind
             shutil.rmtree(ws.root, ignore_errors=True)
@@ -155,7 +156,7 @@ def run_stage(ws: Workspace, stage: str, cfg: Config, *, input_path=None, poses=
                              "reasons": info.get("reasons", [])}
     write_json(ws.report_json, report)
     if stage == "labels":
-        from .labels import write_report_html
+        from mannequin.labels.stage import write_report_html
 
         write_report_html(ws)
     ws.write_stamp(stage, h, seconds=round(seconds, 3), options=cfg.stage_hash(stage),
@@ -229,11 +230,11 @@ def check_input_and_workspace(input_path, ws_root) -> None:
 
 def check_poses_file(poses) -> None:
     """Refuse (InputError) a camera file that is given but is no file, or does not parse
-    (:func:`mannequin.cameras.read_cameras`), before any work."""
+    (:func:`mannequin.io.cameras.read_cameras`), before any work."""
     if poses is None:
         return
-    from .cameras import read_cameras
-    from .sfm import check_known_cameras
+    from mannequin.io.cameras import read_cameras
+    from mannequin.sfm.stage import check_known_cameras
 
     check_known_cameras(read_cameras(poses), str(poses))
 
@@ -271,11 +272,11 @@ def run_video(input, out, poses=None, config: Optional[Config] = None, *, progre
     return ws
 
 
-# --- stage adapters: (ws, cfg, **context) -> info dict for the report ------------------------
+# --- stage adapters: (ws, cfg, **context) -> StageResult ------------------------
 
 def _frames(ws, cfg, *, input_path, progress, poses=None, **_):
-    from .cameras import read_cameras
-    from .frames import extract_frames, read_frames_csv
+    from mannequin.frames.stage import extract_frames
+    from mannequin.io.cameras import read_cameras
 
     stamps = None
     if cfg.frames.pose_timestamps:
@@ -283,39 +284,30 @@ def _frames(ws, cfg, *, input_path, progress, poses=None, **_):
             raise InputError(f"{input_path}: frames.pose_timestamps takes the frames at a camera file's "
                              "timestamps: pass the file with --poses ('mannequin run', run_video(poses=...))")
         stamps = [f.timestamp_us for f in read_cameras(poses).frames]
-    extract_frames(input_path, ws, cfg.frames, progress=progress, timestamps_us=stamps, timestamps_label=str(poses))
-    rows = read_frames_csv(ws.frames_csv)
-    return {"frames": sum(r["kept"] for r in rows), "candidates": len(rows)}
+    return extract_frames(input_path, ws, cfg.frames, progress=progress, timestamps_us=stamps,
+                          timestamps_label=str(poses))
 
 
 def _sfm(ws, cfg, *, poses, progress, **_):
-    from .sfm import run_sfm
+    from mannequin.sfm.stage import run_sfm
 
-    run_sfm(ws, cfg.sfm, poses=poses, seed=cfg.seed, progress=progress)
-    s = read_json_or_empty(ws.sfm_dir / "summary.json")
-    out = {k: s.get(k) for k in ("registered", "total_frames", "registered_fraction", "points",
-                                 "focal_px", "median_triangulation_deg", "reprojection_error_px", "warnings")}
-    out["rolling_shutter_readout_ms"] = (s.get("rolling_shutter") or {}).get("readout_ms", 0.0)
-    return out
+    return run_sfm(ws, cfg.sfm, poses=poses, seed=cfg.seed, progress=progress)
 
 
 def _stereo(ws, cfg, *, progress, stage_hash, **_):
-    from .stereo import run_stereo
+    from mannequin.stereo.stage import run_stereo
 
-    run_stereo(ws, cfg.stereo, stage_hash=stage_hash, progress=progress)
-    choice = read_json_or_empty(ws.stereo_dir / "window.json")
-    return {"frames": len(list(ws.depth_dir.glob("*.conf.npy"))), "window": choice.get("window"),
-            "window_agreement": choice.get("agreement")}
+    return run_stereo(ws, cfg.stereo, stage_hash=stage_hash, progress=progress)
 
 
 def _fuse(ws, cfg, *, progress, **_):
-    from .fusion import run_fuse
+    from mannequin.fuse.stage import run_fuse
 
     return run_fuse(ws, cfg.fuse, progress=progress)
 
 
 def _labels(ws, cfg, *, progress, **_):
-    from .labels import run_labels
+    from mannequin.labels.stage import run_labels
 
     return run_labels(ws, cfg, progress=progress)
 

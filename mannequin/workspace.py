@@ -18,7 +18,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from .errors import InputError, WriteError, one_line
+from mannequin.errors import InputError, WriteError, one_line
 
 
 @contextlib.contextmanager

@@ -29,7 +29,7 @@ def fast_config(**over):
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory):
     """A 10-frame 192×144 synthetic clip: video.mp4, frames/, depth/ (GT), cameras.txt (GT)."""
-    from mannequin.synth import synth
+    from mannequin.testing.synth import synth
 
     return synth(tmp_path_factory.mktemp("tiny"), seed=5, n_frames=10, width=192, height=144, video=True)
 

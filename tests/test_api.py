@@ -26,13 +26,13 @@ def test_design_signatures():
 
 
 def test_synth_and_evaluate_stay_callable_after_their_modules_load(tmp_path):
-    """mannequin.synth / mannequin.evaluate share their module's name: the first call, a second call,
-    a plain `import mannequin.synth` and `from mannequin import synth` all keep them callable, and
+    """mannequin.testing.synth / mannequin.evaluate share their module's name: the first call, a second call,
+    a plain `import mannequin.testing.synth` and `from mannequin import synth` all keep them callable, and
     the modules' other names stay reachable."""
-    first = mannequin.synth(tmp_path / "a", seed=3, n_frames=2, width=48, height=32)
+    first = mannequin.testing.synth(tmp_path / "a", seed=3, n_frames=2, width=48, height=32)
     importlib.import_module("mannequin.evaluate")  # the imports that used to replace the functions
-    importlib.import_module("mannequin.synth")
-    second = mannequin.synth(tmp_path / "b", seed=3, n_frames=2, width=48, height=32)
+    importlib.import_module("mannequin.testing.synth")
+    second = mannequin.testing.synth(tmp_path / "b", seed=3, n_frames=2, width=48, height=32)
     from mannequin import synth
     third = synth(tmp_path / "c", seed=3, n_frames=2, width=48, height=32)
     names = sorted(p.name for p in first.rglob("*") if p.is_file())
@@ -41,7 +41,7 @@ def test_synth_and_evaluate_stay_callable_after_their_modules_load(tmp_path):
     depth = sorted(first.rglob("*.npy"))[0]
     np.testing.assert_array_equal(np.load(depth), np.load(second / depth.relative_to(first)))
     assert callable(mannequin.evaluate) and "gt_dir" in inspect.signature(mannequin.evaluate).parameters
-    assert callable(mannequin.synth.render_clip) and callable(mannequin.evaluate.read_gt_depth)
+    assert callable(mannequin.testing.synth.render_clip) and callable(mannequin.evaluate.read_gt_depth)
 
 
 def test_import_is_lazy():

@@ -79,7 +79,7 @@ def _(tmp, clip):
 @case("pure camera rotation", "rotate.mp4", "camera only rotates")
 def _(tmp, clip):
     # the tiny clip's scene, filmed by a camera that turns in place (1.5° pan per frame, no translation)
-    from mannequin.synth import render_clip
+    from mannequin.testing.synth import render_clip
 
     rot = render_clip(seed=5, n_frames=10, width=192, height=144, motion="rotate")
     return [_video(tmp / "rotate.mp4", rot.images)]

@@ -149,7 +149,7 @@ def test_status_files_and_summary(tmp_path):
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
-    from mannequin.synth import synth
+    from mannequin.testing.synth import synth
 
     base = tmp_path_factory.mktemp("clips")
     out = []

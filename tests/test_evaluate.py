@@ -140,7 +140,7 @@ def test_integer_disparity_reads_zero_as_unknown(tmp_path):
 
 def make_workspace(root, labels: dict, width: int, height: int, fx: float):
     """A workspace with a PINHOLE sparse model of the named frames and their label maps."""
-    from mannequin.cameras import CameraFrame, Intrinsics, Pose, to_reconstruction
+    from mannequin.io.cameras import CameraFrame, Intrinsics, Pose, to_reconstruction
     from mannequin.workspace import Workspace
 
     ws = Workspace(root).create()
@@ -276,7 +276,7 @@ def test_pixelwise_eval_of_a_rolling_shutter_workspace_warns(tiny_clip, tiny_run
 
 
 def test_sparse_depth_map_keeps_the_nearest_point_per_pixel():
-    from mannequin.views import SparseGeometry, sparse_depth_map
+    from mannequin.stereo.views import SparseGeometry, sparse_depth_map
 
     K = np.array([[10.0, 0, 4.0], [0, 10.0, 3.0], [0, 0, 1]])
     pts = np.array([[0.0, 0.0, 2.0],      # pixel centre (4.5, 3.5)?  projects to (4, 3): col 4, row 3
@@ -493,7 +493,7 @@ def test_eval_agrees_with_an_independent_numpy_computation(tmp_path):
     per clip; the ATE after Sim(3) as % of the GT path) recomputed here in plain numpy."""
     from scipy.spatial.transform import Rotation
 
-    from mannequin.cameras import CameraFrame, Intrinsics, Pose, to_reconstruction, write_cameras
+    from mannequin.io.cameras import CameraFrame, Intrinsics, Pose, to_reconstruction, write_cameras
     from mannequin.workspace import Workspace
 
     rng = np.random.default_rng(11)

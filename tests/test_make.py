@@ -73,7 +73,7 @@ def test_make_bench_runs_every_benchmark_script():
         line = next(ln for ln in _make("-n", target).stdout.splitlines() if "for b in" in ln)
         return set(line.split("for b in", 1)[1].split(";", 1)[0].split())
 
-    helpers = {"common", "numpy_sweep", "summary"}  # shared code, the numpy baseline and the collector
+    helpers = {"common", "summary"}  # shared code and the collector
     scripts = {p.stem for p in bench.glob("*.py")} - helpers
     studies = {p.stem for p in (bench / "studies").glob("*.py")}
     assert scripts and studies

@@ -89,8 +89,8 @@ def test_pose_timestamps_take_the_camera_files_frames(tiny_clip, tmp_path):
     of the video, or no camera file at all, is a one-line error."""
     import pytest
 
-    from mannequin.cameras import read_cameras
     from mannequin.errors import InputError
+    from mannequin.io.cameras import read_cameras
 
     lines = (tiny_clip / "cameras.txt").read_text().splitlines()
     sub = tmp_path / "every3.txt"
@@ -144,13 +144,13 @@ def test_interrupted_rerun_leaves_nothing_that_looks_finished(tiny_run, tiny_cli
 
     import pytest
 
-    import mannequin.fusion
+    import mannequin.fuse.stage
     from mannequin.errors import InputError
     from mannequin.evaluate import evaluate
 
     ws_root = tmp_path / "ws"
     shutil.copytree(tiny_run.root, ws_root)
-    real = mannequin.fusion.filter_from_votes
+    real = mannequin.fuse.stage.filter_from_votes
     calls = []
 
     def interrupt_third(*a, **k):
@@ -159,7 +159,7 @@ def test_interrupted_rerun_leaves_nothing_that_looks_finished(tiny_run, tiny_cli
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(mannequin.fusion, "filter_from_votes", interrupt_third)
+    monkeypatch.setattr(mannequin.fuse.stage, "filter_from_votes", interrupt_third)
     cfg = fast_config(fuse={"rel_depth": 0.02})
     with pytest.raises(KeyboardInterrupt):
         run_video(tiny_clip / "video.mp4", ws_root, poses=tiny_clip / "cameras.txt", config=cfg)
@@ -169,7 +169,7 @@ def test_interrupted_rerun_leaves_nothing_that_looks_finished(tiny_run, tiny_cli
         assert not gone.exists(), gone
     with pytest.raises(InputError, match="stage fuse has not finished"):
         evaluate(ws, tiny_clip / "depth")
-    monkeypatch.setattr(mannequin.fusion, "filter_from_votes", real)
+    monkeypatch.setattr(mannequin.fuse.stage, "filter_from_votes", real)
     run_video(tiny_clip / "video.mp4", ws_root, poses=tiny_clip / "cameras.txt", config=cfg)
     assert len(list(ws.labels_dir.glob("??????.npy"))) == 10 and (ws.labels_dir / "index.csv").exists()
     assert evaluate(ws, tiny_clip / "depth")["clip"]["density"] > 0.3

@@ -1,0 +1,267 @@
+"""Stage ``stereo``: a dense depth map and confidence for every frame of WS/images.
+
+Sources per frame come from the sparse model (:mod:`mannequin.stereo.views`) and are written to
+``WS/stereo/views.json``; each frame's depth range comes from the sparse points it sees.  The
+sweep itself is :func:`mannequin.stereo.sweep.plane_sweep` (Numba kernels in :mod:`mannequin.stereo.kernels.fronto`).
+Frames finish one by one (atomic writes), so a killed run resumes at the first missing frame;
+``WS/stereo/params.json`` holds the stage hash the finished frames were made with.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import List, Sequence, Tuple
+
+import numpy as np
+
+from mannequin.config import FuseConfig, StereoConfig
+from mannequin.errors import InputError
+from mannequin.result import StageResult
+from mannequin.stereo.views import (
+    depth_range,
+    ground_plane,
+    neighbours_for,
+    plane_offset_range,
+    relative_pose,
+    select_views,
+    sparse_geometry,
+    world_to_camera,
+)
+from mannequin.workspace import Workspace, prune_frames, save_npy, write_json
+
+log = logging.getLogger("mannequin.stereo.stage")
+
+WINDOW_FILE = "window.json"
+GROUND_FILE = "ground.json"
+#: A pixel takes the ground sweep's depth when its cost is lower than the fronto-parallel one's
+#: by more than this (1 - ZNCC units).
+GROUND_MARGIN = 0.0
+#: The ground sweep's planes, as a share of ``n_planes`` (its offset range is narrower).
+GROUND_PLANES = 0.5
+#: ... and only where the two agree within this (relative): the ground sweep refines the floor; a
+#: pixel elsewhere whose ground-plane cost happens to be lower at another depth keeps its own
+#: (without this rule the synthetic clips lost 1-2 points of label density).
+GROUND_AGREE = 0.05
+# The window choice's agreement test: the fuse stage's defaults.
+PROBE_REL_DEPTH = FuseConfig.rel_depth
+PROBE_REPROJ_PX = FuseConfig.reproj_px
+
+
+def load_image(path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 image."""
+    import imageio.v3 as iio
+
+    img = iio.imread(path)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    return np.ascontiguousarray(img[..., :3])
+
+
+def run_stereo(ws: Workspace, cfg: StereoConfig, *, stage_hash: str = "", progress: bool = False) -> StageResult:
+    """Plane-sweep every registered frame; writes WS/depth/<name>.npy and <name>.conf.npy.
+
+    Frames already computed with the same ``stage_hash`` are kept.  Returns a
+    :class:`~mannequin.result.StageResult` (output ``ws.depth_dir``) whose report holds the number of
+    frames with depth, the matching window and its agreement.
+    """
+    from tqdm import tqdm
+
+    from mannequin.stereo.sweep import plane_sweep
+
+    if not (ws.sparse_dir / "images.bin").exists() and not (ws.sparse_dir / "images.txt").exists():
+        raise InputError(f"{ws.sparse_dir}: no sparse model (run 'mannequin sfm {ws.root}' first)")
+    check_window_options(cfg)
+    rec = ws.read_sparse()
+    geo = sparse_geometry(rec)
+    if len(geo.names) < 2:
+        raise InputError(f"{ws.sparse_dir}: need at least 2 registered images, found {len(geo.names)}")
+    views = select_views(geo, cfg.n_sources, cfg.min_angle_deg)
+    ground = ground_plane(geo) if cfg.ground_sweep else None
+    params_path = ws.stereo_dir / "params.json"
+    previous = _read_json(params_path)
+    if previous.get("hash") != stage_hash or not stage_hash:
+        # Outputs of other options (or of unknown origin) must not be mixed with new ones.
+        for p in sorted(ws.depth_dir.glob("*.npy")) if ws.depth_dir.exists() else []:
+            p.unlink()
+        (ws.stereo_dir / WINDOW_FILE).unlink(missing_ok=True)
+    ws.depth_dir.mkdir(parents=True, exist_ok=True)
+    index = {n: k for k, n in enumerate(geo.names)}
+    ranges = {n: depth_range(geo, index[n], cfg.depth_percentiles, cfg.depth_margin) for n in geo.names}
+    # per frame: the ground-plane normal in the camera and the plane offsets to sweep
+    along = {n: plane_offset_range(geo, index[n], ground) for n in geo.names} if ground else {}
+    write_json(ws.stereo_dir / "views.json", {
+        n: {"sources": views[n], "depth_range": list(ranges[n]),
+            **({"ground_offsets": list(along[n][1])} if ground else {})}
+        for n in geo.names})
+    write_json(ws.stereo_dir / GROUND_FILE, {"enabled": cfg.ground_sweep, "found": ground is not None,
+                                             **({"normal": ground[0].tolist(), "offset": ground[1]} if ground else {})})
+    if cfg.ground_sweep:
+        log.info("stereo: %s", "second sweep along the ground plane (normal %s)" % np.round(ground[0], 3).tolist()
+                 if ground else "no ground plane in the sparse points: fronto-parallel sweep only")
+    write_json(params_path, {"hash": stage_hash, "config": _asdict(cfg)})
+    cache: dict = {}
+
+    def image(name):
+        if name not in cache:
+            if len(cache) > 2 * cfg.n_sources + 2:
+                cache.pop(next(iter(cache)))
+            cache[name] = load_image(ws.images_dir / name)
+        return cache[name]
+
+    timings = []
+
+    def sweep(name, window):
+        i = index[name]
+        srcs = views[name]
+        if not srcs:
+            h, w = geo.sizes[i][1], geo.sizes[i][0]
+            return np.zeros((h, w), np.float32), np.zeros((h, w), np.float32)
+        Rs, ts = zip(*(relative_pose(geo, i, index[s]) for s in srcs))
+        t0 = time.perf_counter()
+        args = (image(name), [image(s) for s in srcs], geo.K[i], [geo.K[index[s]] for s in srcs], list(Rs), list(ts))
+        kw = dict(n_planes=cfg.n_planes, window=window, top_k=cfg.top_k, min_angle_deg=cfg.min_angle_deg,
+                  shift=None if cfg.shift < 0 else cfg.shift, smooth=None if cfg.smooth < 0 else cfg.smooth)
+        if ground is None:
+            out = plane_sweep(*args, ranges[name], **kw)
+        else:
+            depth, conf, cost = plane_sweep(*args, ranges[name], return_cost=True, **kw)
+            n_cam, offsets = along[name]
+            kw["n_planes"] = max(8, int(round(cfg.n_planes * GROUND_PLANES)))
+            gd, gc, gk = plane_sweep(*args, offsets, return_cost=True, normal=n_cam, **kw)
+            out = combine_sweeps((depth, conf, cost), (gd, gc, gk))
+        timings.append(time.perf_counter() - t0)
+        return out
+
+    def save(name, depth, conf):
+        stem = Path(name).stem
+        save_npy(ws.conf_path(stem), conf.astype(np.float32))
+        save_npy(ws.depth_path(stem), depth.astype(np.float32))  # depth last: it marks the frame done
+
+    for name in geo.names:
+        if not views[name]:
+            log.warning("%s: no source view with parallax; no depth for this frame", name)
+    window = _choose_window(ws, cfg, geo, views, sweep, save, progress=progress)
+    bar = tqdm(geo.names, desc=f"stereo (window {window})", unit="frame", disable=not progress, dynamic_ncols=True)
+    for name in bar:
+        stem = Path(name).stem
+        if ws.depth_path(stem).exists() and ws.conf_path(stem).exists():
+            continue
+        save(name, *sweep(name, window))
+    prune_frames(ws.depth_dir, [Path(n).stem for n in geo.names], (".conf.npy", ".npy"))
+    if timings:
+        log.debug("stereo: %.2f s per frame", float(np.mean(timings)))
+    choice = _read_json(ws.stereo_dir / WINDOW_FILE)
+    return StageResult("stereo", ws.depth_dir, {
+        "frames": len(list(ws.depth_dir.glob("*.conf.npy"))), "window": window,
+        "window_agreement": choice.get("agreement")})
+
+
+def combine_sweeps(fronto, ground, margin: float = None):
+    """Per pixel, the better of two sweeps' (depth, confidence, cost) triples (``plane_sweep(...,
+    return_cost=True)``; cost 1 - ZNCC, NaN = none): the ground sweep's estimate where both have
+    one, its cost is below the fronto-parallel one's by more than ``margin`` (default
+    :data:`GROUND_MARGIN`) and the depths agree within :data:`GROUND_AGREE`.  Returns (depth,
+    confidence) float32."""
+    margin = GROUND_MARGIN if margin is None else margin
+    (d, c, k), (gd, gc, gk) = fronto, ground
+    use = (gd > 0) & np.isfinite(gk) & (d > 0) & np.isfinite(k) & (gk < k - margin)
+    use &= np.abs(gd - d) <= GROUND_AGREE * d
+    return np.where(use, gd, d).astype(np.float32), np.where(use, gc, c).astype(np.float32)
+
+
+def check_window_options(cfg: StereoConfig) -> None:
+    """Raise :class:`InputError` naming the option unless the window options are usable."""
+    for w in (cfg.window, *cfg.window_candidates):
+        if not (isinstance(w, int) and w >= 3 and w % 2 == 1):
+            raise InputError(f"stereo.window / stereo.window_candidates: {w!r} is not an odd integer >= 3")
+    if not 0.0 <= cfg.window_min_agreement <= 1.0:
+        raise InputError(f"stereo.window_min_agreement {cfg.window_min_agreement:g}: expected a share in [0, 1]")
+    if cfg.probe_frames < 0:
+        raise InputError(f"stereo.probe_frames {cfg.probe_frames}: expected >= 0")
+
+
+def probe_pairs(names: Sequence[str], views: dict, n: int) -> List[Tuple[str, str]]:
+    """``n`` (probe, neighbour) frame pairs for the window choice: probes evenly spread over the
+    clip (never the first or last frame when there are more), each with its first fusion
+    neighbour (:func:`mannequin.stereo.views.neighbours_for`: its first stereo source).  ``views``: the
+    stereo sources per frame name."""
+    names = list(names)
+    if n <= 0 or len(names) < 2:
+        return []
+    picks = sorted({int(round(k)) for k in np.linspace(0, len(names) - 1, n + 2)[1:-1]})
+    out = []
+    for k in picks:
+        nb = neighbours_for(names, views.get(names[k], []), names[k], 1)
+        if nb:
+            out.append((names[k], nb[0]))
+    return out
+
+
+def _choose_window(ws: Workspace, cfg: StereoConfig, geo, views: dict, sweep, save, *, progress: bool) -> int:
+    """The matching window of the clip: ``cfg.window``, or a larger one of
+    ``cfg.window_candidates`` when the base window's depth maps agree poorly between frames.
+
+    Agreement: the share of a probe frame's pixels whose depth agrees with its neighbour's (the
+    fuse stage's test, :data:`PROBE_REL_DEPTH` and :data:`PROBE_REPROJ_PX`), averaged over
+    :func:`probe_pairs`.  Below ``cfg.window_min_agreement`` (blurred or noisy footage: the labels
+    would come out sparse), the candidates are tried in increasing size while the agreement grows,
+    and the window with the highest agreement is kept.  The choice and the agreements go to
+    ``WS/stereo/window.json`` (read back when a killed run resumes); the probe frames' depth maps
+    of the chosen window are the stage's outputs, so the base window costs nothing extra.
+    """
+    from mannequin.fuse.consistency import check_geometric_consistency
+
+    path = ws.stereo_dir / WINDOW_FILE
+    done = _read_json(path)
+    if isinstance(done.get("window"), int):
+        return done["window"]
+    pairs = probe_pairs(geo.names, views, cfg.probe_frames) if cfg.window_candidates else []
+    if not pairs:
+        write_json(path, {"window": cfg.window, "agreement": {}, "probes": []})
+        return cfg.window
+    index = {n: k for k, n in enumerate(geo.names)}
+    frames = sorted({n for pair in pairs for n in pair})
+
+    def agreement(maps) -> float:
+        shares = []
+        for a, b in pairs:
+            ia, ib = index[a], index[b]
+            mask = check_geometric_consistency(
+                maps[a][0], geo.K[ia], world_to_camera(geo, ia), maps[b][0], geo.K[ib], world_to_camera(geo, ib),
+                max_rel_depth=PROBE_REL_DEPTH, max_reproj_px=PROBE_REPROJ_PX)[0]
+            shares.append(float(mask.mean()))
+        return float(np.mean(shares))
+
+    from tqdm import tqdm
+
+    tried, best, best_maps = {}, None, {}
+    for window in (cfg.window, *sorted(w for w in cfg.window_candidates if w > cfg.window)):
+        maps = {n: sweep(n, window) for n in tqdm(frames, desc=f"stereo probe (window {window})", unit="frame",
+                                                   disable=not progress, dynamic_ncols=True, leave=False)}
+        tried[window] = agreement(maps)
+        log.info("stereo: window %d: %.1f%% of probe pixels agree with a neighbour", window, 100 * tried[window])
+        if best is not None and tried[window] <= tried[best]:
+            break  # the agreement stopped growing
+        best, best_maps = window, maps
+        if window == cfg.window and tried[window] >= cfg.window_min_agreement:
+            break
+    write_json(path, {"window": best, "agreement": {str(w): a for w, a in tried.items()},
+                      "probes": [list(p) for p in pairs], "min_agreement": cfg.window_min_agreement})
+    for name, (depth, conf) in best_maps.items():
+        save(name, depth, conf)
+    return best
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _asdict(cfg) -> dict:
+    import dataclasses
+
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))

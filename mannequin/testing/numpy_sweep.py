@@ -1,0 +1,203 @@
+"""Plain numpy/scipy plane sweep (speed baseline and correctness oracle) and its synthetic views.
+
+``numpy_plane_sweep`` computes the same cost as :func:`mannequin.stereo.sweep.plane_sweep` —
+bilinear warp through each fronto-parallel plane (``scipy.ndimage.map_coordinates``, order 1,
+edge-replicated), ZNCC over a box window (``scipy.ndimage.uniform_filter``, edge-replicated),
+invalid where the warped window centre leaves the source, mean of the best ``top_k`` valid source
+costs — but holds the whole cost volume in float64.  It re-derives the warp by back-projecting
+each pixel to 3-D instead of using the homography, so it also checks the kernel's geometry.
+
+A helper module, not a benchmark script: ``benchmarks/stereo.py`` times the baseline beside the
+kernel in the same run (and uses :func:`plane_scene`), and ``tests/test_sweep.py`` uses it as the
+oracle.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.ndimage import gaussian_filter, map_coordinates, uniform_filter
+
+MIN_STD = 0.5 / 255.0   # same constants as mannequin.stereo.sweep
+CONF_SCALE = 0.5
+_GREY = np.array([0.299, 0.587, 0.114])
+
+
+def _grey(img) -> np.ndarray:
+    a = np.asarray(img)
+    if a.dtype == np.uint8 or a.dtype == np.uint16:
+        a = a.astype(np.float64) / np.iinfo(a.dtype).max
+    else:
+        a = a.astype(np.float64)
+    if a.ndim == 3:
+        a = a[..., :3] @ _GREY
+    return a
+
+
+def numpy_plane_sweep(ref, sources, K_ref, K_sources, R, t, depth_range, n_planes=128, window=7,
+                      top_k=2, *, min_angle_deg=1.0, subpixel=False, return_volume=False):
+    """Reference implementation.  Returns (depth, conf[, volume (P,H,W) float32, inf = no vote])."""
+    I = _grey(ref) - 0.5
+    H, W = I.shape
+    near, far = depth_range
+    inv_d = np.linspace(1.0 / near, 1.0 / far, n_planes)
+    mid = 2.0 / (1.0 / near + 1.0 / far)
+    srcs = []
+    for img, Ks, Rs, ts in zip(sources, K_sources, R, t):
+        Rs = np.asarray(Rs, float)
+        ts = np.asarray(ts, float).ravel()
+        C = -Rs.T @ ts
+        u, v = np.meshgrid(np.linspace(0.5, W - 0.5, 5), np.linspace(0.5, H - 0.5, 5))
+        X = np.linalg.solve(np.asarray(K_ref, float), np.stack([u.ravel(), v.ravel(), np.ones(25)]))
+        X = X / X[2] * mid
+        cosang = np.sum(X * (X - C[:, None]), 0) / (np.linalg.norm(X, axis=0)
+                                                   * np.linalg.norm(X - C[:, None], axis=0))
+        if np.median(np.degrees(np.arccos(np.clip(cosang, -1, 1)))) >= min_angle_deg:
+            srcs.append((_grey(img) - 0.5, np.asarray(Ks, float), Rs, ts))
+    vol = np.full((n_planes, H, W), np.inf, np.float32)
+    if srcs:
+        k = min(top_k, len(srcs))
+        mI = uniform_filter(I, window, mode="nearest")
+        varI = np.maximum(uniform_filter(I * I, window, mode="nearest") - mI * mI, 0)
+        ref_ok = varI >= MIN_STD ** 2
+        sdI = np.sqrt(np.maximum(varI, 1e-30))
+        rr, cc = np.mgrid[0:H, 0:W].astype(np.float64)
+        pix = np.stack([cc + 0.5, rr + 0.5, np.ones_like(cc)])          # pixel centres
+        rays = np.einsum("ij,jhw->ihw", np.linalg.inv(np.asarray(K_ref, float)), pix)
+        for p in range(n_planes):
+            X = rays / rays[2] / inv_d[p]                                  # points on z = d
+            costs = np.full((len(srcs), H, W), np.inf)
+            for s, (src, Ks, Rs, ts) in enumerate(srcs):
+                Xs = np.einsum("ij,jhw->ihw", Rs, X) + ts[:, None, None]
+                q = np.einsum("ij,jhw->ihw", Ks, Xs)
+                z = q[2]
+                zs = np.where(z > 1e-12, z, 1e-12)
+                x = q[0] / zs - 0.5                                        # array-index coords
+                y = q[1] / zs - 0.5
+                hs, ws = src.shape
+                inside = (z > 1e-12) & (x >= -0.5) & (x <= ws - 0.5) & (y >= -0.5) & (y <= hs - 0.5)
+                x = np.clip(x, 0, ws - 1)
+                y = np.clip(y, 0, hs - 1)
+                Wp = map_coordinates(src, [y, x], order=1, mode="nearest")
+                mW = uniform_filter(Wp, window, mode="nearest")
+                varW = uniform_filter(Wp * Wp, window, mode="nearest") - mW * mW
+                cov = uniform_filter(I * Wp, window, mode="nearest") - mI * mW
+                ncc = cov / (sdI * np.sqrt(np.maximum(varW, MIN_STD ** 2)))
+                ok = inside & ref_ok
+                costs[s][ok] = 1.0 - np.clip(ncc[ok], -1, 1)
+            costs.sort(axis=0)
+            top = costs[:k]
+            fin = np.isfinite(top)
+            n = fin.sum(0)
+            agg = np.where(fin, top, 0).sum(0) / np.maximum(n, 1)
+            vol[p] = np.where(n > 0, agg, np.inf)
+    depth, conf = wta(vol, inv_d, subpixel)
+    return (depth, conf, vol) if return_volume else (depth, conf)
+
+
+def wta(vol, inv_d, subpixel=False):
+    """Winner-take-all over a (P,H,W) cost volume with the kernel's parabola and confidence.
+
+    Confidence = clip(1 - best) * clip((second - best) / CONF_SCALE) where ``second`` is the
+    lowest local minimum of the cost curve more than two planes from the winner (2 if none).
+    """
+    P, H, W = vol.shape
+    idx = np.argmin(vol, axis=0)
+    best = np.take_along_axis(vol, idx[None], 0)[0].astype(np.float64)
+    has = np.isfinite(best)
+    pad = np.full((1, H, W), np.inf, vol.dtype)
+    below = np.concatenate([pad, vol[:-1]])            # cost at plane q-1
+    above = np.concatenate([vol[1:], pad])             # cost at plane q+1
+    locmin = (vol < below) & (vol <= above) & np.isfinite(vol)
+    planes = np.arange(P)[:, None, None]
+    far_from = np.abs(planes - idx[None]) > 2
+    second = np.where(locmin & far_from, vol, np.inf).min(0)
+    second = np.minimum(second, 2.0)
+    x = idx.astype(np.float64)
+    if subpixel:
+        im = np.clip(idx - 1, 0, P - 1)
+        ip = np.clip(idx + 1, 0, P - 1)
+        cm = np.take_along_axis(vol, im[None], 0)[0].astype(np.float64)
+        cp = np.take_along_axis(vol, ip[None], 0)[0].astype(np.float64)
+        den = cm - 2 * best + cp
+        use = (idx > 0) & (idx < P - 1) & np.isfinite(cm) & np.isfinite(cp) & (den > 1e-9)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            delta = np.clip(0.5 * (cm - cp) / den, -0.5, 0.5)
+        x = x + np.where(use, delta, 0.0)
+    step = (inv_d[-1] - inv_d[0]) / (P - 1)
+    inv = inv_d[0] + x * step
+    depth = np.where(has, 1.0 / inv, 0.0).astype(np.float32)
+    with np.errstate(invalid="ignore"):
+        conf = np.clip(1 - best, 0, 1) * np.clip((second - best) / CONF_SCALE, 0, 1)
+    conf = np.where(has, conf, 0.0).astype(np.float32)
+    return depth, conf
+
+
+# --------------------------------------------------------------------------- synthetic views
+def make_texture(size=512, sigma=1.5, seed=0) -> np.ndarray:
+    """Smooth-ish random texture in about [0.1, 0.9]."""
+    rng = np.random.default_rng(seed)
+    fine = gaussian_filter(rng.standard_normal((size, size)), sigma)
+    coarse = gaussian_filter(rng.standard_normal((size, size)), 6 * sigma)
+    tex = fine / fine.std() + 0.7 * coarse / coarse.std()
+    tex = (tex - tex.mean()) / tex.std()
+    return np.clip(0.5 + 0.15 * tex, 0.0, 1.0)
+
+
+def render_plane(K, R, t, shape, plane_point, e1, e2, texture, texel):
+    """Render a textured plane seen by camera X_cam = R X + t (K: pixel centres at +0.5).
+
+    The plane passes through ``plane_point`` with orthonormal in-plane axes ``e1, e2``; the texture
+    is sampled (cubic) at (e1·(X-P0), e2·(X-P0)) / texel around its centre.  Returns (image float
+    in [0,1], depth z in the camera).
+    """
+    H, W = shape
+    R = np.asarray(R, float)
+    t = np.asarray(t, float)
+    rr, cc = np.mgrid[0:H, 0:W].astype(np.float64)
+    pix = np.stack([cc + 0.5, rr + 0.5, np.ones_like(cc)])
+    rays = R.T @ np.einsum("ij,jhw->ihw", np.linalg.inv(K), pix).reshape(3, -1)
+    o = -R.T @ t
+    n = np.cross(e1, e2)
+    lam = (n @ (np.asarray(plane_point) - o)) / (n @ rays)
+    X = o[:, None] + lam * rays
+    d = X - np.asarray(plane_point)[:, None]
+    a = (np.asarray(e1) @ d) / texel + texture.shape[1] / 2
+    b = (np.asarray(e2) @ d) / texel + texture.shape[0] / 2
+    img = map_coordinates(texture, [b, a], order=3, mode="reflect").reshape(H, W)
+    z = (R @ X + t[:, None])[2].reshape(H, W)
+    return np.clip(img, 0, 1), z
+
+
+def plane_scene(H=120, W=160, n_src=4, slant_deg=0.0, depth=4.0, f=None, baseline=0.35, seed=0,
+                uint8=False):
+    """A reference and ``n_src`` translated/rotated sources looking at one textured plane.
+
+    Returns dict(ref, sources, K_ref, K_sources, R, t, depth_range, gt) with gt the true depth.
+    """
+    f = f or 1.0 * W
+    K = np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1.0]])
+    rng = np.random.default_rng(seed)
+    th = math.radians(slant_deg)
+    e1 = np.array([math.cos(th), 0.0, math.sin(th)])
+    e2 = np.array([0.0, 1.0, 0.0])
+    P0 = np.array([0.0, 0.0, depth])
+    tex = make_texture(1024, seed=seed)
+    texel = depth / f * 0.8
+    ref, gt = render_plane(K, np.eye(3), np.zeros(3), (H, W), P0, e1, e2, tex, texel)
+    sources, Rs, ts = [], [], []
+    for i in range(n_src):
+        ang = 2 * math.pi * i / n_src + rng.uniform(-0.3, 0.3)
+        C = baseline * np.array([math.cos(ang), 0.6 * math.sin(ang), rng.uniform(-0.2, 0.2)])
+        yaw = math.atan2(-C[0], depth) * 0.5                 # turn a bit towards the plane
+        Rs_ = np.array([[math.cos(yaw), 0, math.sin(yaw)], [0, 1, 0], [-math.sin(yaw), 0, math.cos(yaw)]])
+        t_ = -Rs_ @ C
+        img, _ = render_plane(K, Rs_, t_, (H, W), P0, e1, e2, tex, texel)
+        sources.append(img)
+        Rs.append(Rs_)
+        ts.append(t_)
+    if uint8:
+        ref = np.round(ref * 255).astype(np.uint8)
+        sources = [np.round(s * 255).astype(np.uint8) for s in sources]
+    return dict(ref=ref, sources=sources, K_ref=K, K_sources=[K] * n_src, R=Rs, t=ts,
+                depth_range=(depth / 2.0, depth * 2.5), gt=gt)
