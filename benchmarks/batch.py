@@ -55,6 +55,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import contextlib
+
 from common import cpu_model, print_target_table  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "batch.json"
@@ -80,10 +82,8 @@ def machine_info() -> dict:
             "python": platform.python_version(), "machine": platform.machine()}
     info["cpu_model"] = cpu_model()
     for mod in ("numpy", "numba", "dask", "distributed", "pycolmap", "open3d"):
-        try:
+        with contextlib.suppress(Exception):
             info[mod] = __import__(mod).__version__
-        except Exception:
-            pass
     return info
 
 

@@ -39,10 +39,10 @@ def print_target_table(rows) -> None:
     hdr = ("name", "measured", "target", "met")
     cells = [(n, m, t, "-" if ok is None else ("yes" if ok else "NO")) for n, m, t, ok in rows]
     w = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(hdr)]
-    print("  ".join(h.ljust(x) for h, x in zip(hdr, w)))
+    print("  ".join(h.ljust(x) for h, x in zip(hdr, w, strict=False)))
     print("  ".join("-" * x for x in w))
     for c in cells:
-        print("  ".join(v.ljust(x) for v, x in zip(c, w)))
+        print("  ".join(v.ljust(x) for v, x in zip(c, w, strict=False)))
 
 
 def machine_info() -> dict:
@@ -85,7 +85,7 @@ def print_table(rows: list, columns: list) -> None:
         cells.append([("" if r.get(k) is None else (f.format(r[k]) if f else str(r[k]))) for k, _, f in columns])
     widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
     for i, c in enumerate(cells):
-        print("  ".join(v.ljust(w) for v, w in zip(c, widths)))
+        print("  ".join(v.ljust(w) for v, w in zip(c, widths, strict=False)))
         if i == 0:
             print("  ".join("-" * w for w in widths))
 

@@ -156,7 +156,7 @@ def tum_figure(ws: Path, scale: float, path: Path, names=("000005", "000015", "0
     names = [n for n in names if n in K]
     fig, axes = plt.subplots(len(names), 5, figsize=(17, 2.9 * len(names)), squeeze=False)
     lo, hi = 0.5, 1.6
-    for ax_row, name in zip(axes, names):
+    for ax_row, name in zip(axes, names, strict=False):
         raw = np.load(ws / "depth" / f"{name}.npy") * scale
         label = np.load(ws / "labels" / f"{name}.npy") * scale
         gt = read_gt_depth(TUM / "depth" / f"{name}.png", 5000)
@@ -174,7 +174,7 @@ def tum_figure(ws: Path, scale: float, path: Path, names=("000005", "000015", "0
                   (np.where(label > 0, label, np.nan), f"label: {density:.0%} of Kinect px", dict(vmin=lo, vmax=hi, cmap="turbo")),
                   (np.where(gt > 0, gt, np.nan), "Kinect depth (m, distorted grid)", dict(vmin=lo, vmax=hi, cmap="turbo")),
                   (err, f"label error, AbsRel {absrel:.1%}", dict(vmin=-0.1, vmax=0.1, cmap="RdBu_r"))]
-        for ax, (img, title, kw) in zip(ax_row, panels):
+        for ax, (img, title, kw) in zip(ax_row, panels, strict=False):
             im = ax.imshow(img, **kw)
             ax.set_title(title, fontsize=9)
             ax.axis("off")
@@ -255,7 +255,7 @@ def colmap_fusion_row(ws: Path, clip: Path) -> dict:
     pts = np.array([p.xyz for p in rec.points3D.values()]).reshape(-1, 3)
     gts = [np.load(clip / "depth" / f"{n}.npy") for n in names]
     err = np.full(len(pts), np.inf)
-    for f, gt in zip(cams.frames, gts):
+    for f, gt in zip(cams.frames, gts, strict=False):
         h, w = gt.shape
         K = f.intrinsics(w, h).K
         X = pts @ f.pose.R.T + f.pose.t

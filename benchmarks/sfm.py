@@ -61,13 +61,14 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import contextlib
+
 from common import cpu_model  # noqa: E402
 
 DATA = Path(os.environ.get("MANNEQUIN_DATA", REPO.parent / "shared" / "data"))
@@ -153,8 +154,8 @@ def tum_clip(lo: int, hi: int, video: Path) -> tuple:
     order = sorted(g)  # the stems are the RGB timestamps
     video = _write_video(video, np.stack([iio.imread(g[n][0]) for n in order]), 30.0)
     names = [f"{k:06d}" for k in range(len(order))]
-    return (video, {k: g[n][1] for k, n in zip(names, order)}, {k: g[n][2] for k, n in zip(names, order)},
-            {k: float(n) for k, n in zip(names, order)})
+    return (video, {k: g[n][1] for k, n in zip(names, order, strict=False)}, {k: g[n][2] for k, n in zip(names, order, strict=False)},
+            {k: float(n) for k, n in zip(names, order, strict=False)})
 
 
 def sparse_structure(ws, depth_by_frame: dict, work: Path) -> dict:
@@ -322,7 +323,7 @@ def run_row(name: str, work: Path, out: dict) -> dict:
         src, fcfg = clip / "video.mp4", FramesConfig(max_size=max(SYNTH_W, SYNTH_H), blur_ratio=0.0)
         gt_frames = gt_mc(clip / "cameras.txt", SYNTH_W)
         gt_names = [f"{i:06d}" for i in range(len(gt_frames))]
-        gt = {n: p for n, (p, _) in zip(gt_names, gt_frames)}
+        gt = {n: p for n, (p, _) in zip(gt_names, gt_frames, strict=False)}
         gt_fx, gt_w = gt_frames[0][1], SYNTH_W
         if kind == "known":
             poses = clip / "cameras.txt"
@@ -372,11 +373,11 @@ def run_row(name: str, work: Path, out: dict) -> dict:
         unreg = set(summary.get("unregistered", []))
         reg = [n for n in names if n not in unreg]
         est = read_cameras(ws.cameras_txt).frames
-        inp = {n: f for n, f in zip(names, read_cameras(poses).frames)}
+        inp = {n: f for n, f in zip(names, read_cameras(poses).frames, strict=False)}
         diffs = [max(np.abs(e.pose.R - inp[n].pose.R).max(), np.abs(e.pose.t - inp[n].pose.t).max())
-                 for n, e in zip(reg, est)]
+                 for n, e in zip(reg, est, strict=False)]
         intr = [max(abs(e.fx - inp[n].fx), abs(e.fy - inp[n].fy), abs(e.cx - inp[n].cx), abs(e.cy - inp[n].cy))
-                for n, e in zip(reg, est)]
+                for n, e in zip(reg, est, strict=False)]
         out.update({"registered": len(reg), "registered_fraction": len(reg) / len(names),
                     "max_pose_diff": float(max(diffs)) if diffs else float("nan"),
                     "max_intrinsics_diff_normalised": float(max(intr)) if intr else float("nan"),
@@ -408,7 +409,7 @@ def child_main(name: str, work: Path) -> int:
 # ------------------------------------------------------------------------------------------------
 # Parent
 # ------------------------------------------------------------------------------------------------
-def check_targets(res: dict, targets: dict) -> tuple[Optional[bool], list]:
+def check_targets(res: dict, targets: dict) -> tuple[bool | None, list]:
     """(met, what was missed); met is None for a diagnostic row (no targets), failed or not."""
     if res.get("status") != "ok":
         return (False if targets else None), [f"failed: {res.get('error')}"]
@@ -472,9 +473,9 @@ def print_table(rows: list) -> None:
                       (r["target"] or "(diagnostic)") + extra,
                       {True: "yes", False: "NO", None: "-"}[r["met"]]])
     widths = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(hdr)]
-    print("  ".join(h.ljust(w) for h, w in zip(hdr, widths)))
+    print("  ".join(h.ljust(w) for h, w in zip(hdr, widths, strict=False)))
     for l in lines:
-        print("  ".join(c.ljust(w) for c, w in zip(l, widths)))
+        print("  ".join(c.ljust(w) for c, w in zip(l, widths, strict=False)))
     for r in rows:
         if r["missed"]:
             print(f"  {r['name']}: " + "; ".join(r["missed"]))
@@ -509,10 +510,8 @@ def git_commit():
 def machine_info() -> dict:
     info = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
             "machine": platform.machine()}
-    try:
+    with contextlib.suppress(Exception):
         info["sched_affinity"] = len(os.sched_getaffinity(0))
-    except Exception:
-        pass
     try:
         import pycolmap
 
@@ -557,7 +556,7 @@ def run_parent(names: list, keep: bool, timeout: float, quick: bool, results: Pa
     try:
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             outcomes = list(pool.map(lambda n: _run_child(n, work, timeout), names))
-        for name, res in zip(names, outcomes):
+        for name, res in zip(names, outcomes, strict=False):
             kind, params, targets = ROWS[name]
             met, missed = check_targets(res, targets)
             res.update({"name": name, "kind": kind, "params": params, "targets": targets,

@@ -85,6 +85,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import contextlib
+
 from common import cpu_model, print_target_table, save_figure  # noqa: E402
 
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -416,12 +418,12 @@ def plot_scaling(sc: dict, path: Path) -> Path:
 
     pts = sc["points"]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), sharey=True)
-    for ax, key, fixed, other in ((axes[0], "planes", ("sources", 4), "sources"),
+    for ax, key, fixed, _other in ((axes[0], "planes", ("sources", 4), "sources"),
                                   (axes[1], "sources", ("planes", 128), "planes")):
         line = sorted((p for p in pts if p[fixed[0]] == fixed[1]), key=lambda p: p[key])
         xs, ys = [p[key] for p in line], [p["hyp_per_s"] / 1e6 for p in line]
         ax.plot(xs, ys, "o-")
-        for p, x, y in zip(line, xs, ys):
+        for p, x, y in zip(line, xs, ys, strict=False):
             ax.annotate(f"{p['seconds']:.2f} s", (x, y), fontsize=7, xytext=(3, 5), textcoords="offset points")
         ax.set_xscale("log", base=2)
         ax.set_xticks(xs)
@@ -531,16 +533,12 @@ def git_commit():
 def machine_info(threads: int) -> dict:
     info = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
             "machine": platform.machine(), "threads_used": threads}
-    try:
+    with contextlib.suppress(Exception):
         info["sched_affinity"] = len(os.sched_getaffinity(0))
-    except Exception:
-        pass
     info["cpu_model"] = cpu_model()
     for mod in ("numpy", "scipy", "numba", "cv2"):
-        try:
+        with contextlib.suppress(Exception):
             info[mod] = __import__(mod).__version__
-        except Exception:
-            pass
     try:
         import numba
 

@@ -159,7 +159,7 @@ def run(refs, readout_ms: float = 0.0) -> dict:
                 m = valid & np.isfinite(w)
                 curve.append(float(np.median(zncc_map(grey[i], np.nan_to_num(w))[m])))
             photo[str(j)] = curve
-        Rs, ts = zip(*(relative(Rw, C, i, j) for j in srcs))
+        Rs, ts = zip(*(relative(Rw, C, i, j) for j in srcs), strict=False)
         d, c = plane_sweep(rgb[i], [rgb[j] for j in srcs], Kc, [Kc] * len(srcs), list(Rs), list(ts),
                            (0.4, 4.0), 128, min_angle_deg=0.5)
         frames.append({
@@ -178,7 +178,7 @@ def table(result: dict) -> list:
     for fr in result["frames"]:
         mean_curve = np.mean(list(fr["zncc_at_depth_factor"].values()), axis=0)
         best = result["factors"][int(np.argmax(mean_curve))]
-        curve = " ".join(f"{f:g}:{z:.3f}" for f, z in zip(result["factors"], mean_curve))
+        curve = " ".join(f"{f:g}:{z:.3f}" for f, z in zip(result["factors"], mean_curve, strict=False))
         rs = f", rolling shutter {fr['readout_ms']:g} ms" if fr.get("readout_ms") else ""
         rows.append({"name": f"tum mocap-pose oracle{rs}, ref {fr['ref']}: ZNCC at Kinect depth x f (mean of "
                              f"{len(fr['sources'])} sources, baselines {min(fr['baselines_mm']):.0f}-"

@@ -45,9 +45,9 @@ import sys
 import time
 import traceback
 from collections import deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence
 
 from mannequin.config import STAGES, Config, usable_cores
 from mannequin.errors import InputError, MannequinError
@@ -68,7 +68,7 @@ class Job:
 
     name: str
     video: Path
-    cameras: Optional[Path] = None
+    cameras: Path | None = None
     source: str = ""          # where it was listed (for error messages)
 
 
@@ -97,12 +97,12 @@ def _manifest_text(path: Path):
         raise InputError(f"{path}: cannot read manifest ({exc})") from None
 
 
-def _read_csv_manifest(path: Path) -> List[Job]:
+def _read_csv_manifest(path: Path) -> list[Job]:
     base, text = _manifest_text(path)
     lines = [(i, line) for i, line in enumerate(text.splitlines(), 1)
              if line.strip() and not line.lstrip().startswith("#")]
     rows = list(csv.reader(io.StringIO("\n".join(line for _, line in lines))))
-    jobs: List[Job] = []
+    jobs: list[Job] = []
     if not rows:
         return jobs
     header = [c.strip().lower() for c in rows[0]]
@@ -112,10 +112,10 @@ def _read_csv_manifest(path: Path) -> List[Job]:
             raise InputError(f"{path}: unknown manifest column(s) {', '.join(unknown)} "
                              f"(known: video, cameras, name)")
         col = {c: header.index(c) for c in header}
-        body = list(zip([n for n, _ in lines[1:]], rows[1:]))
+        body = list(zip([n for n, _ in lines[1:]], rows[1:], strict=False))
     else:
         col = {"video": 0, "cameras": 1}
-        body = list(zip([n for n, _ in lines], rows))
+        body = list(zip([n for n, _ in lines], rows, strict=False))
     for lineno, row in body:
         where = f"{path}:{lineno}"
         if len(row) > len(col) and any(c.strip() for c in row[len(col):]):
@@ -130,9 +130,9 @@ def _read_csv_manifest(path: Path) -> List[Job]:
     return jobs
 
 
-def _read_txt_manifest(path: Path) -> List[Job]:
+def _read_txt_manifest(path: Path) -> list[Job]:
     base, text = _manifest_text(path)
-    jobs: List[Job] = []
+    jobs: list[Job] = []
     for lineno, line in enumerate(text.splitlines(), 1):
         where = f"{path}:{lineno}"
         try:
@@ -150,7 +150,7 @@ def _read_txt_manifest(path: Path) -> List[Job]:
     return jobs
 
 
-def _folder_jobs(path: Path) -> List[Job]:
+def _folder_jobs(path: Path) -> list[Job]:
     """A folder INPUT: its videos; or, holding none, the folder itself as one clip of images; or,
     holding no images either, each sub-folder of images as a clip (a dataset of frame folders)."""
     from mannequin.frames.stage import list_images
@@ -168,7 +168,7 @@ def _folder_jobs(path: Path) -> List[Job]:
     return clips
 
 
-def expand_inputs(inputs: Iterable) -> List[Job]:
+def expand_inputs(inputs: Iterable) -> list[Job]:
     """The clips of ``inputs`` (video files, folders of videos, a folder of images or of image
     folders, .csv/.txt manifests) as :class:`Job` s.
 
@@ -178,7 +178,7 @@ def expand_inputs(inputs: Iterable) -> List[Job]:
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
-    jobs: List[Job] = []
+    jobs: list[Job] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
@@ -197,7 +197,7 @@ def expand_inputs(inputs: Iterable) -> List[Job]:
             jobs += found
         else:
             jobs.append(Job(path.stem, path.absolute(), None, str(path)))
-    unique: List[Job] = []
+    unique: list[Job] = []
     by_name = {}
     for job in jobs:
         _check_name(job.name, f"{job.video} ({job.source})")  # a stem of '..' would leave ROOT
@@ -216,7 +216,7 @@ def expand_inputs(inputs: Iterable) -> List[Job]:
 
 # --- one video (runs on a worker) ----------------------------------------------------------------
 
-def is_finished(workspace, video, cameras=None, config: Optional[Config] = None) -> bool:
+def is_finished(workspace, video, cameras=None, config: Config | None = None) -> bool:
     """True when every stage of ``workspace`` is stamped with the hash that ``run_video`` would
     compute now for this video, camera file and config (so running it again would skip them all)."""
     from mannequin.pipeline import stage_hash
@@ -247,7 +247,7 @@ def _row(job: Job, root: Path, state: str, reason: str = "", seconds: float = 0.
             "workspace": str(ws.root)}
 
 
-def _limit_threads(threads_by_host: Optional[dict]) -> Optional[int]:
+def _limit_threads(threads_by_host: dict | None) -> int | None:
     """Numba/OpenMP threads for this task: cores of this host // worker threads on this host."""
     n = None
     try:
@@ -283,8 +283,8 @@ class _ThreadFilter(logging.Filter):
         return threading.get_ident() == self.ident
 
 
-def process_video(job: Job, root, config: Optional[dict] = None,
-                  threads_by_host: Optional[dict] = None) -> dict:
+def process_video(job: Job, root, config: dict | None = None,
+                  threads_by_host: dict | None = None) -> dict:
     """Run one video into ``root/<name>`` and return its status row; never raises an Exception.
 
     The pipeline's log records (INFO and up) and Python warnings of this task go to
@@ -367,7 +367,7 @@ def _import_distributed():
     return distributed
 
 
-def local_cluster(workers: Optional[int] = None, *, retries: int = 2):
+def local_cluster(workers: int | None = None, *, retries: int = 2):
     """An embedded ``LocalCluster``: ``workers`` (default: usable cores) one-thread worker processes,
     each with ``NUMBA_NUM_THREADS = OMP_NUM_THREADS = MKL_NUM_THREADS = OPENBLAS_NUM_THREADS =
     max(1, cores // workers)`` in its environment, quiet logs, no dashboard, and a task re-run on up
@@ -472,7 +472,7 @@ def _failure_reason(future, retries: int) -> str:
 
 # --- the batch -----------------------------------------------------------------------------------
 
-def write_status(root, rows: Sequence[dict], config: Optional[Config] = None) -> tuple:
+def write_status(root, rows: Sequence[dict], config: Config | None = None) -> tuple:
     """Write ``root/status.csv`` and ``root/status.json`` atomically; returns their paths."""
     root = Path(root)
     buf = io.StringIO()
@@ -495,7 +495,7 @@ def summarize(rows: Sequence[dict]) -> dict:
             "seconds": round(sum(r.get("seconds") or 0 for r in rows), 2)}
 
 
-def format_summary(rows: Sequence[dict], wall_seconds: Optional[float] = None) -> str:
+def format_summary(rows: Sequence[dict], wall_seconds: float | None = None) -> str:
     """The final table: one line of totals, then one line per failed video with its reason."""
     s = summarize(rows)
     cols = ["videos", "done", "failed", "skipped", "frames", "labels"]
@@ -517,8 +517,8 @@ def _line(row: dict) -> str:
             f"{row.get('labels') or 0} labels{extra}, {row['seconds']:.1f} s")
 
 
-def run_batch(inputs, out_root, *, config: Optional[Config] = None, scheduler=None,
-              workers: Optional[int] = None, progress: bool = False, retries: int = 2) -> List[dict]:
+def run_batch(inputs, out_root, *, config: Config | None = None, scheduler=None,
+              workers: int | None = None, progress: bool = False, retries: int = 2) -> list[dict]:
     """Run every video of ``inputs`` into ``out_root/<name>/`` on a Dask cluster; returns the status rows.
 
     ``inputs``: video files, folders of videos, ``.csv``/``.txt`` manifests (see the module doc).
@@ -622,10 +622,7 @@ def run_batch(inputs, out_root, *, config: Optional[Config] = None, scheduler=No
             for fut in running:
                 in_flight -= 1
                 job = futures[fut]
-                if fut.status == "finished":
-                    row = fut.result()
-                else:
-                    row = _row(job, root, "failed", _failure_reason(fut, retries))
+                row = fut.result() if fut.status == "finished" else _row(job, root, "failed", _failure_reason(fut, retries))
                 record(row)
                 while queue and in_flight < _task_slots(client, 1):
                     submit_next()

@@ -10,8 +10,8 @@ import argparse
 import logging
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 from mannequin.errors import InputError, MannequinError
 
@@ -61,7 +61,7 @@ def _config_args(p: argparse.ArgumentParser, frames: bool = False) -> None:
                    "default -1: estimated when the camera turns fast)")
 
 
-def resolve_config(args, workspace: Optional[Path] = None) -> "Config":  # noqa: F821 (imported lazily)
+def resolve_config(args, workspace: Path | None = None) -> Config:  # noqa: F821 (imported lazily)
     """The config: the workspace's config.json (stage commands) or ``--preset``, then ``--config``,
     ``--max-size``, ``--fps``, ``--intrinsics`` and ``--readout-ms``, in that order."""
     from mannequin.config import Config, preset
@@ -312,7 +312,7 @@ def _setup_logging(debug: bool, quiet: bool) -> None:
     log.propagate = False
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -12,7 +12,7 @@ import json
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional, Tuple
+from typing import Any
 
 from mannequin.errors import InputError
 
@@ -39,7 +39,7 @@ class FramesConfig:
 
     max_size: int = 640
     stride: int = 1
-    fps: Optional[float] = None
+    fps: float | None = None
     max_frames: int = 0
     blur_window: int = 9
     blur_ratio: float = 0.35
@@ -140,7 +140,7 @@ class SfmConfig:
     exhaustive_fallback_below: float = 0.9
     guided_matching: str = "exhaustive"
     refit_prior_above: float = 0.2
-    vocab_tree: Optional[str] = None
+    vocab_tree: str | None = None
     mapper: str = "incremental"
     init_min_tri_angle: float = 4.0
     restarts: int = 3
@@ -150,16 +150,16 @@ class SfmConfig:
     min_triangulation_deg: float = 1.0
     min_parallax_deg: float = 0.15
     max_rotation_rate_deg_s: float = 30.0
-    intrinsics: Optional[str] = None
+    intrinsics: str | None = None
     fov_deg: float = 60.0
-    fov_candidates: Tuple[float, ...] = (45.0, 75.0)
+    fov_candidates: tuple[float, ...] = (45.0, 75.0)
     fov_check_below_deg: float = 5.0
     max_focal_spread: float = 0.05
     min_distortion_gain: float = 0.01
     deterministic: bool = True
     refine_intrinsics: bool = False
     readout_ms: float = -1.0
-    readout_candidates_ms: Tuple[float, ...] = (10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0)
+    readout_candidates_ms: tuple[float, ...] = (10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0)
     readout_min_gain: float = 0.02
     readout_sure_gain: float = 0.07
     ba_loss_px: float = 0.5
@@ -200,9 +200,9 @@ class StereoConfig:
     shift: int = -1
     smooth: int = -1
     min_angle_deg: float = 1.0
-    depth_percentiles: Tuple[float, float] = (1.0, 99.0)
+    depth_percentiles: tuple[float, float] = (1.0, 99.0)
     depth_margin: float = 0.15
-    window_candidates: Tuple[int, ...] = (11, 15, 21)
+    window_candidates: tuple[int, ...] = (11, 15, 21)
     window_min_agreement: float = 0.5
     probe_frames: int = 3
     ground_sweep: bool = False
@@ -292,7 +292,7 @@ class Config:
         return json.dumps(self.to_dict(), sort_keys=True, indent=2)
 
     @classmethod
-    def from_dict(cls, data: dict, base: Optional["Config"] = None, source: str = "config") -> "Config":
+    def from_dict(cls, data: dict, base: Config | None = None, source: str = "config") -> Config:
         """Build a config from a (possibly partial) dict over ``base`` (default: defaults).
 
         Unknown sections or keys raise :class:`InputError` naming ``source`` and the key.
@@ -322,7 +322,7 @@ class Config:
         return validate(dataclasses.replace(base, **updates), source)
 
     @classmethod
-    def from_json(cls, text: str, source: str = "config") -> "Config":
+    def from_json(cls, text: str, source: str = "config") -> Config:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -330,7 +330,7 @@ class Config:
         return cls.from_dict(data, source=source)
 
     @classmethod
-    def load(cls, path, base: Optional["Config"] = None) -> "Config":
+    def load(cls, path, base: Config | None = None) -> Config:
         """Read a JSON config file (partial files override ``base``)."""
         path = Path(path)
         if not path.is_file():
@@ -356,7 +356,7 @@ class Config:
         part["seed"] = d["seed"]
         return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()[:16]
 
-    def replace(self, **sections) -> "Config":
+    def replace(self, **sections) -> Config:
         """``cfg.replace(stereo={'n_planes': 64})``: a copy with some options changed."""
         return Config.from_dict(sections, base=self, source="override")
 
@@ -450,7 +450,7 @@ RULES = {
 }
 
 
-def validate(cfg: "Config", source: str = "config") -> "Config":
+def validate(cfg: Config, source: str = "config") -> Config:
     """Check every option of ``cfg`` against :data:`RULES` (and floats for finiteness); returns
     ``cfg``.  Raises :class:`InputError` naming ``source``, the option, the value and what is
     expected, before any stage runs (a value out of range would otherwise fail, or silently

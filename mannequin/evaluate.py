@@ -24,8 +24,8 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -265,7 +265,7 @@ def read_disparity(path) -> np.ndarray:
     return np.where(np.isfinite(d), d, np.nan).astype(np.float32)
 
 
-def read_middlebury_depth(path, calib: Optional[dict] = None, depth_scale: float = 1.0) -> np.ndarray:
+def read_middlebury_depth(path, calib: dict | None = None, depth_scale: float = 1.0) -> np.ndarray:
     """GT depth (H, W) float32 from a Middlebury disparity file; 0 = none.
 
     With ``calib`` (:func:`read_middlebury_calib`): Z = baseline·f/(d + doffs) / ``depth_scale``
@@ -296,7 +296,7 @@ def resample_nearest(gt: np.ndarray, shape) -> np.ndarray:
     return gt[rows[:, None], cols[None, :]]
 
 
-def _disp_file(gt_dir: Path, name: str) -> Optional[Path]:
+def _disp_file(gt_dir: Path, name: str) -> Path | None:
     stems = [name]
     m = re.fullmatch(r"im(\w*)", name)
     if m:
@@ -324,7 +324,7 @@ def _match_gt(ws: Workspace, gt_dir: Path, names, gt_format: str) -> dict:
     return found
 
 
-def _gt_file(gt_dir: Path, name: str) -> Optional[Path]:
+def _gt_file(gt_dir: Path, name: str) -> Path | None:
     for ext in GT_EXTS:
         p = gt_dir / f"{name}{ext}"
         if p.exists():
@@ -333,7 +333,7 @@ def _gt_file(gt_dir: Path, name: str) -> Optional[Path]:
 
 
 def evaluate(ws: Workspace, gt_dir, *, depth_scale: float = 1.0, gt_camera=None, gt_poses=None,
-             fit_scale: Optional[bool] = None, which: str = "labels", gt_format: str = "auto") -> dict:
+             fit_scale: bool | None = None, which: str = "labels", gt_format: str = "auto") -> dict:
     """Depth metrics of ``WS/<which>/<name>.npy`` against GT, per frame and per clip (+ ATE).
 
     ``which``: "labels", "depth" (the raw sweep) or "sparse" (the SfM points each frame observes,
@@ -426,7 +426,7 @@ def evaluate(ws: Workspace, gt_dir, *, depth_scale: float = 1.0, gt_camera=None,
     else:
         scale = 1.0
     frames, all_p, all_g = [], [], []
-    for name, (p, g, valid_gt) in zip(names, pairs):
+    for name, (p, g, valid_gt) in zip(names, pairs, strict=False):
         m = depth_metrics(p.reshape(1, -1) if p.ndim == 1 else p, g.reshape(1, -1) if g.ndim == 1 else g, scale=scale)
         if valid_gt is not None:  # through 3-D points: density over the GT image's valid pixels
             m["density"] = float(((p > 0) & (g > 0)).sum() / valid_gt) if valid_gt else float("nan")

@@ -11,8 +11,6 @@ rotation error of each camera after the alignment.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 DEPTH_KEYS = ("absrel", "rmse", "delta_1.05", "delta_1.25", "density", "n")
@@ -22,7 +20,7 @@ def _valid(a: np.ndarray) -> np.ndarray:
     return np.isfinite(a) & (a > 0)
 
 
-def _depth_pair(pred, gt, mask, i: Optional[int] = None):
+def _depth_pair(pred, gt, mask, i: int | None = None):
     sfx = "" if i is None else f"[{i}]"
     p = np.asarray(pred, dtype=np.float64)
     g = np.asarray(gt, dtype=np.float64)
@@ -95,7 +93,7 @@ def median_scale(preds, gts, masks=None) -> float:
     if len(M) != len(P):
         raise ValueError(f"{len(M)} masks for {len(P)} predictions")
     ratios = []
-    for i, (pr, gt, mk) in enumerate(zip(P, G, M)):
+    for i, (pr, gt, mk) in enumerate(zip(P, G, M, strict=False)):
         p, g, m = _depth_pair(pr, gt, mk, i)
         both = _valid(p) & _valid(g) & m
         ratios.append((g[both] / p[both]).astype(np.float64))

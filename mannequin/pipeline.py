@@ -13,8 +13,8 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 from mannequin.config import STAGES, Config, validate
 from mannequin.errors import InputError, MannequinError, one_line
@@ -58,7 +58,7 @@ class PeakMemory:
         self.peak_mb = max(self.peak_mb, self.rss_mb())
 
 
-def _file_id(path: Optional[Path]) -> str:
+def _file_id(path: Path | None) -> str:
     """Identity of an input for the stamps: path, size and modification time (folders: their files)."""
     if path is None:
         return "none"
@@ -239,8 +239,8 @@ def check_poses_file(poses) -> None:
     check_known_cameras(read_cameras(poses), str(poses))
 
 
-def run_video(input, out, poses=None, config: Optional[Config] = None, *, progress: bool = False,
-              on_stage: Optional[Callable[[str, str], None]] = None) -> Workspace:
+def run_video(input, out, poses=None, config: Config | None = None, *, progress: bool = False,
+              on_stage: Callable[[str, str], None] | None = None) -> Workspace:
     """Run frames → sfm → stereo → fuse → labels for one video (or image folder) into ``out``.
 
     ``input``: video file or image folder.  ``out``: workspace folder (created).  ``poses``: an

@@ -13,8 +13,8 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
 
 import numpy as np
 
@@ -75,9 +75,8 @@ def write_json(path, obj) -> Path:
 
 
 def save_npy(path, array: np.ndarray) -> Path:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, array)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array)
     return Path(path)
 
 
@@ -128,7 +127,7 @@ def check_maps(paths, shapes) -> None:
     float dtype, by its header alone (memory-mapped, nothing loaded).  Raises :class:`InputError`
     naming the first file that is not: truncated, pickled, text, another shape or dtype.  Stages
     call it before they write anything, so a corrupt input file costs no partial output."""
-    for path, shape in zip(paths, shapes):
+    for path, shape in zip(paths, shapes, strict=False):
         try:
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError, EOFError) as exc:
@@ -175,7 +174,7 @@ class Workspace:
     def __repr__(self) -> str:
         return f"Workspace({str(self.root)!r})"
 
-    def create(self) -> "Workspace":
+    def create(self) -> Workspace:
         self.root.mkdir(parents=True, exist_ok=True)
         return self
 
@@ -218,7 +217,7 @@ class Workspace:
     def stamp_path(self, stage: str) -> Path:
         return self.stamps_dir / f"{stage}.json"
 
-    def read_stamp(self, stage: str) -> Optional[dict]:
+    def read_stamp(self, stage: str) -> dict | None:
         """The stamp of a finished ``stage`` (a dict with its ``hash``), or None when it is missing
         or not a stamp (unreadable, edited by hand)."""
         p = self.stamp_path(stage)

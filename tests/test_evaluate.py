@@ -402,7 +402,7 @@ def test_eval_reads_16bit_png_with_depth_scale_like_npy(tmp_path):
     assert png["clip"]["scale"] == 1.0 and not png["clip"]["scale_fitted"]
     _metrics_close(png["clip"], npy["clip"])
     assert [f["name"] for f in png["frames"]] == [f["name"] for f in npy["frames"]] == sorted(labels)
-    for a, b in zip(png["frames"], npy["frames"]):
+    for a, b in zip(png["frames"], npy["frames"], strict=False):
         _metrics_close(a, b)
     assert 0.015 < png["clip"]["absrel"] < 0.04 and 0.75 < png["clip"]["density"] < 0.85
     # the scale is applied: without it the PNG's raw units are 5000× the labels'
@@ -506,7 +506,7 @@ def test_eval_agrees_with_an_independent_numpy_computation(tmp_path):
     est_c = (gt_c - [1.0, 2.0, -0.5]) @ Rw / s_true + rng.normal(0, 0.01, (n, 3))
     (tmp_path / "gt.txt").write_text("".join(
         f"{k / 30:.6f} " + " ".join(repr(float(v)) for v in [*c, *Rotation.from_matrix(R).as_quat()]) + "\n"
-        for k, (c, R) in enumerate(zip(gt_c, gt_R))))
+        for k, (c, R) in enumerate(zip(gt_c, gt_R, strict=False))))
     intr = Intrinsics(35.0, 35.0, w / 2, h / 2, w, h)
     frames = [CameraFrame.from_intrinsics(33333 * k, intr, Pose.from_cam_to_world(Rw.T @ gt_R[k], est_c[k]))
               for k in range(n)]
@@ -533,8 +533,8 @@ def test_eval_agrees_with_an_independent_numpy_computation(tmp_path):
 
     P = [np.load(ws.labels_dir / f"{m}.npy").astype(np.float64).ravel() for m in names]
     G = [np.nan_to_num(np.load(gt_dir / f"{m}.npy").astype(np.float64)).ravel() for m in names]
-    both = [(p > 0) & (g > 0) for p, g in zip(P, G)]
-    s = np.median(np.concatenate([g[b] / p[b] for p, g, b in zip(P, G, both)]))     # one per clip
+    both = [(p > 0) & (g > 0) for p, g in zip(P, G, strict=False)]
+    s = np.median(np.concatenate([g[b] / p[b] for p, g, b in zip(P, G, both, strict=False)]))     # one per clip
 
     def numbers(p, g, b):
         d, t = s * p[b], g[b]
@@ -543,7 +543,7 @@ def test_eval_agrees_with_an_independent_numpy_computation(tmp_path):
                 "delta_1.05": np.mean(ratio < 1.05), "delta_1.25": np.mean(ratio < 1.25),
                 "density": b.sum() / (g > 0).sum(), "n": b.sum(), "scale": s}
 
-    per_frame = [numbers(p, g, b) for p, g, b in zip(P, G, both)]
+    per_frame = [numbers(p, g, b) for p, g, b in zip(P, G, both, strict=False)]
     clip = numbers(np.concatenate(P), np.concatenate(G), np.concatenate(both))
     clip["density"] = np.mean([f["density"] for f in per_frame])    # mean over frames, not pooled
     assert res["clip"]["scale_fitted"] and res["clip"]["frames"] == n
@@ -551,7 +551,7 @@ def test_eval_agrees_with_an_independent_numpy_computation(tmp_path):
     assert 0.6 < clip["delta_1.05"] < 0.9 and 0.9 < clip["delta_1.25"] < 0.97   # neither is trivially 1
     _metrics_close(res["clip"], clip)
     assert [f["name"] for f in res["frames"]] == names
-    for got, want in zip(res["frames"], per_frame):
+    for got, want in zip(res["frames"], per_frame, strict=False):
         _metrics_close(got, want)
     # ATE: Sim(3) est → GT by Umeyama, RMSE of the centres, as % of the GT path length
     sc, R, t = _umeyama_np(est_c, gt_c)

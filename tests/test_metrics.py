@@ -169,7 +169,7 @@ def test_rotation_errors_after_alignment():
     assert rotation_errors_deg(est_R, gt_R, np.eye(3)).min() > 1e-3
     delta = rng.uniform(0.5, 3, 6)
     noisy = np.stack([Rotation.from_rotvec(np.radians([d, 0, 0])).as_matrix() @ r
-                      for d, r in zip(delta, est_R)])
+                      for d, r in zip(delta, est_R, strict=False)])
     assert np.allclose(rotation_errors_deg(noisy, gt_R, A), delta, atol=1e-9)
 
 

@@ -101,7 +101,7 @@ def test_pose_timestamps_take_the_camera_files_frames(tiny_clip, tmp_path):
     assert [int(r[1]) for r in rows] == [0, 3, 6, 9] and all(r[4] == "true" for r in rows)
     given, got = read_cameras(sub).frames, read_cameras(ws.cameras_txt).frames
     assert [f.timestamp_us for f in got] == [f.timestamp_us for f in given]
-    for a, b in zip(given, got):
+    for a, b in zip(given, got, strict=False):
         np.testing.assert_allclose(b.pose.matrix, a.pose.matrix, atol=1e-6)
     assert all(np.load(ws.label_path(n)).any() for n in ws.image_names())
 
@@ -130,7 +130,7 @@ def test_new_input_leaves_no_stale_frames(tiny_run, tiny_clip, tmp_path):
     ws = run_video(folder, ws_root, poses=tiny_clip / "cameras.txt", config=fast_config())
     new = {f"a{i}" for i in range(10)}
     assert set(ws.image_names()) == new
-    for folder, cut in ((ws.labels_dir, 1), (ws.depth_dir, 1), (ws.preview_dir, 1),
+    for folder, _cut in ((ws.labels_dir, 1), (ws.depth_dir, 1), (ws.preview_dir, 1),
                         (ws.stereo_dir / "depth_maps", 2), (ws.stereo_dir / "normal_maps", 2)):
         stems = {p.name.split(".")[0] for p in folder.iterdir()} - {"index", "qc", "contact_sheet", "report"}
         assert stems == new, (folder, sorted(stems - new))

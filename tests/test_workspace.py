@@ -8,10 +8,9 @@ from mannequin.workspace import Workspace, atomic_path, clean_temporaries, save_
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):
     target = tmp_path / "a.txt"
     write_text(target, "old")
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
     assert target.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
 

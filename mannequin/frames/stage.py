@@ -49,10 +49,10 @@ import os
 import re
 import struct
 import zlib
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -186,8 +186,8 @@ def resize_max(rgb: np.ndarray, max_size: int) -> np.ndarray:
     return np.asarray(out)
 
 
-def sample_indices(n: int, stride: int = 1, fps: Optional[float] = None,
-                   source_fps: Optional[float] = None, timestamps_us: Optional[Sequence[int]] = None) -> list[int]:
+def sample_indices(n: int, stride: int = 1, fps: float | None = None,
+                   source_fps: float | None = None, timestamps_us: Sequence[int] | None = None) -> list[int]:
     """Candidate source indices out of ``n`` frames: every ``stride``-th from 0, or with ``fps`` and
     ``source_fps`` both set, the frames nearest to the times k / fps (k = 0, 1, ...), deduplicated.
 
@@ -311,7 +311,7 @@ class _Source:
 
     label: str                      # the input, as named in messages
     n: int                          # source frames
-    fps: Optional[float]            # a video's rate (used for the target-rate sampling)
+    fps: float | None            # a video's rate (used for the target-rate sampling)
     names: Callable[[int], str]
     timestamp_us: Callable[[int], int]
     frames: Callable[[Sequence[int], Callable[[], None]], Iterator[tuple[int, np.ndarray]]]
@@ -375,7 +375,7 @@ _SHOWINFO_FRAME = re.compile(rb"\bn:\s*(\d+)\s+pts:\s*(-?\d+|NOPTS)")
 _SHOWINFO_TB = re.compile(rb"config in time_base:\s*(\d+)/(\d+)")
 
 
-def _probe_frames(path: Path) -> tuple[int, Optional[list]]:
+def _probe_frames(path: Path) -> tuple[int, list | None]:
     """(frames, timestamps_us or None) of the first video stream, by a full decode through ffmpeg's
     ``showinfo`` filter, in presentation order and with ``-fps_mode passthrough`` (no frame
     duplicated or dropped, as the reader delivers them).  Timestamps are the frames' own
@@ -411,7 +411,7 @@ def _probe_frames(path: Path) -> tuple[int, Optional[list]]:
     num, den = int(tb.group(1)), int(tb.group(2))
     ticks = [int(v) for v in pts]
     stamps = [int(math.floor((t - ticks[0]) * num * 1e6 / den + 0.5)) for t in ticks]
-    if any(b <= a for a, b in zip(stamps, stamps[1:])):
+    if any(b <= a for a, b in zip(stamps, stamps[1:], strict=False)):
         return n, None  # not strictly increasing: not usable as frame times
     return n, stamps
 
@@ -520,7 +520,7 @@ def _header_size(path: Path) -> tuple[int, int]:
 # --------------------------------------------------------------------------------------------
 # The stage
 # --------------------------------------------------------------------------------------------
-def frames_at_timestamps(src: "_Source", timestamps_us: Sequence[int], label: str) -> list[int]:
+def frames_at_timestamps(src: _Source, timestamps_us: Sequence[int], label: str) -> list[int]:
     """Source frame indices of a video at the given timestamps (µs, increasing), each the nearest
     frame within half a frame period.  ``label`` names the timestamps' file in errors."""
     if not src.fps:
@@ -538,8 +538,8 @@ def frames_at_timestamps(src: "_Source", timestamps_us: Sequence[int], label: st
     return out
 
 
-def extract_frames(input, ws, cfg: Optional[FramesConfig] = None, progress: bool = False,
-                   timestamps_us: Optional[Sequence[int]] = None, timestamps_label: str = "camera file") -> StageResult:
+def extract_frames(input, ws, cfg: FramesConfig | None = None, progress: bool = False,
+                   timestamps_us: Sequence[int] | None = None, timestamps_label: str = "camera file") -> StageResult:
     """Extract, select and write the frames of ``input`` into workspace ``ws``.
 
     Returns a :class:`~mannequin.result.StageResult` whose ``output`` is ``ws.frames_dir`` and whose
@@ -602,7 +602,7 @@ def extract_frames(input, ws, cfg: Optional[FramesConfig] = None, progress: bool
 
 
 def _select_and_write(src: _Source, chosen: Sequence[int], rows: dict, cfg: FramesConfig,
-                      writer: "_PngWriter", tick: Callable[[], None], meta: Optional[dict] = None) -> int:
+                      writer: _PngWriter, tick: Callable[[], None], meta: dict | None = None) -> int:
     """Stream the chosen frames: resize, measure, decide blur with a half-window of lookahead,
     then motion against the last kept frame, and hand kept frames to ``writer``.  Returns the
     number kept.  Fills ``rows[i]['sharpness'/'kept'/'reason']``."""

@@ -20,8 +20,8 @@ frame against 6 neighbours takes a few milliseconds once compiled.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
 
 import numpy as np
 from numba import njit, prange
@@ -390,7 +390,7 @@ class Votes:
         return self.n_agree + self.n_disagree
 
 
-def consistency_votes(depth_ref, K_ref, E_ref, neighbours: Sequence[Tuple], *,
+def consistency_votes(depth_ref, K_ref, E_ref, neighbours: Sequence[tuple], *,
                       max_rel_depth: float = 0.01, max_reproj_px: float = 1.5,
                       noise_rel: float = 0.0) -> Votes:
     """Check a reference depth map against every neighbour and count the outcomes per pixel.
@@ -427,7 +427,7 @@ def consistency_votes(depth_ref, K_ref, E_ref, neighbours: Sequence[Tuple], *,
     return Votes(*counts, dsum)
 
 
-def depth_noise(pairs: Sequence[Tuple]) -> float:
+def depth_noise(pairs: Sequence[tuple]) -> float:
     """The typical relative depth disagreement between depth maps of one clip.
 
     Args:
@@ -451,7 +451,7 @@ def depth_noise(pairs: Sequence[Tuple]) -> float:
     return float(np.median(allr)) if allr.size else float("nan")
 
 
-def filter_depth(depth_ref, K_ref, E_ref, neighbours: Sequence[Tuple], *,
+def filter_depth(depth_ref, K_ref, E_ref, neighbours: Sequence[tuple], *,
                  max_rel_depth: float = 0.01, max_reproj_px: float = 1.5, min_views: int = 2,
                  average: bool = True):
     """Multi-view geometric filtering of one depth map.
@@ -480,7 +480,7 @@ def filter_depth(depth_ref, K_ref, E_ref, neighbours: Sequence[Tuple], *,
     return votes_to_depth(dr, v, min_views=min_views, average=average), v.n_agree, v.n_disagree
 
 
-def votes_to_depth(depth_ref, votes: "Votes", *, min_views: int = 2, average: bool = True) -> np.ndarray:
+def votes_to_depth(depth_ref, votes: Votes, *, min_views: int = 2, average: bool = True) -> np.ndarray:
     """The filtered depth (H, W) float32 from a depth map and its :class:`Votes`.
 
     Keeps pixels with at least ``min_views`` agreeing sources; with ``average`` their depth is
@@ -597,7 +597,7 @@ def erode_depth_edges(depth, radius_px: int, max_rel: float = 0.05) -> np.ndarra
     return out
 
 
-def free_space_mask(votes: "Votes", max_frac: float = 0.5) -> np.ndarray:
+def free_space_mask(votes: Votes, max_frac: float = 0.5) -> np.ndarray:
     """Pixels with too many free-space violations: ``n_behind > max_frac * n_agree``.
 
     A source that sees *through* the reference point (``n_behind``) is direct evidence against
@@ -608,7 +608,7 @@ def free_space_mask(votes: "Votes", max_frac: float = 0.5) -> np.ndarray:
     return votes.n_behind > max_frac * votes.n_agree
 
 
-def depth_to_points(depth, K, E, colors: Optional[np.ndarray] = None):
+def depth_to_points(depth, K, E, colors: np.ndarray | None = None):
     """Back-project the valid pixels of a depth map into world points.
 
     Args:

@@ -10,9 +10,9 @@ Conventions (DESIGN.md):
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -38,15 +38,15 @@ class Intrinsics:
         """(3, 3) float64 calibration matrix."""
         return np.array([[self.fx, 0, self.cx], [0, self.fy, self.cy], [0, 0, 1]], dtype=np.float64)
 
-    def normalised(self) -> Tuple[float, float, float, float]:
+    def normalised(self) -> tuple[float, float, float, float]:
         """(fx/W, fy/H, cx/W, cy/H) as stored in the MC file."""
         return self.fx / self.width, self.fy / self.height, self.cx / self.width, self.cy / self.height
 
     @classmethod
-    def from_normalised(cls, fx, fy, cx, cy, width: int, height: int) -> "Intrinsics":
+    def from_normalised(cls, fx, fy, cx, cy, width: int, height: int) -> Intrinsics:
         return cls(fx * width, fy * height, cx * width, cy * height, int(width), int(height))
 
-    def scaled(self, width: int, height: int) -> "Intrinsics":
+    def scaled(self, width: int, height: int) -> Intrinsics:
         """The same camera for an image resized to ``width`` × ``height``."""
         sx, sy = width / self.width, height / self.height
         return Intrinsics(self.fx * sx, self.fy * sy, self.cx * sx, self.cy * sy, int(width), int(height))
@@ -64,17 +64,17 @@ class Pose:
         object.__setattr__(self, "t", np.asarray(self.t, dtype=np.float64).reshape(3))
 
     @classmethod
-    def identity(cls) -> "Pose":
+    def identity(cls) -> Pose:
         return cls(np.eye(3), np.zeros(3))
 
     @classmethod
-    def from_cam_to_world(cls, R_c2w, center) -> "Pose":
+    def from_cam_to_world(cls, R_c2w, center) -> Pose:
         """From a camera-to-world rotation and the camera centre in world coordinates."""
         R = np.asarray(R_c2w, dtype=np.float64).T
         return cls(R, -R @ np.asarray(center, dtype=np.float64))
 
     @classmethod
-    def from_matrix(cls, M) -> "Pose":
+    def from_matrix(cls, M) -> Pose:
         """From a (3, 4) or (4, 4) world-to-camera matrix."""
         M = np.asarray(M, dtype=np.float64)
         return cls(M[:3, :3], M[:3, 3])
@@ -91,11 +91,11 @@ class Pose:
         M[:3, :3], M[:3, 3] = self.R, self.t
         return M
 
-    def inverse(self) -> "Pose":
+    def inverse(self) -> Pose:
         """The camera-to-world transform as a Pose object."""
         return Pose(self.R.T, -self.R.T @ self.t)
 
-    def __matmul__(self, other: "Pose") -> "Pose":
+    def __matmul__(self, other: Pose) -> Pose:
         """Composition: ``(a @ b)`` applies ``b`` first."""
         return Pose(self.R @ other.R, self.R @ other.t + self.t)
 
@@ -103,11 +103,11 @@ class Pose:
         """Transform points (N, 3) from world to camera."""
         return np.asarray(X) @ self.R.T + self.t
 
-    def relative_to(self, ref: "Pose") -> "Pose":
+    def relative_to(self, ref: Pose) -> Pose:
         """This camera from ``ref``'s camera: ``X_this = R X_ref + t`` (the plane-sweep convention)."""
         return self @ ref.inverse()
 
-    def allclose(self, other: "Pose", atol: float = 1e-9) -> bool:
+    def allclose(self, other: Pose, atol: float = 1e-9) -> bool:
         return np.allclose(self.R, other.R, atol=atol) and np.allclose(self.t, other.t, atol=atol)
 
 
@@ -129,7 +129,7 @@ class CameraFrame:
         return Intrinsics.from_normalised(self.fx, self.fy, self.cx, self.cy, width, height)
 
     @classmethod
-    def from_intrinsics(cls, timestamp_us: int, intr: Intrinsics, pose: Pose) -> "CameraFrame":
+    def from_intrinsics(cls, timestamp_us: int, intr: Intrinsics, pose: Pose) -> CameraFrame:
         fx, fy, cx, cy = intr.normalised()
         return cls(int(timestamp_us), fx, fy, cx, cy, pose)
 
@@ -139,7 +139,7 @@ class CameraFile:
     """A parsed MC/RealEstate10K camera file: the first line (URL or any text) and its frames."""
 
     url: str
-    frames: List[CameraFrame] = field(default_factory=list)
+    frames: list[CameraFrame] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -148,7 +148,7 @@ class CameraFile:
 MAX_TRANSLATION = 1e9  # pose units; beyond it the geometry overflows float32 depth maps
 
 
-def _check_rotation(R: np.ndarray) -> Optional[str]:
+def _check_rotation(R: np.ndarray) -> str | None:
     err = np.abs(R.T @ R - np.eye(3)).max()
     det = np.linalg.det(R)
     if err > ROTATION_TOL or abs(det - 1) > ROTATION_TOL:
@@ -242,7 +242,7 @@ def write_cameras(path, frames: Sequence[CameraFrame], url: str = "") -> Path:
 
 # --- TUM trajectories -------------------------------------------------------------------------
 
-def read_tum(path) -> Tuple[np.ndarray, List[Pose]]:
+def read_tum(path) -> tuple[np.ndarray, list[Pose]]:
     """Read a TUM trajectory (camera-to-world).  Returns (timestamps (N,) seconds, world-to-camera poses)."""
     from scipy.spatial.transform import Rotation
 
@@ -278,7 +278,7 @@ def format_tum(timestamps: Iterable[float], poses: Sequence[Pose]) -> str:
     from scipy.spatial.transform import Rotation
 
     rows = ["# timestamp tx ty tz qx qy qz qw (camera-to-world)"]
-    for ts, p in zip(timestamps, poses):
+    for ts, p in zip(timestamps, poses, strict=False):
         inv = p.inverse()
         q = Rotation.from_matrix(inv.R).as_quat()
         rows.append(" ".join(repr(float(v)) for v in [ts, *inv.t, *q]))
@@ -293,7 +293,7 @@ def write_tum(path, timestamps, poses: Sequence[Pose]) -> Path:
 # --- pycolmap ---------------------------------------------------------------------------------
 
 def to_reconstruction(frames: Sequence[CameraFrame], names: Sequence[str], width: int, height: int,
-                      image_ids: Optional[Sequence[int]] = None):
+                      image_ids: Sequence[int] | None = None):
     """Build a ``pycolmap.Reconstruction`` with PINHOLE cameras and the given poses (no points).
 
     Frames with identical intrinsics share one camera.  ``image_ids`` default to 1..N in order
@@ -306,7 +306,7 @@ def to_reconstruction(frames: Sequence[CameraFrame], names: Sequence[str], width
     rec = pycolmap.Reconstruction()
     cam_ids = {}
     ids = list(image_ids) if image_ids is not None else list(range(1, len(frames) + 1))
-    for f, name, iid in zip(frames, names, ids):
+    for f, name, iid in zip(frames, names, ids, strict=False):
         intr = f.intrinsics(width, height)
         key = (intr.fx, intr.fy, intr.cx, intr.cy)
         if key not in cam_ids:
@@ -319,7 +319,7 @@ def to_reconstruction(frames: Sequence[CameraFrame], names: Sequence[str], width
     return rec
 
 
-def from_reconstruction(rec, timestamps_us: Optional[dict] = None) -> Tuple[List[str], List[CameraFrame]]:
+def from_reconstruction(rec, timestamps_us: dict | None = None) -> tuple[list[str], list[CameraFrame]]:
     """Registered images of a reconstruction as (names, CameraFrames), sorted by name.
 
     Intrinsics come from each camera's calibration matrix (distortion is dropped: use it on an

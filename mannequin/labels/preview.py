@@ -17,8 +17,8 @@ import html
 import json
 import math
 import urllib.parse
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -86,8 +86,8 @@ def _valid(depth: np.ndarray) -> np.ndarray:
         return np.isfinite(d) & (d > 0)
 
 
-def depth_range(*depths: Optional[np.ndarray], lo: float = 2.0, hi: float = 98.0,
-                max_samples: int = 1_000_000) -> Optional[tuple[float, float]]:
+def depth_range(*depths: np.ndarray | None, lo: float = 2.0, hi: float = 98.0,
+                max_samples: int = 1_000_000) -> tuple[float, float] | None:
     """Robust ``(vmin, vmax)`` in depth units: the ``lo``/``hi`` percentiles of all valid pixels.
 
     Takes any number of ``(H, W)`` depth maps (``None`` entries are ignored) and pools their valid
@@ -218,7 +218,7 @@ def _draw_text(img: np.ndarray, xy: tuple[int, int], text: str, *, box: bool = T
 
 
 def frame_panel(image: np.ndarray, raw_depth: np.ndarray, label: np.ndarray,
-                dynamic: Optional[np.ndarray] = None, *, vmin: float | None = None,
+                dynamic: np.ndarray | None = None, *, vmin: float | None = None,
                 vmax: float | None = None, titles: bool = True) -> np.ndarray:
     """Side-by-side panel ``frame | raw depth | labels``: ``(H, 3 W, 3) uint8`` (no margins).
 
@@ -247,12 +247,12 @@ def frame_panel(image: np.ndarray, raw_depth: np.ndarray, label: np.ndarray,
     panels = [img, raw_rgb, lab_rgb]
     if titles:
         names = ["frame", "raw depth", "labels" + (" (magenta: dynamic)" if dynamic is not None else "")]
-        panels = [_draw_text(p, (4, 3), n) for p, n in zip(panels, names)]
+        panels = [_draw_text(p, (4, 3), n) for p, n in zip(panels, names, strict=False)]
     return np.concatenate(panels, axis=1)
 
 
 def contact_sheet(images: Sequence[np.ndarray], cols: int = 4, thumb_width: int = THUMB_WIDTH,
-                  captions: Optional[Sequence[str]] = None) -> np.ndarray:
+                  captions: Sequence[str] | None = None) -> np.ndarray:
     """Grid of thumbnails: ``(H, W, 3) uint8``.
 
     Each image is resized to ``thumb_width`` px wide (aspect kept); cells are as tall as the
@@ -346,7 +346,7 @@ def write_previews(preview_dir, items: Iterable[dict], *, vmin: float | None = N
         image = _as_rgb(item["image"])
         raw, label, dyn = item["raw_depth"], item["label"], item.get("dynamic")
         H, W = image.shape[:2]
-        if 3 * W > max_width:  # shrink the inputs, not the panel: cheaper, and titles stay legible
+        if max_width < 3 * W:  # shrink the inputs, not the panel: cheaper, and titles stay legible
             w = max(1, max_width // 3)
             h = max(1, round(H * w / W))
             image = _resize(image, (w, h))
@@ -410,10 +410,7 @@ def _verdict(report: dict) -> tuple[str, list[str]]:
         reasons = v.get("reasons") or reasons
         acc = v.get("accepted")
         state = v.get("state") or v.get("verdict")
-        if acc is not None:
-            v = "accepted" if acc else "rejected"
-        else:
-            v = state
+        v = ("accepted" if acc else "rejected") if acc is not None else state
     if isinstance(v, bool):
         v = "accepted" if v else "rejected"
     v = str(v).lower() if v is not None else "unknown"
@@ -434,7 +431,7 @@ def _fmt_num(x, nd: int = 2) -> str:
     return _e(x)
 
 
-def _find_panel(base: Path, name: str) -> Optional[str]:
+def _find_panel(base: Path, name: str) -> str | None:
     for ext in ("jpg", "png", "jpeg"):
         if (base / f"{name}.{ext}").is_file():
             return f"{name}.{ext}"

@@ -95,7 +95,7 @@ def run_labels(ws: Workspace, cfg: Config, *, progress: bool = False) -> StageRe
         raise InputError(f"{qc_path}: not the frame list of this workspace; run 'mannequin fuse {ws.root}' again")
     check_maps([ws.label_path(q["name"]) for q in qc], [sizes[q["name"]] for q in qc])
     maxima = [float(np.load(ws.label_path(q["name"]), mmap_mode="r").max()) for q in qc]
-    bad = [q["name"] for q, m in zip(qc, maxima) if not np.isfinite(m)]
+    bad = [q["name"] for q, m in zip(qc, maxima, strict=False) if not np.isfinite(m)]
     if bad:
         raise InputError(f"{ws.label_path(bad[0])}: holds NaN or inf; run 'mannequin fuse {ws.root}' again")
     top = max(maxima + [0.0])
@@ -173,7 +173,7 @@ def _write_colmap_maps(depth_path: Path, normal_path: Path, depth: np.ndarray, K
 
 
 def _previews(ws: Workspace, items, load_image, progress) -> None:
-    from mannequin.labels.stage import preview
+    from mannequin.labels import preview
 
     def gen():
         for it in items:
@@ -190,7 +190,7 @@ def _previews(ws: Workspace, items, load_image, progress) -> None:
 
 def write_report_html(ws: Workspace) -> Path:
     """``WS/preview/report.html`` from report.json and index.csv (counts, verdict, timings, thumbnails)."""
-    from mannequin.labels.stage import preview
+    from mannequin.labels import preview
 
     report = read_json_or_empty(ws.report_json)
     report.setdefault("name", ws.root.name)

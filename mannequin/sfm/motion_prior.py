@@ -15,8 +15,6 @@ residuals are scaled to pixels by ``focal_px``.  Intrinsics are held fixed.
 """
 from __future__ import annotations
 
-from typing import Tuple
-
 import numpy as np
 
 from mannequin.sfm.rolling_shutter import rotation_matrices
@@ -85,7 +83,7 @@ def _check(R_cw, C, X, obs_frame, obs_point, obs_xy, times_s):
 
 def smooth_bundle_adjust(R_cw, C, X, obs_frame, obs_point, obs_xy, times_s, *, focal_px: float,
                          accel_sigma: float, loss_px: float = 0.5, max_iterations: int = 50,
-                         tolerance: float = 1e-7) -> Tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+                         tolerance: float = 1e-7) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Adjust poses and points under a smooth-motion prior; intrinsics fixed.
 
     Args:

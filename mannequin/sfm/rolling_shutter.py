@@ -17,7 +17,7 @@ Conventions: camera axes x right, y down, z forward; bearings (M, 3) with z > 0;
 """
 from __future__ import annotations
 
-from typing import Callable, Tuple
+from collections.abc import Callable
 
 import numpy as np
 
@@ -87,7 +87,7 @@ def to_frame_time(bearings, v, omega, readout_s: float, height: int) -> np.ndarr
 
 
 def from_frame_time(points, project: Callable[[np.ndarray], np.ndarray], omega, readout_s: float,
-                    height: int, iterations: int = ROW_ITERATIONS) -> Tuple[np.ndarray, np.ndarray]:
+                    height: int, iterations: int = ROW_ITERATIONS) -> tuple[np.ndarray, np.ndarray]:
     """Points (M, 3) in the frame-time camera → (points (M, 3) in the camera of the row that
     recorded them, pixels (M, 2) of the recorded image).
 
@@ -113,7 +113,7 @@ def from_frame_time(points, project: Callable[[np.ndarray], np.ndarray], omega, 
 MAP_STEP = 4
 
 
-def rectify_map(project: Callable[[np.ndarray], np.ndarray], K_out, out_size: Tuple[int, int], omega,
+def rectify_map(project: Callable[[np.ndarray], np.ndarray], K_out, out_size: tuple[int, int], omega,
                 readout_s: float, height: int, step: int = MAP_STEP) -> np.ndarray:
     """Where each output pixel of a global-shutter pinhole camera ``K_out`` (pixel centres at +0.5)
     was recorded: (H_out, W_out, 2) pixels (x, y) of the recorded image (height ``height``, lens
@@ -142,7 +142,7 @@ def rectify_map(project: Callable[[np.ndarray], np.ndarray], K_out, out_size: Tu
     return np.stack([map_coordinates(coarse[..., k], [FY, FX], order=1, mode="nearest") for k in range(2)], axis=-1)
 
 
-def rectify_image(image, project: Callable[[np.ndarray], np.ndarray], K_out, out_size: Tuple[int, int],
+def rectify_image(image, project: Callable[[np.ndarray], np.ndarray], K_out, out_size: tuple[int, int],
                   omega, readout_s: float, order: int = 1, step: int = MAP_STEP) -> np.ndarray:
     """Resample a recorded (distorted, rolling-shutter) image into a global-shutter pinhole image.
 

@@ -13,9 +13,9 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -151,7 +151,7 @@ def triangulation_angles(rec) -> np.ndarray:
     """Per 3-D point, the largest angle (degrees) between the rays of two of its observing cameras."""
     centers = {iid: rec.image(iid).projection_center() for iid in rec.reg_image_ids()}
     out = []
-    for pid, pt in rec.points3D.items():
+    for _pid, pt in rec.points3D.items():
         ids = sorted({el.image_id for el in pt.track.elements})
         if len(ids) < 2:
             continue
@@ -201,7 +201,7 @@ def rotation_parallax(rec, db_path, min_matches: int = 20) -> dict:
     finally:
         db.close()
     per_pair = []
-    for pid, geo in zip(pair_ids, geometries):
+    for pid, geo in zip(pair_ids, geometries, strict=False):
         i, j = pycolmap.pair_id_to_image_pair(pid)
         m = np.asarray(geo.inlier_matches)
         if i not in reg or j not in reg or len(m) < min_matches:
@@ -316,7 +316,7 @@ def _match(pycolmap, db_path: Path, cfg: SfmConfig, exhaustive: bool, *, again: 
                               device=pycolmap.Device.cpu)
 
 
-def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, *, seed: int = 0,
+def run_sfm(ws: Workspace, cfg: SfmConfig, poses: os.PathLike | None = None, *, seed: int = 0,
             progress: bool = False) -> StageResult:
     """Run stage sfm on workspace ``ws``.
 
@@ -345,7 +345,7 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, 
     return StageResult("sfm", ws.sparse_dir, report)
 
 
-def _run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None, *, seed: int = 0,
+def _run_sfm(ws: Workspace, cfg: SfmConfig, poses: os.PathLike | None = None, *, seed: int = 0,
              progress: bool = False) -> dict:
     _check_options(cfg)
     pycolmap = _pycolmap()
@@ -353,7 +353,7 @@ def _run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None,
     names = ws.frame_names()
     if len(names) < 2:
         raise InputError(f"{ws.frames_dir}: need at least 2 frames for sfm, found {len(names)} (run the frames stage first)")
-    cam_file: Optional[CameraFile] = None
+    cam_file: CameraFile | None = None
     if poses is not None:
         cam_file = read_cameras(poses)
         check_known_cameras(cam_file, str(poses))
@@ -472,8 +472,8 @@ def _run_sfm(ws: Workspace, cfg: SfmConfig, poses: Optional[os.PathLike] = None,
     reg_names, frames = from_reconstruction(und_rec, timestamps)
     if cam_file is not None:
         # Keep the input poses bit-exact (the model round-trip goes through quaternions).
-        by_name = dict(zip([f"{n}.png" for n in names], cam_file.frames))
-        for f, n in zip(frames, reg_names):
+        by_name = dict(zip([f"{n}.png" for n in names], cam_file.frames, strict=False))
+        for f, n in zip(frames, reg_names, strict=False):
             f.pose = by_name[n].pose
     # Move the results into place: images, sparse, cameras.txt, summary (each atomic).
     with atomic_path(ws.images_dir, is_dir=True) as tmp:
@@ -539,7 +539,7 @@ def _as_pinhole(rec) -> bool:
     return changed
 
 
-def readout_warning(rs: dict, sure_gain: float) -> Optional[str]:
+def readout_warning(rs: dict, sure_gain: float) -> str | None:
     """The warning for a rolling-shutter readout chosen by the auto search with a gain under
     ``sure_gain`` (:class:`SfmConfig` readout_sure_gain), or None.  ``rs``: the ``rolling_shutter``
     report of ``sfm/summary.json`` (``readout_ms``, ``gain``, ``median_reprojection_px``)."""
@@ -612,7 +612,7 @@ def _angular_velocities(rec, names, timestamps: dict) -> tuple[dict, float, floa
     om = angular_velocities(R_wc, t)
     steps = [np.degrees(Rotation.from_matrix(R_wc[k].T @ R_wc[k + 1]).magnitude()) for k in range(len(ids) - 1)]
     out = {n: np.array([np.interp(times[n], t, om[:, a]) for a in range(3)]) for n in every}
-    out.update(zip(reg, om))
+    out.update(zip(reg, om, strict=False))
     return out, float(np.degrees(np.linalg.norm(om, axis=1).max())), float(max(steps))
 
 
@@ -705,7 +705,7 @@ def _readout_pass(pycolmap, rec, db_path: Path, image_dir: Path, work: Path, cfg
         candidates = [0.0] + [float(ms) for ms in cfg.readout_candidates_ms]
         with ThreadPoolExecutor(max_workers=worker_threads()) as pool:
             scores = dict(zip(candidates, pool.map(
-                lambda ms: _readout_score(pycolmap, rec, omegas, ms * 1e-3, free), candidates)))
+                lambda ms: _readout_score(pycolmap, rec, omegas, ms * 1e-3, free), candidates), strict=False))
         report["median_reprojection_px"] = {f"{k:g}": v for k, v in scores.items()}
         ms = min(scores, key=lambda k: (scores[k], k))
         if ms == 0.0 or scores[ms] > (1.0 - cfg.readout_min_gain) * scores[0.0]:
@@ -774,9 +774,9 @@ def smooth_motion(rec, timestamps: dict, accel_sigma: float, loss_px: float, is_
         accel_sigma=accel_sigma * zmed, loss_px=loss_px, max_iterations=MOTION_MAX_ITERATIONS,
         tolerance=MOTION_TOLERANCE)
     pycolmap = _pycolmap()
-    for im, Ri, Ci in zip(images, R2, C2):
+    for im, Ri, Ci in zip(images, R2, C2, strict=False):
         rec.frame(im.frame_id).rig_from_world = pycolmap.Rigid3d(pycolmap.Rotation3d(Ri), -Ri @ Ci)
-    for p, x in zip(pids, X2):
+    for p, x in zip(pids, X2, strict=False):
         rec.points3D[p].xyz = x
     # The report's accelerations in median depths per s², like accel_sigma.
     for k in ("accel_before", "accel_after"):

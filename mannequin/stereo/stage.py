@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import List, Sequence, Tuple
 
 import numpy as np
 
@@ -98,7 +98,7 @@ def run_stereo(ws: Workspace, cfg: StereoConfig, *, stage_hash: str = "", progre
     write_json(ws.stereo_dir / GROUND_FILE, {"enabled": cfg.ground_sweep, "found": ground is not None,
                                              **({"normal": ground[0].tolist(), "offset": ground[1]} if ground else {})})
     if cfg.ground_sweep:
-        log.info("stereo: %s", "second sweep along the ground plane (normal %s)" % np.round(ground[0], 3).tolist()
+        log.info("stereo: %s", f"second sweep along the ground plane (normal {np.round(ground[0], 3).tolist()})"
                  if ground else "no ground plane in the sparse points: fronto-parallel sweep only")
     write_json(params_path, {"hash": stage_hash, "config": _asdict(cfg)})
     cache: dict = {}
@@ -118,7 +118,7 @@ def run_stereo(ws: Workspace, cfg: StereoConfig, *, stage_hash: str = "", progre
         if not srcs:
             h, w = geo.sizes[i][1], geo.sizes[i][0]
             return np.zeros((h, w), np.float32), np.zeros((h, w), np.float32)
-        Rs, ts = zip(*(relative_pose(geo, i, index[s]) for s in srcs))
+        Rs, ts = zip(*(relative_pose(geo, i, index[s]) for s in srcs), strict=False)
         t0 = time.perf_counter()
         args = (image(name), [image(s) for s in srcs], geo.K[i], [geo.K[index[s]] for s in srcs], list(Rs), list(ts))
         kw = dict(n_planes=cfg.n_planes, window=window, top_k=cfg.top_k, min_angle_deg=cfg.min_angle_deg,
@@ -182,7 +182,7 @@ def check_window_options(cfg: StereoConfig) -> None:
         raise InputError(f"stereo.probe_frames {cfg.probe_frames}: expected >= 0")
 
 
-def probe_pairs(names: Sequence[str], views: dict, n: int) -> List[Tuple[str, str]]:
+def probe_pairs(names: Sequence[str], views: dict, n: int) -> list[tuple[str, str]]:
     """``n`` (probe, neighbour) frame pairs for the window choice: probes evenly spread over the
     clip (never the first or last frame when there are more), each with its first fusion
     neighbour (:func:`mannequin.stereo.views.neighbours_for`: its first stereo source).  ``views``: the

@@ -9,7 +9,7 @@ source ``i``: ``X_src = R X_ref + t``.  Depth is the z coordinate in the referen
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numba
 import numpy as np
@@ -108,7 +108,7 @@ def plane_homographies(K_ref, K_sources, R, t, inv_depths, normal=None) -> np.nd
     kinv = np.linalg.inv(K_ref) @ tp
     n = np.array([0.0, 0.0, 1.0]) if normal is None else np.asarray(normal, dtype=np.float64)
     out = np.empty((len(inv_depths), len(K_sources), 3, 3))
-    for s, (Ks, Rs, ts) in enumerate(zip(K_sources, R, t)):
+    for s, (Ks, Rs, ts) in enumerate(zip(K_sources, R, t, strict=False)):
         a = tm @ Ks @ Rs @ kinv                      # plane at infinity
         b = tm @ Ks @ np.outer(ts, n) @ kinv         # times 1/d
         out[:, s] = a[None] + inv_depths[:, None, None] * b[None]
@@ -131,7 +131,7 @@ def triangulation_angles(R, t, depth: float, K_ref=None, shape=None, grid: int =
         rays = np.linalg.inv(K_ref) @ np.stack([u.ravel(), v.ravel(), np.ones(u.size)])
         pts = (rays / rays[2] * depth).T
     out = []
-    for Rs, ts in zip(R, t):
+    for Rs, ts in zip(R, t, strict=False):
         C = -np.asarray(Rs).T @ np.asarray(ts)     # source centre in the reference frame
         a = pts
         b = pts - C

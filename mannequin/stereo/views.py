@@ -5,8 +5,8 @@ The functions take plain arrays extracted once from a ``pycolmap.Reconstruction`
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -22,14 +22,14 @@ class SparseGeometry:
     points: (P, 3) world points.  observations: per image, the indices into ``points`` it sees.
     """
 
-    names: List[str]
+    names: list[str]
     centers: np.ndarray
     R: np.ndarray
     t: np.ndarray
     K: np.ndarray
     sizes: np.ndarray
     points: np.ndarray
-    observations: List[np.ndarray]
+    observations: list[np.ndarray]
 
 
 def sparse_geometry(rec) -> SparseGeometry:
@@ -97,8 +97,8 @@ def neighbours_for(names: Sequence[str], sources: Sequence[str], name: str, n: i
     return out
 
 
-def depth_range(geo: SparseGeometry, i: int, percentiles: Tuple[float, float] = (1.0, 99.0),
-                margin: float = 0.15, min_points: int = 20) -> Tuple[float, float]:
+def depth_range(geo: SparseGeometry, i: int, percentiles: tuple[float, float] = (1.0, 99.0),
+                margin: float = 0.15, min_points: int = 20) -> tuple[float, float]:
     """(near, far) for image ``i``: robust percentiles of the z-depths of the points it sees,
     widened by ``margin`` (a fraction).  Falls back to all points in front of the camera when the
     image sees fewer than ``min_points``.  Units: those of the poses.  Raises :class:`StageError`
@@ -166,7 +166,7 @@ def ground_plane(geo: SparseGeometry, max_tilt_deg: float = 35.0, tol: float = 0
 
 
 def plane_offset_range(geo: SparseGeometry, i: int, plane, low: float = 0.4,
-                       margin: float = 0.15) -> Tuple[np.ndarray, Tuple[float, float]]:
+                       margin: float = 0.15) -> tuple[np.ndarray, tuple[float, float]]:
     """For image ``i`` and a world ``plane`` = (n, c) from :func:`ground_plane`: the plane normal in
     the camera (``R n``) and the range of offsets d (n·X = d, camera frame) to sweep: from ``low``
     times the plane's own offset (surfaces parallel to it, up to part of the way to the camera) to
@@ -188,7 +188,7 @@ def triangulation_angle_deg(c_ref: np.ndarray, c_src: np.ndarray, points: np.nda
 
 
 def select_views(geo: SparseGeometry, n_sources: int = 6, min_angle_deg: float = 1.0,
-                 good_angle_deg: float = 8.0, max_angle_deg: float = 45.0) -> Dict[str, List[str]]:
+                 good_angle_deg: float = 8.0, max_angle_deg: float = 45.0) -> dict[str, list[str]]:
     """For each image, up to ``n_sources`` source images with overlap, parallax and a spread of baselines.
 
     Score of a candidate = Σ over covisible points of w(θ), with w rising linearly to 1 at
@@ -197,7 +197,7 @@ def select_views(geo: SparseGeometry, n_sources: int = 6, min_angle_deg: float =
     within 20° and length within a factor 1.5), so that short and long, left and right baselines
     are all represented.  Returns {ref name: [source names, best first]}.
     """
-    out: Dict[str, List[str]] = {}
+    out: dict[str, list[str]] = {}
     sets = [set(o.tolist()) for o in geo.observations]
     for i, name in enumerate(geo.names):
         cands = []
@@ -213,7 +213,7 @@ def select_views(geo: SparseGeometry, n_sources: int = 6, min_angle_deg: float =
             if score > 0:
                 cands.append((score, j))
         cands.sort(key=lambda s: (-s[0], s[1]))
-        chosen: List[int] = []
+        chosen: list[int] = []
         pool = list(cands)
         while pool and len(chosen) < n_sources:
             best, best_k = None, -1
@@ -240,7 +240,7 @@ def _diversity(geo: SparseGeometry, i: int, j: int, chosen: Sequence[int]) -> fl
     return 1.0
 
 
-def relative_pose(geo: SparseGeometry, ref: int, src: int) -> Tuple[np.ndarray, np.ndarray]:
+def relative_pose(geo: SparseGeometry, ref: int, src: int) -> tuple[np.ndarray, np.ndarray]:
     """(R, t) of image ``src`` from image ``ref``: X_src = R X_ref + t."""
     R = geo.R[src] @ geo.R[ref].T
     t = geo.t[src] - R @ geo.t[ref]

@@ -25,10 +25,7 @@ _GREY = np.array([0.299, 0.587, 0.114])
 
 def _grey(img) -> np.ndarray:
     a = np.asarray(img)
-    if a.dtype == np.uint8 or a.dtype == np.uint16:
-        a = a.astype(np.float64) / np.iinfo(a.dtype).max
-    else:
-        a = a.astype(np.float64)
+    a = a.astype(np.float64) / np.iinfo(a.dtype).max if a.dtype == np.uint8 or a.dtype == np.uint16 else a.astype(np.float64)
     if a.ndim == 3:
         a = a[..., :3] @ _GREY
     return a
@@ -43,7 +40,7 @@ def numpy_plane_sweep(ref, sources, K_ref, K_sources, R, t, depth_range, n_plane
     inv_d = np.linspace(1.0 / near, 1.0 / far, n_planes)
     mid = 2.0 / (1.0 / near + 1.0 / far)
     srcs = []
-    for img, Ks, Rs, ts in zip(sources, K_sources, R, t):
+    for img, Ks, Rs, ts in zip(sources, K_sources, R, t, strict=False):
         Rs = np.asarray(Rs, float)
         ts = np.asarray(ts, float).ravel()
         C = -Rs.T @ ts

@@ -25,7 +25,6 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Tuple
 
 import numpy as np
 from numba import njit
@@ -75,10 +74,10 @@ class SynthClip:
     images: np.ndarray
     depth: np.ndarray
     intrinsics: Intrinsics
-    poses: List[Pose]
-    timestamps_us: List[int]
-    dynamic: Optional[np.ndarray] = None
-    distortion: Tuple[float, float] = (0.0, 0.0)
+    poses: list[Pose]
+    timestamps_us: list[int]
+    dynamic: np.ndarray | None = None
+    distortion: tuple[float, float] = (0.0, 0.0)
     params: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -253,7 +252,7 @@ class _Object:
     base2: np.ndarray        # (3,) second albedo mixed in by low-frequency noise
     textured: bool = True
     shift: np.ndarray = field(default_factory=lambda: np.zeros(3))  # texture-space offset
-    motion: Optional[np.ndarray] = None  # (n_frames, 3) translation per frame
+    motion: np.ndarray | None = None  # (n_frames, 3) translation per frame
 
 
 def _grid_faces(n_rings: int, n_lon: int) -> np.ndarray:
@@ -345,7 +344,7 @@ def _person(rng, x: float, y: float):
 def _build_objects(rng, n_frames: int, moving: bool):
     """The room, its weakly textured patches and the people.  Returns (objects, people xy, mover)."""
     r = ROOM
-    objs: List[_Object] = []
+    objs: list[_Object] = []
 
     def add(mesh, base, base2=None, textured=True):
         V, F, N = mesh
@@ -384,7 +383,7 @@ def _build_objects(rng, n_frames: int, moving: bool):
 
     # people: 3-6, centres 0.8 m apart at least, 3-5 m in front of the camera path
     n_people = int(rng.integers(3, 7))
-    xy: List[np.ndarray] = []
+    xy: list[np.ndarray] = []
     while len(xy) < n_people:
         p = np.array([rng.uniform(-1.6, 1.6), rng.uniform(3.0, 5.0)])
         if all(np.linalg.norm(p - q) > 0.8 for q in xy):
@@ -410,7 +409,7 @@ def _build_objects(rng, n_frames: int, moving: bool):
 def _smooth_noise(rng, times: np.ndarray, amplitude: float, n_axes: int = 3) -> np.ndarray:
     """(len(times), n_axes) sums of three sinusoids (0.3–2 Hz, random phase), about ±amplitude."""
     out = np.zeros((times.size, n_axes))
-    for k in range(3):
+    for _k in range(3):
         f = rng.uniform(0.3, 2.0, n_axes)
         ph = rng.uniform(0, 2 * np.pi, n_axes)
         a = amplitude * rng.uniform(0.3, 0.6, n_axes)
@@ -427,7 +426,7 @@ def _rodrigues(w: np.ndarray) -> np.ndarray:
     return np.eye(3) + math.sin(th) * Kx + (1 - math.cos(th)) * Kx @ Kx
 
 
-def _camera_path(rng, n_frames: int, fps: float, people_xy: np.ndarray, motion: str = "walk") -> List[Pose]:
+def _camera_path(rng, n_frames: int, fps: float, people_xy: np.ndarray, motion: str = "walk") -> list[Pose]:
     """A sideways walk along world x at y ≈ 0, looking at the group, with handheld jitter.
 
     ``motion="rotate"``: the camera stays at the walk's midpoint (no translation at all, no
@@ -488,12 +487,12 @@ def _camera_rays(intr: Intrinsics, k1: float, k2: float) -> np.ndarray:
 class _Renderer:
     """Builds the open3d scene (per frame when something moves) and shades ray hits."""
 
-    def __init__(self, objs: List[_Object], seed_rng):
+    def __init__(self, objs: list[_Object], seed_rng):
         self.objs = objs
         counts = np.array([len(o.F) for o in objs])
         self.tri_offset = np.concatenate([[0], np.cumsum(counts)[:-1]])
         v_off = np.concatenate([[0], np.cumsum([len(o.V) for o in objs])[:-1]])
-        self.F = np.concatenate([o.F + vo for o, vo in zip(objs, v_off)])
+        self.F = np.concatenate([o.F + vo for o, vo in zip(objs, v_off, strict=False)])
         self.N = np.concatenate([o.N for o in objs])
         self.base = np.stack([o.base for o in objs])
         self.base2 = np.stack([o.base2 for o in objs])
@@ -663,7 +662,7 @@ def write_clip(clip: SynthClip, out, *, video: bool = False) -> Path:
             save_image(out / "dynamic" / f"{n}.png", clip.dynamic[i].astype(np.uint8) * 255)
     k1, k2 = clip.distortion
     frames = []
-    for ts, pose in zip(clip.timestamps_us, clip.poses):
+    for ts, pose in zip(clip.timestamps_us, clip.poses, strict=False):
         fr = CameraFrame.from_intrinsics(ts, clip.intrinsics, pose)
         fr.k1, fr.k2 = float(k1), float(k2)
         frames.append(fr)

@@ -128,7 +128,7 @@ def test_variable_frame_rate_keeps_the_recorded_times(tmp_path):
     by those times."""
     frames = shifting_frames(6)
     lines = []
-    for k, (f, dur) in enumerate(zip(frames, (0.04, 0.04, 0.68, 0.04, 0.08, 0.04))):
+    for k, (f, dur) in enumerate(zip(frames, (0.04, 0.04, 0.68, 0.04, 0.08, 0.04), strict=False)):
         iio.imwrite(tmp_path / f"f{k}.png", f)
         lines += [f"file f{k}.png", f"duration {dur}"]
     lines.append("file f5.png")

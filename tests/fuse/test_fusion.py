@@ -110,7 +110,7 @@ def test_voxel_accumulator_matches_independent_average_and_ignores_order():
     voxel = 0.25
     # independent: a dict keyed by the integer cell
     groups = {}
-    for p, c in zip(pts, col):
+    for p, c in zip(pts, col, strict=False):
         groups.setdefault(tuple(np.floor(p / voxel).astype(int)), []).append((p, c))
     want = {k: (np.mean([g[0] for g in v], 0), np.mean([g[1] for g in v], 0) / 255) for k, v in groups.items()}
 
@@ -125,7 +125,7 @@ def test_voxel_accumulator_matches_independent_average_and_ignores_order():
     assert len(a_pts) == len(want)
     np.testing.assert_allclose(a_pts, b_pts, atol=1e-12)
     np.testing.assert_allclose(a_col, b_col, atol=1e-12)
-    for p, c in zip(a_pts, a_col):
+    for p, c in zip(a_pts, a_col, strict=False):
         wp, wc = want[tuple(np.floor(p / voxel).astype(int))]
         np.testing.assert_allclose(p, wp, atol=1e-12)
         np.testing.assert_allclose(c, wc, atol=1e-12)

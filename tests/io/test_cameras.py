@@ -39,7 +39,7 @@ def test_camera_file_round_trip(tmp_path):
     write_cameras(tmp_path / "c.txt", frames, url="https://example.com/v")
     back = read_cameras(tmp_path / "c.txt")
     assert back.url == "https://example.com/v" and len(back) == 5
-    for a, b in zip(frames, back.frames):
+    for a, b in zip(frames, back.frames, strict=False):
         assert a.timestamp_us == b.timestamp_us
         assert a.pose.allclose(b.pose, atol=0)  # repr floats: exact
         assert b.intrinsics(640, 480) == a.intrinsics(640, 480)
@@ -114,9 +114,9 @@ def test_reconstruction_round_trip():
     names = [f"{i:06d}" for i in range(4)]
     rec = to_reconstruction(frames, names, 640, 480)
     assert rec.num_cameras() == 1 and rec.num_reg_images() == 4
-    names2, back = from_reconstruction(rec, {n: f.timestamp_us for n, f in zip(names, frames)})
+    names2, back = from_reconstruction(rec, {n: f.timestamp_us for n, f in zip(names, frames, strict=False)})
     assert names2 == names
-    for a, b in zip(frames, back):
+    for a, b in zip(frames, back, strict=False):
         assert a.pose.allclose(b.pose, atol=1e-9)
         assert a.timestamp_us == b.timestamp_us
         np.testing.assert_allclose(a.intrinsics(640, 480).K, b.intrinsics(640, 480).K)
@@ -137,13 +137,13 @@ def test_reconstruction_round_trip_property(qs, cs, f, cx, cy, size):
     """MC frames -> pycolmap Reconstruction -> MC frames keeps every pose, timestamp and intrinsic."""
     w, h = size
     frames = [CameraFrame.from_intrinsics(1000 * i, Intrinsics(f, f, cx * w, cy * h, w, h), make_pose(q, c))
-              for i, (q, c) in enumerate(zip(qs, cs))]
+              for i, (q, c) in enumerate(zip(qs, cs, strict=False))]
     names = [f"{i:06d}" for i in range(len(frames))]
     rec = to_reconstruction(frames, names, w, h)
     assert rec.num_reg_images() == len(frames)
-    names2, back = from_reconstruction(rec, {n: fr.timestamp_us for n, fr in zip(names, frames)})
+    names2, back = from_reconstruction(rec, {n: fr.timestamp_us for n, fr in zip(names, frames, strict=False)})
     assert names2 == names
-    for a, b in zip(frames, back):
+    for a, b in zip(frames, back, strict=False):
         assert a.pose.allclose(b.pose, atol=1e-9) and a.timestamp_us == b.timestamp_us
         np.testing.assert_allclose(a.intrinsics(w, h).K, b.intrinsics(w, h).K, rtol=1e-12)
 

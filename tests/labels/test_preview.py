@@ -260,7 +260,7 @@ def test_write_report_html(tmp_path):
     assert not parser.errors and not parser.stack
     srcs = [a.get("src") for t, a in parser.tags if t == "img"]
     assert "contact_sheet.png" in srcs and "000000.jpg" in srcs
-    for t, a in parser.tags:  # only relative links, no external resources
+    for _t, a in parser.tags:  # only relative links, no external resources
         for key in ("src", "href"):
             if key in a:
                 assert "://" not in a[key] and not a[key].startswith("/")

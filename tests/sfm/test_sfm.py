@@ -102,7 +102,7 @@ def test_known_poses_are_kept_exactly(clip_dir, tmp_path):
     run_sfm(ws, SfmConfig(max_features=2048), poses=clip_dir / "cameras.txt")
     gt = read_cameras(clip_dir / "cameras.txt")
     est = read_cameras(ws.cameras_txt)
-    for a, b in zip(gt.frames, est.frames):
+    for a, b in zip(gt.frames, est.frames, strict=False):
         np.testing.assert_allclose(b.pose.matrix, a.pose.matrix, atol=1e-6)
         assert (b.fx, b.fy, b.cx, b.cy) == pytest.approx((a.fx, a.fy, a.cx, a.cy), abs=1e-9)
     import pycolmap
@@ -143,7 +143,7 @@ def test_known_poses_skip_the_lines_of_dropped_frames(clip_dir, tmp_path):
     gt = read_cameras(clip_dir / "cameras.txt").frames
     est = read_cameras(ws.cameras_txt).frames
     assert len(est) == 15
-    for a, b in zip([g for i, g in enumerate(gt) if i != 5], est):
+    for a, b in zip([g for i, g in enumerate(gt) if i != 5], est, strict=False):
         np.testing.assert_allclose(b.pose.matrix, a.pose.matrix, atol=1e-9)
     # eval pairs GT poses with input frames the same way: the dropped frame's line is skipped.
     from mannequin.evaluate import evaluate
@@ -297,7 +297,7 @@ def _turning_rec(rates_deg_s, fps=30.0):
     poses = [Pose(R, [0.01 * k, 0, 0]) for k, R in enumerate(rots)]
     frames = [CameraFrame.from_intrinsics(int(k * 1e6 / fps), intr, p) for k, p in enumerate(poses)]
     names = [f"{k:06d}.png" for k in range(len(frames))]
-    return to_reconstruction(frames, names, 640, 480), {n: f.timestamp_us for n, f in zip(names, frames)}
+    return to_reconstruction(frames, names, 640, 480), {n: f.timestamp_us for n, f in zip(names, frames, strict=False)}
 
 
 def test_rotation_reversal_flags_fast_turn_back():

@@ -109,7 +109,7 @@ def test_plane_blocks_give_identical_results(monkeypatch, shift, lr):
     a = _sweep(left, right, **kw)
     monkeypatch.setattr(sc_mod, "PLANE_BLOCK", 1)
     b = _sweep(left, right, **kw)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         assert np.array_equal(x, y, equal_nan=True)
 
 
@@ -168,7 +168,7 @@ def test_track_rows4_equals_four_track_rows():
     for p0 in range(0, P, 4):
         hold, hprev = (s4[0], s4[1]) if p0 % 2 == 0 else (s4[1], s4[0])
         sweep._track_rows4(p0, costs[p0], costs[p0 + 1], costs[p0 + 2], costs[p0 + 3], hold, hprev, *s4[2:])
-    for a, b in zip(s1, s4):
+    for a, b in zip(s1, s4, strict=False):
         assert np.array_equal(a, b)
     assert (s1[3] >= 0).any() and (s1[4] < sweep.BIG).any()
 

@@ -88,13 +88,13 @@ def test_clip_shapes_and_ranges(clip):
     assert len(clip.poses) == len(clip.timestamps_us) == N
     assert clip.timestamps_us[:3] == [0, 33333, 66667]
     assert (clip.depth > 0).all(), "every ray inside the closed room must hit"
-    assert 2.0 < clip.depth.min() and clip.depth.max() < 10.0
+    assert clip.depth.min() > 2.0 and clip.depth.max() < 10.0
     K = clip.intrinsics
     assert (K.width, K.height) == (W, H) and K.cx == W / 2 and K.cy == H / 2
     assert np.degrees(2 * np.arctan(W / 2 / K.fx)) == pytest.approx(60.0)
     centres = np.array([p.center for p in clip.poses])
     steps = np.linalg.norm(np.diff(centres, axis=0), axis=1)
-    assert 0.03 < steps.min() and steps.max() < 0.07
+    assert steps.min() > 0.03 and steps.max() < 0.07
     for p in clip.poses:
         assert np.allclose(p.R @ p.R.T, np.eye(3), atol=1e-12)
     # texture: enough grey-level variation for matching, and every frame is different
@@ -128,7 +128,7 @@ def test_write_clip_round_trip(clip, tmp_path):
     out = write_clip(clip, tmp_path / "s")
     cams = read_cameras(out / "cameras.txt")
     assert len(cams) == len(clip.poses)
-    for fr, pose, ts in zip(cams.frames, clip.poses, clip.timestamps_us):
+    for fr, pose, ts in zip(cams.frames, clip.poses, clip.timestamps_us, strict=False):
         assert fr.pose.allclose(pose, atol=1e-9)
         assert fr.timestamp_us == ts and fr.k1 == 0.0 and fr.k2 == 0.0
         K = fr.intrinsics(W, H)
@@ -160,10 +160,10 @@ def test_deterministic():
     c = render_clip(seed=6, n_frames=3, width=64, height=48, moving=True)
     for x, y in ((a.images, b.images), (a.depth, b.depth), (a.dynamic, b.dynamic)):
         assert x.tobytes() == y.tobytes()
-    assert all(p.allclose(q, atol=0) for p, q in zip(a.poses, b.poses))
+    assert all(p.allclose(q, atol=0) for p, q in zip(a.poses, b.poses, strict=False))
     assert not np.array_equal(a.images, c.images)
     assert not np.array_equal(a.depth, c.depth)
-    assert not all(p.allclose(q) for p, q in zip(a.poses, c.poses))
+    assert not all(p.allclose(q) for p, q in zip(a.poses, c.poses, strict=False))
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -218,7 +218,7 @@ def test_distortion_ground_truth(k1, k2):
     zp2, zs2, _, _, _ = _reproject(c, 0, 3, pix, distorted=False)
     assert np.median(np.abs(zp2 - zs2) / zs2) > 5 * np.median(rel)
     pinhole = render_clip(seed=2, n_frames=4, width=W, height=H)
-    assert all(p.allclose(q, atol=0) for p, q in zip(pinhole.poses, c.poses))
+    assert all(p.allclose(q, atol=0) for p, q in zip(pinhole.poses, c.poses, strict=False))
     # the same scene: near the principal point distortion hardly moves anything
     assert pinhole.depth[0][H // 2, W // 2] == pytest.approx(c.depth[0][H // 2, W // 2], rel=1e-3)
     assert not np.array_equal(pinhole.images[0], c.images[0])
@@ -281,7 +281,7 @@ def test_rotate_only_clip(clip):
     from scipy.spatial.transform import Rotation
 
     steps = [np.degrees(Rotation.from_matrix(c.poses[k + 1].R @ c.poses[k].R.T).magnitude()) for k in range(7)]
-    assert 0.8 < min(steps) and max(steps) < 4.0, steps
+    assert min(steps) > 0.8 and max(steps) < 4.0, steps
     total = np.degrees(Rotation.from_matrix(c.poses[-1].R @ c.poses[0].R.T).magnitude())
     assert 8.0 < total < 20.0, total
     # the scene (walls, people, texture) is the walking clip's: the same seed draws the same room

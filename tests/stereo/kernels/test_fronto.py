@@ -40,7 +40,7 @@ def test_fronto_parallel_plane(fronto):
     err, valid = _rel_err(depth, fronto["gt"])
     assert valid > 0.95
     assert err < 0.005
-    assert 0.0 <= conf.min() and conf.max() <= 1.0
+    assert conf.min() >= 0.0 and conf.max() <= 1.0
     assert np.median(conf[depth > 0]) > 0.5
 
 
@@ -348,7 +348,7 @@ def test_horizontal_box_sums_are_exact_box_sums(W, h):
     sweep._hbox3(*rows, *three, h)
     # float32 running sums restarted every BOX_RUN columns: a few ulps of the window sums
     np.testing.assert_allclose(one, want[0], rtol=0, atol=2e-5)
-    for got, ref in zip(three, want):
+    for got, ref in zip(three, want, strict=False):
         np.testing.assert_allclose(got, ref, rtol=0, atol=2e-5)
 
 
@@ -360,7 +360,7 @@ def _rectified_pair(H=64, W=96, seed=11):
     tex = nps.make_texture(1024, seed=seed)
     f = K[0, 0]
     Ks, ts, srcs = [], [], []
-    for i, (b, dcx) in enumerate(((-0.21, 0.0), (0.17, 3.3))):
+    for _i, (b, dcx) in enumerate(((-0.21, 0.0), (0.17, 3.3))):
         Kc = K.copy()
         Kc[0, 2] += dcx
         t = np.array([b, 0.0, 0.0])
@@ -445,7 +445,7 @@ def test_rectified_integer_disparities_equal_general_path(monkeypatch, window, s
     import mannequin.stereo.sweep as sc_mod
 
     assert sc_mod.shift_only_sources(homs).tolist() == [1]
-    if W > window:
+    if window < W:
         _fast_equals_general(monkeypatch, sc, kw)
         return
     # too narrow for a meaningful depth: compare the costs only
