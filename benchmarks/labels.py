@@ -146,7 +146,7 @@ def tum_figure(ws: Path, scale: float, path: Path, names=("000005", "000015", "0
     import pycolmap
 
     from mannequin.evaluate import read_gt_depth, sample_through_points
-    from mannequin.stereo.views import sparse_geometry
+    from mannequin.stereo import sparse_geometry
 
     intr = np.loadtxt(TUM / "intrinsics.txt").ravel()
     cam = (intr[0], intr[1], intr[2], intr[3], intr[4:])
@@ -317,9 +317,8 @@ def filter_sweep(ws: Path, gt_dir: Path, plot_path: Path) -> dict:
     import pycolmap
 
     from mannequin.config import Config
-    from mannequin.fuse.consistency import consistency_votes
-    from mannequin.fuse.stage import filter_from_votes
-    from mannequin.stereo.views import neighbours_for, sparse_geometry, world_to_camera
+    from mannequin.fuse import consistency_votes, filter_from_votes
+    from mannequin.stereo import neighbours_for, sparse_geometry, world_to_camera
 
     t_start = time.perf_counter()
     base = Config.load(ws / "config.json").fuse if (ws / "config.json").exists() else Config().fuse

@@ -181,8 +181,8 @@ def tum_sfm(video: Path, gt: dict, depth: dict, sfm_cfg, ws_dir: Path) -> tuple:
     blur rejection, seed 0), scored against the mocap (:func:`_evaluate`) and the Kinect depth
     (:func:`sparse_structure`, GT links in ``<ws_dir>-gt``).  Returns ``(ws, summary, metrics)``."""
     from mannequin.config import FramesConfig
-    from mannequin.frames.stage import extract_frames
-    from mannequin.sfm.stage import run_sfm
+    from mannequin.frames import extract_frames
+    from mannequin.sfm import run_sfm
     from mannequin.workspace import Workspace
 
     ws = Workspace(ws_dir).create()
@@ -305,9 +305,9 @@ def _evaluate(ws, summary, gt_by_name: dict, gt_fx: float, width_gt: int) -> dic
 def run_row(name: str, work: Path, out: dict) -> dict:
     """Run row ``name``; fills ``out`` as it goes (so a failure keeps what was measured)."""
     from mannequin.config import FramesConfig, SfmConfig
-    from mannequin.frames.stage import extract_frames
+    from mannequin.frames import extract_frames
     from mannequin.io.cameras import read_cameras
-    from mannequin.sfm.stage import run_sfm
+    from mannequin.sfm import run_sfm
     from mannequin.workspace import Workspace
 
     kind, params, _ = ROWS[name]

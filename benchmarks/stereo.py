@@ -187,7 +187,7 @@ def _first_call(threads: int, cache_dir=None) -> dict:
 
 
 def bench_throughput(threads: int, quick: bool) -> dict:
-    from mannequin.stereo.sweep import plane_sweep
+    from mannequin.stereo import plane_sweep
     from mannequin.testing import numpy_sweep as nb
 
     res = {"shape": [480, 640], "planes": 128, "sources": 4, "threads": threads}
@@ -220,7 +220,7 @@ def bench_throughput(threads: int, quick: bool) -> dict:
 def bench_motorcycle(threads: int, quick: bool, step: float, lr_check: bool = True) -> dict:
     import cv2
 
-    from mannequin.stereo.sweep import plane_sweep
+    from mannequin.stereo import plane_sweep
 
     d = DATA / "skimage_motorcycle"
     left = _imread_rgb(d / "motorcycle_left.png")
@@ -287,7 +287,7 @@ def bench_motorcycle(threads: int, quick: bool, step: float, lr_check: bool = Tr
 def bench_cones(threads: int, quick: bool) -> dict:
     import cv2
 
-    from mannequin.stereo.sweep import plane_sweep
+    from mannequin.stereo import plane_sweep
 
     d = DATA / "middlebury_cones"
     ims = [_imread_rgb(d / f"im{i}.ppm") for i in range(9)]
@@ -321,7 +321,7 @@ def bench_cones(threads: int, quick: bool) -> dict:
 # --------------------------------------------------------------------------- 4. synthetic
 def bench_synthetic(threads: int, quick: bool) -> dict:
     from mannequin.metrics import depth_metrics
-    from mannequin.stereo.sweep import plane_sweep, triangulation_angles
+    from mannequin.stereo import plane_sweep, triangulation_angles
     from mannequin.testing.synth import render_clip
 
     t0 = time.perf_counter()
@@ -367,7 +367,7 @@ def bench_synthetic(threads: int, quick: bool) -> dict:
                                          "median_rel_err": float(np.median(np.abs(depth[both] - gt[both]) / gt[both]))}
     # The second sweep direction along the floor (the stage finds the plane in the sparse points;
     # here the room's floor z = 0 is given), merged per pixel by cost as the stage does.
-    from mannequin.stereo.stage import combine_sweeps
+    from mannequin.stereo import combine_sweeps
     from mannequin.testing.synth import ROOM
 
     n_cam = P0.R @ np.array([0.0, 0.0, -1.0])           # towards the floor, in the reference camera
@@ -393,7 +393,7 @@ def bench_synthetic(threads: int, quick: bool) -> dict:
 
 # --------------------------------------------------------------------------- 5. scaling
 def bench_scaling(threads: int, quick: bool) -> dict:
-    from mannequin.stereo.sweep import plane_sweep
+    from mannequin.stereo import plane_sweep
     from mannequin.testing import numpy_sweep as nb
 
     H, W = SCALING_SHAPE

@@ -59,7 +59,7 @@ def load(n_frames: int = 30, readout_ms: float = 0.0):
     import cv2
     from scipy.spatial.transform import Rotation
 
-    from mannequin.sfm.rolling_shutter import angular_velocities, rectify_image
+    from mannequin.sfm import angular_velocities, rectify_image
 
     rows = [ln.split() for ln in (TUM / "frames_gt_interp.txt").read_text().splitlines()
             if ln.strip() and not ln.startswith("#")][:n_frames]

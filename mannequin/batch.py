@@ -153,7 +153,7 @@ def _read_txt_manifest(path: Path) -> list[Job]:
 def _folder_jobs(path: Path) -> list[Job]:
     """A folder INPUT: its videos; or, holding none, the folder itself as one clip of images; or,
     holding no images either, each sub-folder of images as a clip (a dataset of frame folders)."""
-    from mannequin.frames.stage import list_images
+    from mannequin.frames import list_images
 
     videos = sorted((p for p in path.iterdir() if p.is_file() and is_video(p)), key=lambda p: p.name)
     if videos:

@@ -101,7 +101,7 @@ def prediction_dir(ws: Workspace, which: str) -> Path:
 def parse_gt_camera(spec: str) -> tuple:
     """``fx,fy,cx,cy[,k1,k2,p1,p2[,k3]]`` (OpenCV convention, or a file holding it) → the
     ``(fx, fy, cx, cy, dist)`` camera :func:`sample_through_points` and :func:`project_opencv` take."""
-    from mannequin.sfm.stage import parse_intrinsics
+    from mannequin.sfm import parse_intrinsics
 
     intr, dist = parse_intrinsics(spec, 1, 1, option="--gt-intrinsics")
     return (intr.fx, intr.fy, intr.cx - 0.5, intr.cy - 0.5, dist)
@@ -133,7 +133,7 @@ def sample_through_points(label: np.ndarray, K: np.ndarray, gt: np.ndarray, gt_c
     y = (rows + 0.5 - K[1, 2]) / K[1, 1]
     X = np.column_stack([x * z, y * z, z])
     if rolling is not None and rolling[1] > 0:
-        from mannequin.sfm.rolling_shutter import from_frame_time
+        from mannequin.sfm import from_frame_time
 
         X, px = from_frame_time(X, lambda P: project_opencv(P, gt_camera), rolling[0], rolling[1], gt.shape[0])
         z = X[:, 2]
@@ -350,7 +350,7 @@ def evaluate(ws: Workspace, gt_dir, *, depth_scale: float = 1.0, gt_camera=None,
     pixel (no ``gt_camera``): such GT belongs to the recorded rows, not the corrected ones.
     """
 
-    from mannequin.stereo.views import sparse_depth_map, sparse_geometry
+    from mannequin.stereo import sparse_depth_map, sparse_geometry
 
     gt_dir = Path(gt_dir)
     if not gt_dir.is_dir():
@@ -468,7 +468,7 @@ def _clean(d: dict) -> dict:
 def _pose_metrics(ws: Workspace, gt_poses) -> dict:
     """ATE of ``WS/cameras.txt`` against ``gt_poses``, whose i-th pose belongs to the i-th input frame
     (:func:`mannequin.frames.stage.input_line_of`): frames dropped or left unregistered are skipped."""
-    from mannequin.frames.stage import input_line_of, read_frames_csv
+    from mannequin.frames import input_line_of, read_frames_csv
     from mannequin.io.cameras import read_cameras
 
     gt_poses = Path(gt_poses)

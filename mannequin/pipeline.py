@@ -156,7 +156,7 @@ def run_stage(ws: Workspace, stage: str, cfg: Config, *, input_path=None, poses=
                              "reasons": info.get("reasons", [])}
     write_json(ws.report_json, report)
     if stage == "labels":
-        from mannequin.labels.stage import write_report_html
+        from mannequin.labels import write_report_html
 
         write_report_html(ws)
     ws.write_stamp(stage, h, seconds=round(seconds, 3), options=cfg.stage_hash(stage),
@@ -234,7 +234,7 @@ def check_poses_file(poses) -> None:
     if poses is None:
         return
     from mannequin.io.cameras import read_cameras
-    from mannequin.sfm.stage import check_known_cameras
+    from mannequin.sfm import check_known_cameras
 
     check_known_cameras(read_cameras(poses), str(poses))
 
@@ -275,7 +275,7 @@ def run_video(input, out, poses=None, config: Config | None = None, *, progress:
 # --- stage adapters: (ws, cfg, **context) -> StageResult ------------------------
 
 def _frames(ws, cfg, *, input_path, progress, poses=None, **_):
-    from mannequin.frames.stage import extract_frames
+    from mannequin.frames import extract_frames
     from mannequin.io.cameras import read_cameras
 
     stamps = None
@@ -289,25 +289,25 @@ def _frames(ws, cfg, *, input_path, progress, poses=None, **_):
 
 
 def _sfm(ws, cfg, *, poses, progress, **_):
-    from mannequin.sfm.stage import run_sfm
+    from mannequin.sfm import run_sfm
 
     return run_sfm(ws, cfg.sfm, poses=poses, seed=cfg.seed, progress=progress)
 
 
 def _stereo(ws, cfg, *, progress, stage_hash, **_):
-    from mannequin.stereo.stage import run_stereo
+    from mannequin.stereo import run_stereo
 
     return run_stereo(ws, cfg.stereo, stage_hash=stage_hash, progress=progress)
 
 
 def _fuse(ws, cfg, *, progress, **_):
-    from mannequin.fuse.stage import run_fuse
+    from mannequin.fuse import run_fuse
 
     return run_fuse(ws, cfg.fuse, progress=progress)
 
 
 def _labels(ws, cfg, *, progress, **_):
-    from mannequin.labels.stage import run_labels
+    from mannequin.labels import run_labels
 
     return run_labels(ws, cfg, progress=progress)
 

@@ -276,7 +276,7 @@ def test_pixelwise_eval_of_a_rolling_shutter_workspace_warns(tiny_clip, tiny_run
 
 
 def test_sparse_depth_map_keeps_the_nearest_point_per_pixel():
-    from mannequin.stereo.views import SparseGeometry, sparse_depth_map
+    from mannequin.stereo import SparseGeometry, sparse_depth_map
 
     K = np.array([[10.0, 0, 4.0], [0, 10.0, 3.0], [0, 0, 1]])
     pts = np.array([[0.0, 0.0, 2.0],      # pixel centre (4.5, 3.5)?  projects to (4, 3): col 4, row 3

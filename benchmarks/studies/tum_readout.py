@@ -43,7 +43,7 @@ def omega_ratio(ws, gt: dict, times: dict) -> float:
     """Median over registered frames of |omega| of the model's rotations / of the GT rotations."""
     import pycolmap
 
-    from mannequin.sfm.rolling_shutter import angular_velocities
+    from mannequin.sfm import angular_velocities
 
     rec = pycolmap.Reconstruction(str(ws.sparse_dir))
     ims = sorted(rec.images.values(), key=lambda i: i.name)

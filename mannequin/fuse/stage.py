@@ -33,7 +33,7 @@ from mannequin.fuse.consistency import (
     votes_to_depth,
 )
 from mannequin.result import StageResult
-from mannequin.stereo.views import neighbours_for, sparse_geometry, world_to_camera
+from mannequin.stereo import neighbours_for, sparse_geometry, world_to_camera
 from mannequin.workspace import (
     Workspace,
     atomic_path,
@@ -169,7 +169,7 @@ def run_fuse(ws: Workspace, cfg: FuseConfig, *, progress: bool = False) -> Stage
     """
     from tqdm import tqdm
 
-    from mannequin.stereo.stage import load_image
+    from mannequin.io.images import load_image
 
     rec = ws.read_sparse()
     geo = sparse_geometry(rec)
@@ -253,7 +253,7 @@ def clip_noise_band(names, views: dict, index: dict, geo, E: dict, cache, cfg: F
     ``cfg.noise_margin`` × noise within which a disagreeing source counts as ``n_near`` (no
     evidence of a free-space violation or of motion) rather than behind or in front.  The band is
     0 (no effect) when ``noise_margin`` is 0 or the noise is unknown."""
-    from mannequin.stereo.stage import probe_pairs
+    from mannequin.stereo import probe_pairs
 
     if cfg.noise_margin <= 0 and cfg.noise_tolerance <= 0:
         return float("nan"), 0.0

@@ -1,6 +1,7 @@
 """Image conversions and image files shared by the stages."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,3 +35,13 @@ def to_grey(img: Any, name: str = "image") -> np.ndarray:
     if a.ndim == 3:
         a = (a @ GREY_WEIGHTS).astype(np.float32)
     return np.ascontiguousarray(a)
+
+
+def load_image(path: Path) -> np.ndarray:
+    """The image file at ``path`` as (H, W, 3) uint8 RGB (grey images repeated, alpha dropped)."""
+    import imageio.v3 as iio
+
+    img = iio.imread(path)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    return np.ascontiguousarray(img[..., :3])

@@ -80,8 +80,8 @@ def run_labels(ws: Workspace, cfg: Config, *, progress: bool = False) -> StageRe
     """
     from tqdm import tqdm
 
-    from mannequin.stereo.stage import load_image
-    from mannequin.stereo.views import sparse_geometry
+    from mannequin.io.images import load_image
+    from mannequin.stereo import sparse_geometry
 
     qc_path = ws.labels_dir / "qc.json"
     if not qc_path.exists():

@@ -21,7 +21,7 @@ import numpy as np
 
 from mannequin.config import SfmConfig, check_readout_ms, worker_threads
 from mannequin.errors import InputError, StageError
-from mannequin.frames.stage import input_line_of
+from mannequin.frames import input_line_of
 from mannequin.io.cameras import CameraFile, Intrinsics, from_reconstruction, read_cameras, to_reconstruction, write_cameras
 from mannequin.result import StageResult
 from mannequin.workspace import Workspace, atomic_path, write_json
@@ -898,7 +898,7 @@ def _check_known_poses_fit(rec, poses) -> None:
     """Known poses that do not fit the frames (wrong intrinsics, lines out of order, camera-to-world
     instead of world-to-camera) triangulate points that some frame sees behind it: a clear error
     naming the camera file, instead of a failure deep in stereo."""
-    from mannequin.stereo.views import depth_range, sparse_geometry
+    from mannequin.stereo import depth_range, sparse_geometry
 
     geo = sparse_geometry(rec)
     for i in range(len(geo.names)):

@@ -18,6 +18,7 @@ import numpy as np
 
 from mannequin.config import FuseConfig, StereoConfig
 from mannequin.errors import InputError
+from mannequin.io.images import load_image
 from mannequin.result import StageResult
 from mannequin.stereo.views import (
     depth_range,
@@ -47,16 +48,6 @@ GROUND_AGREE = 0.05
 # The window choice's agreement test: the fuse stage's defaults.
 PROBE_REL_DEPTH = FuseConfig.rel_depth
 PROBE_REPROJ_PX = FuseConfig.reproj_px
-
-
-def load_image(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 image."""
-    import imageio.v3 as iio
-
-    img = iio.imread(path)
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=2)
-    return np.ascontiguousarray(img[..., :3])
 
 
 def run_stereo(ws: Workspace, cfg: StereoConfig, *, stage_hash: str = "", progress: bool = False) -> StageResult:
@@ -211,7 +202,7 @@ def _choose_window(ws: Workspace, cfg: StereoConfig, geo, views: dict, sweep, sa
     ``WS/stereo/window.json`` (read back when a killed run resumes); the probe frames' depth maps
     of the chosen window are the stage's outputs, so the base window costs nothing extra.
     """
-    from mannequin.fuse.consistency import check_geometric_consistency
+    from mannequin.fuse import check_geometric_consistency
 
     path = ws.stereo_dir / WINDOW_FILE
     done = _read_json(path)

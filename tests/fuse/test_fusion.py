@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import fast_config
-from mannequin.labels.stage import read_index
+from mannequin.labels import read_index
 from mannequin.pipeline import run_video
 from mannequin.testing.synth import synth
 

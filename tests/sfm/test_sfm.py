@@ -6,7 +6,7 @@ import pytest
 
 from mannequin.config import FramesConfig, SfmConfig
 from mannequin.errors import InputError, StageError
-from mannequin.frames.stage import extract_frames, read_frames_csv
+from mannequin.frames import extract_frames, read_frames_csv
 from mannequin.io.cameras import read_cameras
 from mannequin.metrics import ate_rmse
 from mannequin.sfm.stage import parse_intrinsics, run_sfm
