@@ -2,7 +2,12 @@
 from mannequin.stereo.stage import combine_sweeps, probe_pairs, run_stereo
 from mannequin.stereo.sweep import plane_sweep, triangulation_angles
 from mannequin.stereo.views import (
-    SparseGeometry, depth_range, neighbours_for, sparse_depth_map, sparse_geometry, world_to_camera,
+    SparseGeometry,
+    depth_range,
+    neighbours_for,
+    sparse_depth_map,
+    sparse_geometry,
+    world_to_camera,
 )
 
 __all__ = [
