@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_PACKAGES := libusb-1.0-0 libgomp1
 
-.PHONY: install test lint bench studies apt clean demo all-videos
+.PHONY: install test test-fast lint bench studies apt clean demo all-videos
 
 # Re-install only when setup.py changes; the apt packages are checked on every `make install` and
 # every target that depends on it (fast: a dpkg query).
@@ -42,11 +42,21 @@ demo: install
 	$(MANNEQUIN) eval $(DEMO_WS) --gt-depth $(DEMO)/gt > $(DEMO_WS)/eval.json
 	@echo "details: $(DEMO_WS)/eval.json; plots: $(DEMO_WS)/preview/eval_per_frame.png"
 
+# Every test (under 10 minutes on 2 cores); test-fast leaves out those marked slow (under 3 minutes).
+# The slow ones are listed in tests/conftest.py (SLOW); setup.cfg sets a per-test timeout.
 test: install
 	$(BIN)/python -m pytest -q tests
 
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+# ruff (rule sets in ruff.toml) and mypy (settings in setup.cfg [mypy]); both run, either failing fails.
+# The same two checks run as pre-commit hooks (.pre-commit-config.yaml; `$(BIN)/pre-commit install`).
 lint: install
-	$(BIN)/ruff check mannequin tests benchmarks
+	@rc=0; \
+	echo "$(BIN)/ruff check mannequin tests benchmarks"; $(BIN)/ruff check mannequin tests benchmarks || rc=1; \
+	echo "$(BIN)/mypy"; $(BIN)/mypy || rc=1; \
+	exit $$rc
 
 BENCHES := sfm stereo labels tum_oracle pipeline batch
 bench: install
