@@ -64,7 +64,7 @@ def _config_args(p: argparse.ArgumentParser, frames: bool = False) -> None:
 def resolve_config(args, workspace: Path | None = None) -> Config:  # noqa: F821 (imported lazily)
     """The config: the workspace's config.json (stage commands) or ``--preset``, then ``--config``,
     ``--max-size``, ``--fps``, ``--intrinsics`` and ``--readout-ms``, in that order."""
-    from mannequin.config import Config, preset
+    from mannequin.config import Config, check_option, preset, with_flag
 
     ws_cfg = workspace / "config.json" if workspace is not None else None
     if args.preset is None and ws_cfg is not None and ws_cfg.is_file():
@@ -74,25 +74,17 @@ def resolve_config(args, workspace: Path | None = None) -> Config:  # noqa: F821
     if getattr(args, "config", None) is not None:
         cfg = Config.load(args.config, base=cfg)
     if getattr(args, "max_size", None) is not None:
-        if args.max_size < 0 or args.max_size > 16384:
-            raise InputError(f"--max-size {args.max_size}: must be between 0 (keep) and 16384 px")
-        if 0 < args.max_size < 32:
-            raise InputError(f"--max-size {args.max_size}: too small for stereo (use at least 32 px)")
-        cfg = cfg.replace(frames={"max_size": args.max_size})
+        cfg = with_flag(cfg, "--max-size", args.max_size)
     if getattr(args, "fps", None) is not None:
-        if not (math.isfinite(args.fps) and 0 < args.fps <= 10000):
-            raise InputError(f"--fps {args.fps:g}: must be a frame rate between 0 and 10000")
+        check_option("frames", "image_fps", args.fps, "--fps")
         if getattr(args, "input", None) is not None and not Path(args.input).is_dir():
             raise InputError(f"{args.input}: --fps sets the frame rate of an image folder; a video has its own "
                              "timestamps (to sample a video, set frames.fps in --config)")
-        cfg = cfg.replace(frames={"image_fps": args.fps})
+        cfg = with_flag(cfg, "--fps", args.fps)
     if getattr(args, "intrinsics", None):
-        cfg = cfg.replace(sfm={"intrinsics": args.intrinsics})
+        cfg = with_flag(cfg, "--intrinsics", args.intrinsics)
     if getattr(args, "readout_ms", None) is not None:
-        from mannequin.config import check_readout_ms
-
-        check_readout_ms(args.readout_ms, "--readout-ms")
-        cfg = cfg.replace(sfm={"readout_ms": args.readout_ms})
+        cfg = with_flag(cfg, "--readout-ms", args.readout_ms)
     return cfg
 
 

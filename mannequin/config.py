@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -269,6 +270,9 @@ class LabelsConfig:
 
 SECTIONS = {"frames": FramesConfig, "sfm": SfmConfig, "stereo": StereoConfig, "fuse": FuseConfig,
             "labels": LabelsConfig}
+#: One stage's options: an instance of one of :data:`SECTIONS`' dataclasses.
+Section = FramesConfig | SfmConfig | StereoConfig | FuseConfig | LabelsConfig
+_SECTION_NAMES: dict[type, str] = {cls: name for name, cls in SECTIONS.items()}
 
 
 @dataclass(frozen=True)
@@ -381,8 +385,7 @@ _SHARE = _between(0, 1, "a share in [0, 1]")
 
 # Ranges of the options: (section, option) -> (check, what is expected), wide enough for every
 # documented special value (0 = off, -1 = auto, a negative max_behind_frac disables).  Float
-# options not listed must still be finite.  Stages keep their own finer checks (stereo windows,
-# sfm readouts).
+# options not listed must still be finite.  The finer checks (:data:`CHECKS`) run after them.
 #: pycolmap 4's camera models (sfm.camera_model: the one shared camera's model).
 CAMERA_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV", "FULL_OPENCV", "FOV",
                  "SIMPLE_RADIAL_FISHEYE", "RADIAL_FISHEYE", "OPENCV_FISHEYE", "THIN_PRISM_FISHEYE",
@@ -451,25 +454,138 @@ RULES = {
 
 
 def validate(cfg: Config, source: str = "config") -> Config:
-    """Check every option of ``cfg`` against :data:`RULES` (and floats for finiteness); returns
-    ``cfg``.  Raises :class:`InputError` naming ``source``, the option, the value and what is
-    expected, before any stage runs (a value out of range would otherwise fail, or silently
-    give wrong labels, after the earlier stages' work)."""
+    """Check every option of ``cfg``; returns ``cfg``.
+
+    First :data:`RULES` (and finiteness of the other floats) over every section, then each
+    section's finer checks (:func:`check_section`).  Raises :class:`InputError` naming ``source``,
+    the option, the value and what is expected, before any stage runs.
+    """
     if not (isinstance(cfg.seed, int) and 0 <= cfg.seed < 2 ** 32):
         raise InputError(f"{source}: seed = {cfg.seed!r}: expected an integer in [0, 2**32)")
     for name in SECTIONS:
-        section = getattr(cfg, name)
-        for f in fields(section):
-            value = getattr(section, f.name)
-            rule = RULES.get((name, f.name))
-            if rule is not None:
-                ok = rule[0](value)
-            else:
-                ok = not isinstance(value, float) or math.isfinite(value)
-                rule = (None, "a finite number")
-            if not ok:
-                raise InputError(f"{source}: {name}.{f.name} = {value!r}: expected {rule[1]}")
+        _check_rules(name, getattr(cfg, name), f"{source}: ")
+    for name in SECTIONS:
+        _check_finer(name, getattr(cfg, name), f"{source}: ")
     return cfg
+
+
+def check_section(section: Section, source: str | None = None) -> None:
+    """Raise :class:`InputError` unless every option of ``section`` (one of :data:`SECTIONS`'
+    dataclasses) is in range: :data:`RULES` first, then the finer checks (:data:`CHECKS`, the stereo
+    windows).  The message names the option (``sfm.readout_ms``), the value and what is expected,
+    prefixed with ``"<source>: "`` when ``source`` is given.  File existence (``sfm.vocab_tree``) is
+    not checked here."""
+    name = _SECTION_NAMES.get(type(section))
+    if name is None:
+        raise TypeError(f"not a config section: {type(section).__name__}")
+    prefix = f"{source}: " if source else ""
+    _check_rules(name, section, prefix)
+    _check_finer(name, section, prefix)
+
+
+def _check_rules(name: str, section: Section, prefix: str) -> None:
+    for f in fields(section):
+        value = getattr(section, f.name)
+        rule = RULES.get((name, f.name))
+        if rule is not None:
+            ok, expected = rule[0](value), rule[1]
+        else:
+            ok, expected = not isinstance(value, float) or math.isfinite(value), "a finite number"
+        if not ok:
+            raise InputError(f"{prefix}{name}.{f.name} = {value!r}: expected {expected}")
+
+
+def _check_finer(name: str, section: Section, prefix: str) -> None:
+    try:
+        if isinstance(section, StereoConfig):
+            _check_windows(section)
+        for f in fields(section):
+            check = CHECKS.get((name, f.name))
+            if check is not None:
+                check(getattr(section, f.name), f"{name}.{f.name}")
+    except InputError as exc:
+        if not prefix:
+            raise
+        raise InputError(f"{prefix}{exc}") from None
+
+
+def check_option(section: str, option: str, value: Any, name: str | None = None) -> None:
+    """Raise :class:`InputError` naming ``name`` (default ``"<section>.<option>"``) unless ``value``
+    passes the finer check of that option (:data:`CHECKS`); options without one pass.  The command
+    line checks its flags' values under the flag's name with it (:data:`FLAGS`)."""
+    check = CHECKS.get((section, option)) or _FLAG_ONLY_CHECKS.get((section, option))
+    if check is not None:
+        check(value, name or f"{section}.{option}")
+
+
+def check_readout_ms(value: float, name: str = "sfm.readout_ms") -> None:
+    """Raise :class:`InputError` (naming ``name``) unless ``value`` is a valid
+    :attr:`SfmConfig.readout_ms`: -1 (auto), 0 (global shutter) or a readout time up to 1000 ms."""
+    if not (value == -1 or 0 <= value <= 1000):
+        raise InputError(f"{name} {value:g}: expected -1 (auto), 0 (global shutter) or a readout time up to 1000 ms")
+
+
+def _check_readout_candidates(value: tuple[float, ...], name: str) -> None:
+    bad = [v for v in value if not 0 < v <= 1000]
+    if bad or not value:
+        raise InputError(f"{name} {list(value)}: expected readout times in ms, each in (0, 1000]")
+
+
+def _check_ba_loss(value: float, name: str) -> None:
+    if not (math.isfinite(value) and 0 <= value <= 100):
+        raise InputError(f"{name} {value}: expected a loss scale in pixels in [0, 100] (0 = squared loss)")
+
+
+def _check_share(value: float, name: str) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise InputError(f"{name} {value:g}: expected a share in [0, 1]")
+
+
+def _check_windows(cfg: StereoConfig) -> None:
+    for w in (cfg.window, *cfg.window_candidates):
+        if not (isinstance(w, int) and w >= 3 and w % 2 == 1):
+            raise InputError(f"stereo.window / stereo.window_candidates: {w!r} is not an odd integer >= 3")
+
+
+def _check_max_size_flag(value: int, name: str) -> None:
+    if value < 0 or value > 16384:
+        raise InputError(f"{name} {value}: must be between 0 (keep) and 16384 px")
+    if 0 < value < 32:
+        raise InputError(f"{name} {value}: too small for stereo (use at least 32 px)")
+
+
+def _check_frame_rate_flag(value: float, name: str) -> None:
+    if not (math.isfinite(value) and 0 < value <= 10000):
+        raise InputError(f"{name} {value:g}: must be a frame rate between 0 and 10000")
+
+
+#: Finer checks, run after :data:`RULES`: (section, option) -> check(value, name), raising
+#: :class:`InputError` that names ``name``.
+CHECKS: dict[tuple[str, str], Callable[[Any, str], None]] = {
+    ("sfm", "readout_ms"): check_readout_ms,
+    ("sfm", "readout_candidates_ms"): _check_readout_candidates,
+    ("sfm", "ba_loss_px"): _check_ba_loss,
+    ("stereo", "window_min_agreement"): _check_share,
+}
+
+# Checks of a command-line flag's value whose option's RULES already cover it (the flag's message
+# is worded for the command line).
+_FLAG_ONLY_CHECKS: dict[tuple[str, str], Callable[[Any, str], None]] = {
+    ("frames", "max_size"): _check_max_size_flag,
+    ("frames", "image_fps"): _check_frame_rate_flag,
+}
+
+#: The command line's config flags: flag -> (section, option) it sets.
+FLAGS = {"--max-size": ("frames", "max_size"), "--fps": ("frames", "image_fps"),
+         "--intrinsics": ("sfm", "intrinsics"), "--readout-ms": ("sfm", "readout_ms")}
+
+
+def with_flag(cfg: Config, flag: str, value: Any) -> Config:
+    """``cfg`` with the option of command-line ``flag`` (:data:`FLAGS`) set to ``value``, which is
+    checked first under the flag's name (``--max-size -3: must be between ...``)."""
+    section, option = FLAGS[flag]
+    check_option(section, option, value, flag)
+    return cfg.replace(**{section: {option: value}})
 
 
 def _coerce(default, value, where, variable_length: bool = False):
@@ -521,13 +637,6 @@ def preset(name: str) -> Config:
     if name not in PRESETS:
         raise InputError(f"--preset {name!r}: unknown preset (choose from {', '.join(PRESETS)})")
     return Config.from_dict(PRESETS[name], source=f"preset {name}")
-
-
-def check_readout_ms(value: float, name: str = "sfm.readout_ms") -> None:
-    """Raise :class:`InputError` (naming ``name``) unless ``value`` is a valid
-    :attr:`SfmConfig.readout_ms`: -1 (auto), 0 (global shutter) or a readout time up to 1000 ms."""
-    if not (value == -1 or 0 <= value <= 1000):
-        raise InputError(f"{name} {value:g}: expected -1 (auto), 0 (global shutter) or a readout time up to 1000 ms")
 
 
 def usable_cores() -> int:

@@ -94,3 +94,53 @@ def test_documented_special_values_are_accepted():
                       "sfm": {"readout_ms": -1.0, "accel_sigma": 0.0, "max_focal_spread": 0.0, "ba_loss_px": 0.0,
                               "exhaustive_max_frames": 0, "restarts": 0},
                       "frames": {"max_size": 0, "max_frames": 0, "blur_ratio": 0.0, "min_motion": 0.0, "fps": None}})
+
+
+
+@pytest.mark.parametrize("override,needle", [
+    ({"sfm": {"readout_ms": 5000.0}}, "sfm.readout_ms 5000: expected -1 (auto), 0 (global shutter)"),
+    ({"sfm": {"readout_candidates_ms": [10.0, -1.0]}}, "sfm.readout_candidates_ms [10.0, -1.0]: expected readout times"),
+    ({"sfm": {"readout_candidates_ms": []}}, "sfm.readout_candidates_ms []: expected readout times"),
+    ({"sfm": {"ba_loss_px": 200.0}}, "sfm.ba_loss_px 200.0: expected a loss scale"),
+    ({"stereo": {"window": 4}}, "stereo.window / stereo.window_candidates: 4 is not an odd integer >= 3"),
+    ({"stereo": {"window_candidates": [9, 10]}}, "stereo.window / stereo.window_candidates: 10 is not an odd integer"),
+    ({"stereo": {"window_min_agreement": 1.5}}, "stereo.window_min_agreement 1.5: expected a share in [0, 1]"),
+])
+def test_finer_checks_run_when_a_config_is_built_and_on_a_bare_section(override, needle):
+    """check_section applies RULES then the finer checks to one section (no source prefix); validate
+    applies it to every section with the source prefixed."""
+    from mannequin.config import SECTIONS, check_section
+
+    with pytest.raises(InputError, match=re.escape(f"cfg.json: {needle}")):
+        Config.from_dict(override, source="cfg.json")
+    [(name, options)] = override.items()
+    bare = SECTIONS[name](**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
+    with pytest.raises(InputError, match="^" + re.escape(needle)):
+        check_section(bare)
+    check_section(SECTIONS[name]())
+
+
+def test_check_section_applies_rules_before_finer_checks():
+    from mannequin.config import FramesConfig, SfmConfig, check_section
+
+    with pytest.raises(InputError, match=re.escape("frames.max_size = 5: expected 0 (keep) or 32..16384 px")):
+        check_section(FramesConfig(max_size=5))
+    with pytest.raises(InputError, match=re.escape("sfm.accel_sigma = -1.0")):  # a RULE, before readout_ms
+        check_section(SfmConfig(readout_ms=5000.0, accel_sigma=-1.0))
+    with pytest.raises(InputError, match=re.escape("x.json: frames.stride = 0")):
+        check_section(FramesConfig(stride=0), "x.json")
+
+
+@pytest.mark.parametrize("flag,value,needle", [
+    ("--max-size", -3, "--max-size -3: must be between 0 (keep) and 16384 px"),
+    ("--max-size", 16, "--max-size 16: too small for stereo (use at least 32 px)"),
+    ("--fps", 0.0, "--fps 0: must be a frame rate between 0 and 10000"),
+    ("--readout-ms", 5000.0, "--readout-ms 5000: expected -1 (auto)"),
+])
+def test_command_line_flags_are_checked_under_their_names(flag, value, needle):
+    from mannequin.config import with_flag
+
+    with pytest.raises(InputError, match="^" + re.escape(needle)):
+        with_flag(Config(), flag, value)
+    assert with_flag(Config(), "--max-size", 0).frames.max_size == 0
+    assert with_flag(Config(), "--readout-ms", 20.0).sfm.readout_ms == 20.0
