@@ -1,4 +1,4 @@
-"""Tests of the frames stage (mannequin.frames.stage) on small synthetic videos and image folders."""
+"""Tests of the frames stage (mannequin.frames) on small synthetic videos and image folders."""
 from __future__ import annotations
 
 import subprocess
@@ -11,19 +11,9 @@ from scipy import ndimage
 
 from mannequin.config import FramesConfig
 from mannequin.errors import InputError, StageError
-from mannequin.frames.stage import (
-    CSV_COLUMNS,
-    encode_png,
-    even_subset,
-    extract_frames,
-    list_images,
-    read_frames_csv,
-    read_image_rgb,
-    resize_max,
-    sample_indices,
-    sharpness,
-    to_grey,
-)
+from mannequin.frames.selection import even_subset, sample_indices, sharpness
+from mannequin.frames.stage import CSV_COLUMNS, extract_frames, read_frames_csv
+from mannequin.io.images import encode_png, list_images, read_image_rgb, resize_max, to_grey
 from mannequin.workspace import Workspace
 
 H, W = 48, 64
@@ -281,7 +271,7 @@ def test_folder_blurry_frame_dropped(tmp_path):
 
 def test_folder_grey_rgba_and_16bit_converted(tmp_path):
     base = texture(H, W, seed=2)
-    grey = to_grey(base).round().astype(np.uint8)
+    grey = (to_grey(base) * 255).round().astype(np.uint8)
     rgba = np.concatenate([base, np.full((H, W, 1), 7, np.uint8)], axis=2)
     folder = tmp_path / "mix"
     folder.mkdir()
