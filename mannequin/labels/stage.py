@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mannequin.config import Config, worker_threads
+from mannequin.config import LabelsConfig, worker_threads
 from mannequin.errors import InputError
 from mannequin.result import StageResult
 from mannequin.workspace import Workspace, check_maps, prune_frames, read_json_object, read_json_or_empty, save_image, write_text
@@ -57,12 +57,18 @@ def depth_normals(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
     return n
 
 
-def clip_verdict(qc: list, sfm_summary: dict, cfg: Config) -> tuple[str, list]:
-    """('accepted' | 'rejected', reasons) for the clip: kept frames, registration and parallax."""
+def clip_verdict(qc: list[dict], sfm_summary: dict, min_kept_frames: int) -> tuple[str, list[str]]:
+    """``("accepted" | "rejected", reasons)`` for the clip: kept frames, registration and parallax.
+
+    qc: the fuse stage's rows (``kept`` read); sfm_summary: ``WS/sfm/summary.json`` (``registered_fraction``,
+    ``median_triangulation_deg`` and ``mode`` read, each optional).  Rejected when fewer than
+    ``min_kept_frames`` frames are kept, under 90% of the frames are registered, or an SfM
+    reconstruction's median triangulation angle is under 2°.
+    """
     reasons = []
     kept = sum(1 for q in qc if q["kept"])
-    if kept < cfg.fuse.min_kept_frames:
-        reasons.append(f"only {kept} frames kept (< {cfg.fuse.min_kept_frames})")
+    if kept < min_kept_frames:
+        reasons.append(f"only {kept} frames kept (< {min_kept_frames})")
     frac = sfm_summary.get("registered_fraction")
     if frac is not None and frac < 0.9:
         reasons.append(f"low registration: {frac:.0%} of frames")
@@ -72,37 +78,52 @@ def clip_verdict(qc: list, sfm_summary: dict, cfg: Config) -> tuple[str, list]:
     return ("rejected" if reasons else "accepted"), reasons
 
 
-def run_labels(ws: Workspace, cfg: Config, *, progress: bool = False) -> StageResult:
-    """Write label PNGs, index.csv, COLMAP maps and previews.
+def _read_frames(ws: Workspace) -> tuple[list[dict], dict[str, tuple[str, np.ndarray]]]:
+    """The fuse stage's qc rows and, per frame stem, its (image name, K (3, 3)) in the sparse model.
 
-    Returns a :class:`~mannequin.result.StageResult` (output ``ws.labels_dir``) whose report holds
-    the frame counts, the PNG scale and the clip's verdict with its reasons.
+    Raises :class:`InputError` when qc.json is missing or not this workspace's frame list, or a
+    label map is unreadable, of the wrong size, or holds NaN or inf.
     """
-    from tqdm import tqdm
-
-    from mannequin.io.images import load_image
     from mannequin.stereo import sparse_geometry
 
     qc_path = ws.labels_dir / "qc.json"
     if not qc_path.exists():
         raise InputError(f"{qc_path}: missing (run 'mannequin fuse {ws.root}' first)")
     qc = read_json_object(qc_path)
-    rec = ws.read_sparse()
-    geo = sparse_geometry(rec)
+    geo = sparse_geometry(ws.read_sparse())
     Ks = {Path(n).stem: (n, geo.K[k]) for k, n in enumerate(geo.names)}
     sizes = {Path(n).stem: (geo.sizes[k][1], geo.sizes[k][0]) for k, n in enumerate(geo.names)}
     if not isinstance(qc, list) or not all(isinstance(q, dict) and q.get("name") in Ks for q in qc):
         raise InputError(f"{qc_path}: not the frame list of this workspace; run 'mannequin fuse {ws.root}' again")
     check_maps([ws.label_path(q["name"]) for q in qc], [sizes[q["name"]] for q in qc])
+    return qc, Ks
+
+
+def _png_scale(ws: Workspace, qc: list[dict], png_max: int) -> float:
+    """PNG value per depth unit: the clip's largest label depth maps to ``png_max`` (1.0 when all are 0)."""
     maxima = [float(np.load(ws.label_path(q["name"]), mmap_mode="r").max()) for q in qc]
     bad = [q["name"] for q, m in zip(qc, maxima, strict=False) if not np.isfinite(m)]
     if bad:
         raise InputError(f"{ws.label_path(bad[0])}: holds NaN or inf; run 'mannequin fuse {ws.root}' again")
     top = max(maxima + [0.0])
-    scale = float(cfg.labels.png_max / top) if top > 0 else 1.0
-    verdict, reasons = clip_verdict(qc, read_json_or_empty(ws.sfm_dir / "summary.json"), cfg)
+    return float(png_max / top) if top > 0 else 1.0
+
+
+def run_labels(ws: Workspace, cfg: LabelsConfig, *, min_kept_frames: int, progress: bool = False) -> StageResult:
+    """Write label PNGs, index.csv, COLMAP maps and previews.
+
+    cfg: the ``labels`` section of the config.  min_kept_frames: the clip is rejected with fewer
+    kept frames (``fuse.min_kept_frames``).  Returns a :class:`~mannequin.result.StageResult`
+    (output ``ws.labels_dir``) whose report holds the frame counts, the PNG scale and the clip's
+    verdict with its reasons.
+    """
+    from tqdm import tqdm
+
+    qc, Ks = _read_frames(ws)
+    scale = _png_scale(ws, qc, cfg.png_max)
+    verdict, reasons = clip_verdict(qc, read_json_or_empty(ws.sfm_dir / "summary.json"), min_kept_frames)
     dm_dir, nm_dir = ws.stereo_dir / "depth_maps", ws.stereo_dir / "normal_maps"
-    if cfg.labels.colmap_maps:
+    if cfg.colmap_maps:
         dm_dir.mkdir(parents=True, exist_ok=True)
         nm_dir.mkdir(parents=True, exist_ok=True)
 
@@ -111,7 +132,7 @@ def run_labels(ws: Workspace, cfg: Config, *, progress: bool = False) -> StageRe
         label = np.load(ws.label_path(stem))
         save_image(ws.labels_dir / f"{stem}.png", np.round(label * scale).clip(0, 65535).astype(np.uint16))
         image_name, K = Ks[stem]
-        if cfg.labels.colmap_maps:
+        if cfg.colmap_maps:
             raw = np.load(ws.depth_path(stem))
             for kind, d in (("photometric", raw), ("geometric", label)):
                 _write_colmap_maps(dm_dir / f"{image_name}.{kind}.bin", nm_dir / f"{image_name}.{kind}.bin", d, K)
@@ -127,8 +148,8 @@ def run_labels(ws: Workspace, cfg: Config, *, progress: bool = False) -> StageRe
     stems = [q["name"] for q in qc]
     for folder in (dm_dir, nm_dir):
         prune_frames(folder, stems, (".png.photometric.bin", ".png.geometric.bin"))
-    if cfg.labels.previews:
-        _previews(ws, items, load_image, progress)
+    if cfg.previews:
+        _previews(ws, items, progress)
     # Stale panels of frames no longer in the clip, and eval plots of the previous labels.
     prune_frames(ws.preview_dir, stems, (".jpg", ".png"), protect=("contact_sheet.png",))
     # The index last: with it the label PNGs and previews are all there.
@@ -137,7 +158,7 @@ def run_labels(ws: Workspace, cfg: Config, *, progress: bool = False) -> StageRe
                                                  "png_scale": scale, "verdict": verdict, "reasons": reasons})
 
 
-def _index_csv(qc, scale, verdict, reasons) -> str:
+def _index_csv(qc: list[dict], scale: float, verdict: str, reasons: list[str]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(INDEX_COLUMNS)
@@ -148,7 +169,7 @@ def _index_csv(qc, scale, verdict, reasons) -> str:
     return buf.getvalue()
 
 
-def read_index(path) -> list:
+def read_index(path: str | Path) -> list[dict]:
     """Rows of index.csv as dicts (valid_fraction and png_scale as floats, kept as bool)."""
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -172,8 +193,10 @@ def _write_colmap_maps(depth_path: Path, normal_path: Path, depth: np.ndarray, K
         pycolmap.NormalMap.from_array(depth_normals(depth, K).astype(np.float32)).write(str(tmp))
 
 
-def _previews(ws: Workspace, items, load_image, progress) -> None:
-    from mannequin.labels import preview
+def _previews(ws: Workspace, items: list[dict], progress: bool) -> None:
+    """The preview panels and contact sheet of the exported frames (one frame in memory at a time)."""
+    from mannequin.io.images import load_image
+    from mannequin.labels.panels import write_previews
 
     def gen():
         for it in items:
@@ -185,14 +208,14 @@ def _previews(ws: Workspace, items, load_image, progress) -> None:
             yield {"name": it["name"], "image": load_image(it["image_path"]), "raw_depth": np.load(it["raw_path"]),
                    "label": np.load(it["label_path"]), "dynamic": dyn, "caption": it["caption"]}
 
-    preview.write_previews(ws.preview_dir, gen(), progress=progress, total=len(items))
+    write_previews(ws.preview_dir, gen(), progress=progress, total=len(items))
 
 
 def write_report_html(ws: Workspace) -> Path:
     """``WS/preview/report.html`` from report.json and index.csv (counts, verdict, timings, thumbnails)."""
-    from mannequin.labels import preview
+    from mannequin.labels import report as html_report
 
     report = read_json_or_empty(ws.report_json)
     report.setdefault("name", ws.root.name)
     frames = read_index(ws.labels_dir / "index.csv") if (ws.labels_dir / "index.csv").exists() else []
-    return preview.write_report_html(ws.preview_dir / "report.html", report, frames)
+    return html_report.write_report_html(ws.preview_dir / "report.html", report, frames)

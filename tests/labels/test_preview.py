@@ -1,4 +1,5 @@
-"""Tests for mannequin.labels.preview: colour maps, panels, contact sheets and the writers."""
+"""Tests for the previews: mannequin.labels.colour (colour maps), mannequin.labels.panels (panels,
+contact sheets, write_previews) and mannequin.labels.report (report.html)."""
 import json
 import math
 from html.parser import HTMLParser
@@ -8,19 +9,11 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from mannequin.labels import preview
-from mannequin.labels.preview import (
-    CAPTION_H,
-    SHEET_PAD,
-    TURBO_LUT,
-    colorize_confidence,
-    colorize_depth,
-    contact_sheet,
-    depth_range,
-    frame_panel,
-    write_previews,
-    write_report_html,
-)
+from mannequin.labels import colour, panels
+from mannequin.labels import report as report_module
+from mannequin.labels.colour import TURBO_LUT, colorize_confidence, colorize_depth, depth_range
+from mannequin.labels.panels import CAPTION_H, SHEET_PAD, contact_sheet, frame_panel, write_previews
+from mannequin.labels.report import write_report_html
 
 
 def _lut_index(rgb: np.ndarray) -> np.ndarray:
@@ -182,7 +175,7 @@ def test_write_previews_files_atomic(tmp_path):
     panel = iio.imread(out / "000000.jpg")
     assert panel.shape == (48, 192, 3)
     sheet = iio.imread(out / "contact_sheet.png")
-    assert sheet.shape[1] == 3 * (preview.THUMB_WIDTH + SHEET_PAD) + SHEET_PAD
+    assert sheet.shape[1] == 3 * (panels.THUMB_WIDTH + SHEET_PAD) + SHEET_PAD
 
 
 def test_write_previews_png_downscales_and_caps_thumbs(tmp_path):
@@ -192,7 +185,7 @@ def test_write_previews_png_downscales_and_caps_thumbs(tmp_path):
     assert panel.shape == (20, 600, 3)
     sheet = iio.imread(out / "contact_sheet.png")
     # 11 frames decimated to strides of 4 -> frames 0, 4, 8 -> 3 thumbnails in one row
-    assert sheet.shape[1] == 3 * (preview.THUMB_WIDTH + SHEET_PAD) + SHEET_PAD
+    assert sheet.shape[1] == 3 * (panels.THUMB_WIDTH + SHEET_PAD) + SHEET_PAD
     assert not [p for p in out.rglob(".*")]
 
 
@@ -282,8 +275,9 @@ def test_write_report_html_accepted_minimal_and_relative_dir(tmp_path):
     assert not parser.errors
 
 
-def test_preview_does_not_import_matplotlib():
-    src = Path(preview.__file__).read_text()
+@pytest.mark.parametrize("module", [colour, panels, report_module])
+def test_preview_does_not_import_matplotlib(module):
+    src = Path(module.__file__).read_text()
     assert "matplotlib" not in src
 
 
