@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -22,250 +23,109 @@ STAGES = ("frames", "sfm", "stereo", "fuse", "labels")
 
 @dataclass(frozen=True)
 class FramesConfig:
-    """Frame extraction and selection.
+    """Frame extraction and selection (:mod:`mannequin.frames`)."""
 
-    max_size: longest side in px after resizing (aspect kept); 0 keeps the input size.
-    stride: keep every n-th source frame.  fps: target rate (overrides stride when set, video only).
-    max_frames: cap on kept frames (0 = no cap), taken evenly over the clip.
-    blur_window / blur_ratio: drop a frame whose Laplacian variance is below ``blur_ratio`` × the
-    median of its ``blur_window`` neighbours.  min_motion: drop frames whose mean absolute grey
-    difference to the previous kept frame is below this (0-255 scale; 0 disables).
-    image_fps: frame rate assumed for image folders (timestamps = index × 1e6 / image_fps).
-    pose_timestamps: with ``--poses`` and a video, take the video frames at the camera file's
-    timestamps (the nearest frame, within half a frame period) instead of sampling: a
-    Mannequin-Challenge or RealEstate10K file lists a subset of a longer video's frames.  Stride,
-    fps, max_frames, blur and motion rejection do not apply then; off, the camera file must have one
-    line per sampled frame.
-    """
-
-    max_size: int = 640
-    stride: int = 1
-    fps: float | None = None
-    max_frames: int = 0
-    blur_window: int = 9
-    blur_ratio: float = 0.35
-    min_motion: float = 0.0
-    image_fps: float = 30.0
-    pose_timestamps: bool = False
+    max_size: int = 640  #: longest frame side in px after resizing, aspect kept; 0 = keep the input size
+    stride: int = 1  #: keep every n-th source frame
+    fps: float | None = None  #: target frame rate of a video's kept frames (overrides stride); None = use stride
+    max_frames: int = 0  #: cap on kept frames, taken evenly over the clip; 0 = no cap
+    blur_window: int = 9  #: neighbours (frames) whose median sharpness a frame is compared with
+    blur_ratio: float = 0.35  #: drop a frame whose sharpness (Laplacian variance) is below this × that median; 0 = off
+    min_motion: float = 0.0  #: drop a frame whose mean absolute grey difference to the last kept one is below (0-255); 0 = off
+    image_fps: float = 30.0  #: frame rate of an image folder (timestamps = index × 1e6 / image_fps µs)
+    pose_timestamps: bool = False  #: with --poses and a video, keep the frames at the camera file's timestamps instead
 
 
 @dataclass(frozen=True)
 class SfmConfig:
-    """Structure from motion with pycolmap on the CPU (or import of known poses).
+    """Structure from motion with pycolmap on the CPU, or import of known poses (:mod:`mannequin.sfm`).
 
-    camera_model: COLMAP model of the single shared camera (SIMPLE_RADIAL, OPENCV, PINHOLE, ...).
-    max_features: SIFT cap per image.  overlap / quadratic_overlap: sequential matching window (with
-    quadratic_overlap COLMAP matches frame i with i+1, i+2, i+4, ... i+2^(overlap-1) only, not i+1..i+overlap).
-    exhaustive_max_frames: clips with at most this many frames and given intrinsics held fixed match
-    every pair instead (cheap there, and it gives short, rotation-heavy clips all their wide-baseline
-    pairs to register); 0 = always sequential.  Known poses (``--poses``) always match sequentially:
-    nothing is registered, the points only set depth ranges and pick stereo views (synthetic 24 frames
-    384×288: matching 5.1 s → 2.1 s, labels AbsRel 0.37% / 0.49% at 88% / 80% density either way).
-    exhaustive_fallback_below: a self-calibrated clip of at most exhaustive_max_frames frames whose
-    sequential matching registers less than this share of its frames (an unordered image set, e.g. views
-    in name order, not path order) is matched exhaustively and mapped again; the model that registers
-    more frames wins.
-    guided_matching: after a pair's two-view geometry is estimated, match its features again under
-    that geometry (COLMAP's guided matching): "exhaustive" (in exhaustive matching only: unordered
-    sets and short clips, where the wide-baseline pairs are; templeRing's 46° gap between views 5
-    and 6 goes from 18 to 79 inliers, enough to register the views behind it), "all" or "off".
-    Sequential video matching gains nothing from it (synthetic k1 error 0.023 against 0.02 without).
-    With known poses (``--poses``) "exhaustive" does not guide: nothing is registered, and
-    guiding tripled the matching time for the same labels.
-    vocab_tree: local vocabulary-tree file enabling loop detection (None = off; never downloads).
-    mapper: "incremental" or "global".  init_min_tri_angle: degrees required of the initial pair;
-    restarts after the first halve it (down to 1°), as small-baseline clips rarely offer 4° pairs.
-    restarts: mapping attempts (other seeds) while frames stay unregistered or the model is thin (fewer
-    than min_points_per_frame 3-D points per registered frame, counting at most 50 frames: a long
-    clip of one scene sees the same points again).  min_registered: fail below this registered share.
-    min_points: fail when the model has fewer 3-D points (a degenerate initial pair).
-    min_triangulation_deg: fail when the median triangulation angle is below this (no parallax).
-    min_parallax_deg: fail when the matches show less parallax than this (degrees) beyond what a pure
-    rotation explains: per matched pair of registered frames, the median angle between each match's
-    bearing in one frame and its bearing in the other rotated by that pair's best-fitting rotation;
-    the clip's parallax is the 90th percentile over pairs.  A camera that only turns in place gives
-    feature noise (0.03–0.09° on synthetic clips); real clips gave 0.36–3.9° (see ``rotation_parallax``).
-    max_rotation_rate_deg_s: warn when the camera turns faster than this one way and then the other
-    (rolling-shutter distortion flips sign: frames across the reversal disagree and poses are unreliable).
-    intrinsics: "fx,fy,cx,cy[,k1,k2,p1,p2[,k3]]" in input-frame pixels, or a file; None = FOV prior.
-    fov_deg: horizontal field of view used for the initial focal when intrinsics are not given.
-    refit_prior_above: when the refined focal differs from the prior's by more than this fraction
-    (a long lens read as 60°), registration is run again from the refined focal, and that model is
-    kept when it registers at least as many frames (templeRing, focal 1520 px against the prior's
-    554: 27 then 31 of 31 frames).  Not when the field-of-view starts disagree by more than
-    max_focal_spread (the data do not determine the focal).  0 = never.
-    fov_candidates: further field-of-view priors, tried when the first start's median triangulation
-    angle is below fov_check_below_deg (weak parallax, focal poorly observable); the spread of the
-    refined focal across starts measures how well it is determined.  max_focal_spread: warn above.
-    refine_intrinsics: refine given intrinsics in bundle adjustment.
-    deterministic: run pycolmap's matching and mapping on one thread, so that the same
-    frames and seed give the same model (COLMAP's multi-threaded RANSAC is faster but not reproducible).
-    min_distortion_gain: self-calibration keeps the refined distortion terms only when they lower the
-    mean reprojection error by at least this fraction (else they stay at 0: an undistorted clip).
-    readout_ms: rolling-shutter readout time, top row to bottom row, in ms (:mod:`mannequin.sfm.rolling_shutter`):
-    > 0 corrects the keypoints and the undistorted frames for the rotation during readout with this
-    time; 0 = global shutter, no correction; -1 = auto: on a video whose camera turns faster than
-    max_rotation_rate_deg_s, score each of readout_candidates_ms on the uncorrected model's tracks
-    (median reprojection error after bundle adjustment) and use the best when it is at least
-    readout_min_gain (a fraction) below the uncorrected score.  TUM fr1/rpy frames 0-29, a Kinect
-    turning at 60°/s one way then the other: 20 ms chosen, raw depth AbsRel against the Kinect 54% → 17%.
-    Frames 30-59 (one way, 55°/s): a 3.6% lower score at 20 ms, and the camera-centre RMSE against the
-    mocap 2.91% → 1.83% of the path.  A global-shutter synthetic walk played at 300 fps (208°/s):
-    every readout scores worse (+39% at 10 ms), so none is applied.
-    readout_sure_gain: a readout applied with a gain under this fraction is reported as poorly
-    determined (a warning): the model absorbed most of the skew, and on a camera that mostly turns
-    it absorbs it by bending depth.  TUM fr1/rpy: frames 0-29 gain 10-28% (SfM points 8-15% off
-    the Kinect depth), frames 30-59 gain 4-5% (23-31% off; benchmarks/studies/tum_readout.py); 7% sits
-    between them on a log scale.
-    ba_loss_px: scale (px) of the Cauchy loss in the self-calibration bundle adjustments (and the final
-    pose-and-point adjustment with fixed intrinsics); 0 = plain least squares.  The mapper keeps
-    observations up to 4 px off, and on a short clip the focal is so weakly observed that their
-    pull decides it: synthetic 24-frame clips (seeds 0-2), focal error +0.3/-1.1/+3.2% with plain
-    least squares, +0.5/+0.1/+0.9% with a 0.5 px Cauchy loss (the labels' depth relief follows the
-    focal: 3.2% off gave 2.1% AbsRel).
-    accel_sigma: after mapping (and any rolling-shutter pass), a video's poses and points are adjusted
-    once more with a smooth-motion prior (:mod:`mannequin.sfm.motion_prior`): each camera centre's
-    acceleration over the frame times, in median scene depths per s², is a residual divided by this
-    (0 = off; image folders have no frame times and are never smoothed).  A camera that mostly turns
-    observes its centre weakly and plain adjustment lets it jitter: TUM fr1/rpy with the given
-    calibration, camera RMSE 3.38% → 1.14% (frames 0-29) and 2.40% → 1.32% (30-59) of the path.
-    0.1 over-smooths (3.3% on 30-59), 1.0 barely acts on 0-29 (2.4%); 0.3 × a 1.5 m scene is 0.45
-    m/s², a calm handheld walk (tuned on those two windows: docs/FINDINGS.md).
+    The measurements behind the defaults are in docs/FINDINGS.md (self-calibration, rolling shutter,
+    smooth camera motion, global mapping).
     """
 
-    camera_model: str = "SIMPLE_RADIAL"
-    max_features: int = 4096
-    overlap: int = 10
-    quadratic_overlap: bool = True
-    exhaustive_max_frames: int = 50
-    exhaustive_fallback_below: float = 0.9
-    guided_matching: str = "exhaustive"
-    refit_prior_above: float = 0.2
-    vocab_tree: str | None = None
-    mapper: str = "incremental"
-    init_min_tri_angle: float = 4.0
-    restarts: int = 3
-    min_points_per_frame: float = 20.0
-    min_registered: float = 0.6
-    min_points: int = 50
-    min_triangulation_deg: float = 1.0
-    min_parallax_deg: float = 0.15
-    max_rotation_rate_deg_s: float = 30.0
-    intrinsics: str | None = None
-    fov_deg: float = 60.0
-    fov_candidates: tuple[float, ...] = (45.0, 75.0)
-    fov_check_below_deg: float = 5.0
-    max_focal_spread: float = 0.05
-    min_distortion_gain: float = 0.01
-    deterministic: bool = True
-    refine_intrinsics: bool = False
-    readout_ms: float = -1.0
-    readout_candidates_ms: tuple[float, ...] = (10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0)
-    readout_min_gain: float = 0.02
-    readout_sure_gain: float = 0.07
-    ba_loss_px: float = 0.5
-    accel_sigma: float = 0.3
+    camera_model: str = "SIMPLE_RADIAL"  #: COLMAP model of the one shared camera (:data:`CAMERA_MODELS`)
+    max_features: int = 4096  #: SIFT features per image, at most
+    overlap: int = 10  #: sequential matching window, in frames
+    quadratic_overlap: bool = True  #: match frame i with i+1, i+2, i+4 … i+2^(overlap-1) only
+    exhaustive_max_frames: int = 50  #: match every pair when a clip has at most this many frames and fixed intrinsics; 0 = never
+    exhaustive_fallback_below: float = 0.9  #: registered share below which a short self-calibrated clip is matched exhaustively
+    guided_matching: str = "exhaustive"  #: re-match pairs under their two-view geometry: "exhaustive" (there only), "all", "off"
+    refit_prior_above: float = 0.2  #: re-register from the refined focal when it is this fraction off the prior; 0 = never
+    vocab_tree: str | None = None  #: local vocabulary-tree file for loop detection; None = off (never downloads)
+    mapper: str = "incremental"  #: "incremental" or "global"
+    init_min_tri_angle: float = 4.0  #: degrees of the initial pair; halved on each restart, down to 1
+    restarts: int = 3  #: further mapping attempts (other seeds) while frames are unregistered or the model is thin
+    min_points_per_frame: float = 20.0  #: 3-D points per registered frame (at most 50 frames counted) below which it is thin
+    min_registered: float = 0.6  #: fail below this share of registered frames
+    min_points: int = 50  #: fail below this many 3-D points
+    min_triangulation_deg: float = 1.0  #: fail when the median triangulation angle is below this (degrees)
+    min_parallax_deg: float = 0.15  #: fail below this parallax beyond a pure rotation (degrees, 90th percentile of pairs)
+    max_rotation_rate_deg_s: float = 30.0  #: warn above this turn rate (°/s) one way then the other; readout auto acts above it
+    intrinsics: str | None = None  #: "fx,fy,cx,cy[,k1,k2,p1,p2[,k3]]" in input-frame px, or a file; None = FOV prior
+    fov_deg: float = 60.0  #: horizontal field of view (degrees) of the prior focal
+    fov_candidates: tuple[float, ...] = (45.0, 75.0)  #: further field-of-view priors (degrees) tried on weak parallax
+    fov_check_below_deg: float = 5.0  #: try fov_candidates when the median triangulation angle is below this (degrees)
+    max_focal_spread: float = 0.05  #: warn when the refined focal spreads more than this fraction across the priors
+    min_distortion_gain: float = 0.01  #: keep refined distortion only when it lowers the reprojection error by this fraction
+    deterministic: bool = True  #: one thread for matching and mapping, so the same frames and seed give the same model
+    refine_intrinsics: bool = False  #: refine given intrinsics in bundle adjustment
+    readout_ms: float = -1.0  #: rolling-shutter readout, top row to bottom, in ms; 0 = global shutter, -1 = auto
+    readout_candidates_ms: tuple[float, ...] = (10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0)  #: readouts (ms) auto scores
+    readout_min_gain: float = 0.02  #: auto applies the best readout when it lowers the score by this fraction
+    readout_sure_gain: float = 0.07  #: a readout applied with a smaller gain is reported as poorly determined
+    ba_loss_px: float = 0.5  #: Cauchy loss scale (px) of the self-calibration adjustments; 0 = plain least squares
+    accel_sigma: float = 0.3  #: smooth-motion prior on a video's camera acceleration (median depths per s²); 0 = off
 
 
 @dataclass(frozen=True)
 class StereoConfig:
-    """Numba plane sweep.
+    """Plane sweep on grey images (:mod:`mannequin.stereo`); measurements in docs/FINDINGS.md."""
 
-    n_planes: depth hypotheses, evenly spaced in inverse depth.  n_sources: source views per frame.
-    window: ZNCC window side (odd).  top_k: views averaged per pixel (best k of n).
-    min_angle_deg: a source whose triangulation angle to the reference is below this gets no vote.
-    depth_percentiles / depth_margin: depth range from robust percentiles of the sparse points,
-    widened by the margin (fraction).  Matching is on grey images.
-    shift: shiftable-window reach in px against fattening at depth edges (-1 = window // 2, 0 = off).
-    smooth: edge-aware smoothing of the inverse depth over smooth × smooth (-1 = window, 0 = off).
-    window_candidates / window_min_agreement / probe_frames: the window adapts to the footage.  The
-    base ``window`` runs first on ``probe_frames`` frames and a neighbour of each; when under
-    ``window_min_agreement`` of their pixels agree with the neighbour's depth (the fuse stage's
-    test: blurred or noisy footage, whose labels would come out sparse), the larger candidates are
-    tried while the agreement grows, and the clip keeps the window with the highest agreement
-    (``WS/stereo/window.json``).  Sharp synthetic clips keep 7 (83% agree; 11 and 15 lower it and
-    worsen AbsRel); the blurred TUM fr1/rpy sample goes to 21 (6.5% → 12% agree, label density
-    ×4 at the same AbsRel; see benchmarks/labels.py).  An empty tuple turns it off.
-    ground_sweep: when the sparse points hold a ground plane below the cameras
-    (:func:`mannequin.stereo.views.ground_plane`), sweep a second family of planes parallel to it (Gallup
-    et al. 2007) and keep, per pixel, its estimate where its cost is lower and it agrees with the
-    fronto-parallel one within 5% (``WS/stereo/ground.json``): a floor seen at a grazing angle is
-    matched with windows that lie on it.  Labels AbsRel about -30% on the synthetic room for about
-    +45-80% stereo time, so it is on in the quality preset only (docs/FINDINGS.md).
-    """
-
-    n_planes: int = 96
-    n_sources: int = 6
-    window: int = 7
-    top_k: int = 2
-    shift: int = -1
-    smooth: int = -1
-    min_angle_deg: float = 1.0
-    depth_percentiles: tuple[float, float] = (1.0, 99.0)
-    depth_margin: float = 0.15
-    window_candidates: tuple[int, ...] = (11, 15, 21)
-    window_min_agreement: float = 0.5
-    probe_frames: int = 3
-    ground_sweep: bool = False
+    n_planes: int = 96  #: depth hypotheses, evenly spaced in inverse depth
+    n_sources: int = 6  #: source views per frame
+    window: int = 7  #: ZNCC window side in px (odd)
+    top_k: int = 2  #: best views averaged per pixel
+    shift: int = -1  #: shiftable-window reach in px; -1 = window // 2, 0 = off
+    smooth: int = -1  #: side (px) of the edge-aware smoothing of inverse depth; -1 = window, 0 = off
+    min_angle_deg: float = 1.0  #: a source seen under a smaller triangulation angle (degrees) gets no vote
+    depth_percentiles: tuple[float, float] = (1.0, 99.0)  #: sparse-point depth percentiles that bound the sweep
+    depth_margin: float = 0.15  #: widening of that depth range (fraction)
+    window_candidates: tuple[int, ...] = (11, 15, 21)  #: larger windows tried on poorly agreeing footage; () = off
+    window_min_agreement: float = 0.5  #: share of probe pixels agreeing with a neighbour below which they are tried
+    probe_frames: int = 3  #: frames (each with a neighbour) the window choice is measured on
+    ground_sweep: bool = False  #: also sweep planes parallel to a ground plane found in the sparse points
 
 
 @dataclass(frozen=True)
 class FuseConfig:
-    """Geometric-consistency filter, clean-up, frame QC and point-cloud fusion.
+    """Geometric-consistency filter, clean-up, frame QC and point-cloud fusion (:mod:`mannequin.fuse`);
+    measurements in docs/FINDINGS.md."""
 
-    rel_depth: relative depth agreement.  reproj_px: forward-backward reprojection error in px.
-    min_views: agreeing neighbours needed.  n_neighbors: neighbours checked per frame.
-    average: replace a kept depth with the mean of the agreeing depths.
-    min_confidence: raw-depth confidence threshold (0 = off: on the synthetic clips the geometric
-    check alone gave lower AbsRel and higher density than 0.02, see benchmarks/labels.py's filter
-    sweep; raise it for weakly textured footage).  speckle_px: blobs smaller than this are removed.
-    edge_px / edge_rel: no label within edge_px pixels of a raw-depth neighbour farther by more
-    than edge_rel (relative): the near side of depth edges, where window matching fattens.  (4 px /
-    15% beat 2 px / 5% on 5 synthetic seeds, 3 tuned and 2 held out: lower AbsRel, density within 0.5 pt.)
-    max_behind_frac: drop a pixel that more than this fraction of its agreeing views see through
-    (free-space violations, n_behind > max_behind_frac * n_agree); negative disables.
-    noise_tolerance: on footage whose depth noise (the median disagreement between probe frame
-    pairs) exceeds rel_depth / noise_tolerance, the agreement test widens to noise_tolerance × noise
-    and asks one more agreeing view (min_views + 1): a 1.5% test on 3% noise keeps only the lucky
-    pixels, while a test matched to the noise with one more vote keeps more of them at the same
-    error (TUM fr1/rpy sample: 2.6% AbsRel at 17% density → 2.7% at 24%).  Never on sharp clips
-    (0.3% noise).  0 disables.
-    noise_margin: a source whose depth is off by less than noise_margin × the clip's depth noise
-    (the median disagreement between probe frame pairs) is no evidence of a free-space violation or
-    of motion (``n_near``); only matters where the noise exceeds rel_depth / noise_margin (blurred
-    footage: TUM fr1/rpy 3.5%), never on sharp clips (0.3%).  0 disables.
-    min_valid_fraction: a frame with fewer labelled pixels is dropped (MC paper: 0.2).
-    min_kept_frames: a clip with fewer kept frames is rejected.  voxel_size: fused-cloud voxel as a
-    fraction of the median scene depth.
-    """
-
-    rel_depth: float = 0.015
-    reproj_px: float = 1.5
-    min_views: int = 2
-    n_neighbors: int = 6
-    average: bool = True
-    min_confidence: float = 0.0
-    speckle_px: int = 100
-    edge_px: int = 4
-    edge_rel: float = 0.15
-    max_behind_frac: float = 0.34
-    noise_tolerance: float = 1.2
-    noise_margin: float = 3.0
-    min_valid_fraction: float = 0.2
-    min_kept_frames: int = 30
-    voxel_size: float = 0.005
+    rel_depth: float = 0.015  #: relative depth agreement
+    reproj_px: float = 1.5  #: forward-backward reprojection error in px
+    min_views: int = 2  #: agreeing neighbours needed
+    n_neighbors: int = 6  #: neighbours checked per frame
+    average: bool = True  #: replace a kept depth with the mean of the agreeing depths
+    min_confidence: float = 0.0  #: raw-depth confidence threshold; 0 = off
+    speckle_px: int = 100  #: blobs smaller than this (px) are removed
+    edge_px: int = 4  #: no label within this many px of a raw-depth neighbour farther by more than edge_rel
+    edge_rel: float = 0.15  #: relative depth step that makes a depth edge
+    max_behind_frac: float = 0.34  #: drop a pixel more than this share of its agreeing views see through; < 0 = off
+    noise_tolerance: float = 1.2  #: on noisy footage, widen the agreement test to this × the depth noise (+1 view); 0 = off
+    noise_margin: float = 3.0  #: a source off by less than this × the depth noise is no free-space or motion evidence; 0 = off
+    min_valid_fraction: float = 0.2  #: a frame with a smaller labelled share is dropped (the MC paper's 0.2)
+    min_kept_frames: int = 30  #: a clip with fewer kept frames is rejected
+    voxel_size: float = 0.005  #: fused-cloud voxel, as a fraction of the median scene depth
 
 
 @dataclass(frozen=True)
 class LabelsConfig:
-    """Label export.  png_max: uint16 value the clip's largest depth maps to (sets the png scale).
-    colmap_maps: also write the raw depth and the labels as COLMAP depth and normal maps under
-    ``WS/stereo/`` (for COLMAP's ``stereo_fusion`` and viewers); at 640×480 they take about 10 MB
-    per frame, most of a workspace, so a dataset-scale run may turn them off."""
+    """Label export (:mod:`mannequin.labels`)."""
 
-    png_max: int = 65000
-    previews: bool = True
-    colmap_maps: bool = True
+    png_max: int = 65000  #: uint16 value the clip's largest depth maps to (sets the PNG scale)
+    previews: bool = True  #: write the preview images and report.html
+    colmap_maps: bool = True  #: also write COLMAP depth and normal maps under WS/stereo/ (~10 MB per 640×480 frame)
 
 
 SECTIONS = {"frames": FramesConfig, "sfm": SfmConfig, "stereo": StereoConfig, "fuse": FuseConfig,
@@ -287,7 +147,7 @@ class Config:
     seed: int = 0
 
     # --- serialisation -------------------------------------------------------------------
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (tuples become lists)."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
@@ -296,7 +156,7 @@ class Config:
         return json.dumps(self.to_dict(), sort_keys=True, indent=2)
 
     @classmethod
-    def from_dict(cls, data: dict, base: Config | None = None, source: str = "config") -> Config:
+    def from_dict(cls, data: dict[str, Any], base: Config | None = None, source: str = "config") -> Config:
         """Build a config from a (possibly partial) dict over ``base`` (default: defaults).
 
         Unknown sections or keys raise :class:`InputError` naming ``source`` and the key.
@@ -327,6 +187,7 @@ class Config:
 
     @classmethod
     def from_json(cls, text: str, source: str = "config") -> Config:
+        """Build a config from JSON text (see :meth:`from_dict`)."""
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -334,7 +195,7 @@ class Config:
         return cls.from_dict(data, source=source)
 
     @classmethod
-    def load(cls, path, base: Config | None = None) -> Config:
+    def load(cls, path: str | os.PathLike[str], base: Config | None = None) -> Config:
         """Read a JSON config file (partial files override ``base``)."""
         path = Path(path)
         if not path.is_file():
@@ -360,39 +221,43 @@ class Config:
         part["seed"] = d["seed"]
         return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()[:16]
 
-    def replace(self, **sections) -> Config:
+    def replace(self, **sections: dict[str, Any]) -> Config:
         """``cfg.replace(stereo={'n_planes': 64})``: a copy with some options changed."""
         return Config.from_dict(sections, base=self, source="override")
 
 
-def _finite(v) -> bool:
+#: A range rule: (check(value) -> bool, what is expected, in words).
+_Rule = tuple[Callable[[Any], bool], str]
+
+
+def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _between(lo, hi, text=None):
+def _between(lo: float, hi: float, text: str | None = None) -> _Rule:
     return (lambda v: _finite(v) and lo <= v <= hi), text or f"a number in [{lo:g}, {hi:g}]"
 
 
-def _at_least(lo, text=None):
+def _at_least(lo: float, text: str | None = None) -> _Rule:
     return (lambda v: _finite(v) and v >= lo), text or f"a number >= {lo:g}"
 
 
-def _positive(text="a positive number"):
+def _positive(text: str = "a positive number") -> _Rule:
     return (lambda v: _finite(v) and v > 0), text
 
 
 _SHARE = _between(0, 1, "a share in [0, 1]")
 
-# Ranges of the options: (section, option) -> (check, what is expected), wide enough for every
-# documented special value (0 = off, -1 = auto, a negative max_behind_frac disables).  Float
-# options not listed must still be finite.  The finer checks (:data:`CHECKS`) run after them.
 #: pycolmap 4's camera models (sfm.camera_model: the one shared camera's model).
 CAMERA_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV", "FULL_OPENCV", "FOV",
                  "SIMPLE_RADIAL_FISHEYE", "RADIAL_FISHEYE", "OPENCV_FISHEYE", "THIN_PRISM_FISHEYE",
                  "RAD_TAN_THIN_PRISM_FISHEYE", "SIMPLE_FISHEYE", "FISHEYE", "SIMPLE_DIVISION", "DIVISION",
                  "EUCM", "EQUIRECTANGULAR")
 
-RULES = {
+#: Ranges of the options: (section, option) -> rule, wide enough for every documented special value
+#: (0 = off, -1 = auto, a negative max_behind_frac disables).  Float options not listed must be
+#: finite.  The finer checks (:data:`CHECKS`) run after these.
+RULES: dict[tuple[str, str], _Rule] = {
     ("frames", "max_size"): ((lambda v: v == 0 or 32 <= v <= 16384), "0 (keep) or 32..16384 px"),
     ("frames", "stride"): _at_least(1),
     ("frames", "fps"): ((lambda v: v is None or (_finite(v) and v > 0)), "null or a positive frame rate"),
@@ -588,7 +453,7 @@ def with_flag(cfg: Config, flag: str, value: Any) -> Config:
     return cfg.replace(**{section: {option: value}})
 
 
-def _coerce(default, value, where, variable_length: bool = False):
+def _coerce(default: Any, value: Any, where: str, variable_length: bool = False) -> Any:
     """Check ``value`` against the type of the default and convert lists to tuples."""
     if isinstance(default, bool):
         if not isinstance(value, bool):
@@ -623,7 +488,7 @@ def _coerce(default, value, where, variable_length: bool = False):
     return value
 
 
-PRESETS = {
+PRESETS: dict[str, dict[str, Any]] = {
     "fast": {"frames": {"max_size": 384}, "sfm": {"max_features": 2048, "overlap": 6},
              "stereo": {"n_planes": 64, "n_sources": 4, "window": 5}},
     "default": {},
@@ -641,8 +506,6 @@ def preset(name: str) -> Config:
 
 def usable_cores() -> int:
     """Cores this process may use (its CPU affinity where the OS tells it)."""
-    import os
-
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
@@ -652,8 +515,6 @@ def usable_cores() -> int:
 def worker_threads() -> int:
     """Threads one video may use: NUMBA_NUM_THREADS or OMP_NUM_THREADS when set (batch workers set
     both to cores // workers), otherwise :func:`usable_cores`."""
-    import os
-
     for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS"):
         if os.environ.get(var, "").isdigit() and int(os.environ[var]) > 0:
             return int(os.environ[var])
