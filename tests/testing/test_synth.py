@@ -292,9 +292,9 @@ def test_rotate_only_clip(clip):
     assert ok.mean() > 0.5 and vis.mean() > 0.8, (ok.mean(), vis.mean())
     assert np.median(np.abs(zp[vis] - zs[vis]) / zs[vis]) < 5e-4
     # a long clip turns slower: the whole pan stays within MAX_PAN_DEG (40°)
-    from mannequin.testing.synth import _camera_path
+    from mannequin.testing.scene import camera_path
 
-    poses = _camera_path(np.random.default_rng(0), 61, 30.0, np.array([[0.0, 4.0], [1.0, 4.0]]), "rotate")
+    poses = camera_path(np.random.default_rng(0), 61, 30.0, np.array([[0.0, 4.0], [1.0, 4.0]]), "rotate")
     pan = np.degrees(Rotation.from_matrix(poses[-1].R @ poses[0].R.T).magnitude())
     assert 35.0 < pan < 45.0, pan
 
