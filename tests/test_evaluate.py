@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from mannequin.errors import InputError
-from mannequin.evaluate import (
-    evaluate,
+from mannequin.evaluate import evaluate
+from mannequin.io.gt import (
     middlebury_disparity_to_depth,
     read_disparity,
     read_middlebury_calib,
