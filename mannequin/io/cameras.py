@@ -10,9 +10,11 @@ Conventions (DESIGN.md):
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +45,8 @@ class Intrinsics:
         return self.fx / self.width, self.fy / self.height, self.cx / self.width, self.cy / self.height
 
     @classmethod
-    def from_normalised(cls, fx, fy, cx, cy, width: int, height: int) -> Intrinsics:
+    def from_normalised(cls, fx: float, fy: float, cx: float, cy: float, width: int, height: int) -> Intrinsics:
+        """From the MC file's normalised (fx/W, fy/H, cx/W, cy/H) for a ``width`` × ``height`` image."""
         return cls(fx * width, fy * height, cx * width, cy * height, int(width), int(height))
 
     def scaled(self, width: int, height: int) -> Intrinsics:
@@ -68,13 +71,13 @@ class Pose:
         return cls(np.eye(3), np.zeros(3))
 
     @classmethod
-    def from_cam_to_world(cls, R_c2w, center) -> Pose:
+    def from_cam_to_world(cls, R_c2w: Any, center: Any) -> Pose:
         """From a camera-to-world rotation and the camera centre in world coordinates."""
         R = np.asarray(R_c2w, dtype=np.float64).T
         return cls(R, -R @ np.asarray(center, dtype=np.float64))
 
     @classmethod
-    def from_matrix(cls, M) -> Pose:
+    def from_matrix(cls, M: Any) -> Pose:
         """From a (3, 4) or (4, 4) world-to-camera matrix."""
         M = np.asarray(M, dtype=np.float64)
         return cls(M[:3, :3], M[:3, 3])
@@ -156,7 +159,7 @@ def _check_rotation(R: np.ndarray) -> str | None:
     return None
 
 
-def read_cameras(path) -> CameraFile:
+def read_cameras(path: str | os.PathLike) -> CameraFile:
     """Parse an MC/RealEstate10K camera file.
 
     Raises :class:`InputError` with ``file:line: fault`` for a missing file, a wrong column count,
@@ -165,6 +168,23 @@ def read_cameras(path) -> CameraFile:
     or a timestamp that is not after the previous line's.
     """
     path = Path(path)
+    lines = _camera_file_lines(path)
+    out = CameraFile(url=lines[0].strip())
+    for lineno, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        frame = _parse_camera_line(line, f"{path}:{lineno}")
+        if out.frames and frame.timestamp_us <= out.frames[-1].timestamp_us:
+            raise InputError(f"{path}:{lineno}: timestamp {frame.timestamp_us} is not after the previous line's "
+                             f"({out.frames[-1].timestamp_us}): the lines must follow the frames in time")
+        out.frames.append(frame)
+    if not out.frames:
+        raise InputError(f"{path}: camera file has no frame lines")
+    return out
+
+
+def _camera_file_lines(path: Path) -> list[str]:
+    """The lines of a camera file (at least one); InputError when missing, not a file, not UTF-8 or empty."""
     if not path.exists():
         raise InputError(f"{path}: camera file not found")
     if not path.is_file():
@@ -175,43 +195,38 @@ def read_cameras(path) -> CameraFile:
         raise InputError(f"{path}: camera file is not UTF-8 text") from None
     if not lines:
         raise InputError(f"{path}: camera file is empty (expected a URL line, then one line per frame)")
-    out = CameraFile(url=lines[0].strip())
-    for lineno, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        parts = line.split()
-        if len(parts) != 19:
-            raise InputError(f"{path}:{lineno}: expected 19 columns, found {len(parts)}")
-        try:
-            vals = [float(p) for p in parts]
-        except ValueError:
-            bad = next(p for p in parts if not _is_float(p))
-            raise InputError(f"{path}:{lineno}: {bad!r} is not a number") from None
-        if not all(math.isfinite(v) for v in vals):
-            raise InputError(f"{path}:{lineno}: NaN or inf value")
-        ts = vals[0]
-        if ts != int(ts):
-            raise InputError(f"{path}:{lineno}: timestamp {parts[0]!r} is not an integer (microseconds)")
-        fx, fy, cx, cy, k1, k2 = vals[1:7]
-        if fx <= 0 or fy <= 0:
-            raise InputError(f"{path}:{lineno}: focal lengths must be positive, got fx={fx:g} fy={fy:g}")
-        if not (0 < cx < 1 and 0 < cy < 1):
-            raise InputError(f"{path}:{lineno}: principal point cx/W={cx:g}, cy/H={cy:g} lies outside the image "
-                             "(normalised values are between 0 and 1)")
-        M = np.array(vals[7:], dtype=np.float64).reshape(3, 4)
-        fault = _check_rotation(M[:, :3])
-        if fault:
-            raise InputError(f"{path}:{lineno}: {fault}")
-        if np.abs(M[:, 3]).max() > MAX_TRANSLATION:
-            raise InputError(f"{path}:{lineno}: translation {np.abs(M[:, 3]).max():g} is out of range "
-                             f"(at most {MAX_TRANSLATION:g} in pose units)")
-        if out.frames and int(ts) <= out.frames[-1].timestamp_us:
-            raise InputError(f"{path}:{lineno}: timestamp {int(ts)} is not after the previous line's "
-                             f"({out.frames[-1].timestamp_us}): the lines must follow the frames in time")
-        out.frames.append(CameraFrame(int(ts), fx, fy, cx, cy, Pose(M[:, :3], M[:, 3]), k1, k2))
-    if not out.frames:
-        raise InputError(f"{path}: camera file has no frame lines")
-    return out
+    return lines
+
+
+def _parse_camera_line(line: str, where: str) -> CameraFrame:
+    """One frame line (19 columns) as a :class:`CameraFrame`; InputError prefixed with ``where`` (``file:line``)."""
+    parts = line.split()
+    if len(parts) != 19:
+        raise InputError(f"{where}: expected 19 columns, found {len(parts)}")
+    try:
+        vals = [float(p) for p in parts]
+    except ValueError:
+        bad = next(p for p in parts if not _is_float(p))
+        raise InputError(f"{where}: {bad!r} is not a number") from None
+    if not all(math.isfinite(v) for v in vals):
+        raise InputError(f"{where}: NaN or inf value")
+    ts = vals[0]
+    if ts != int(ts):
+        raise InputError(f"{where}: timestamp {parts[0]!r} is not an integer (microseconds)")
+    fx, fy, cx, cy, k1, k2 = vals[1:7]
+    if fx <= 0 or fy <= 0:
+        raise InputError(f"{where}: focal lengths must be positive, got fx={fx:g} fy={fy:g}")
+    if not (0 < cx < 1 and 0 < cy < 1):
+        raise InputError(f"{where}: principal point cx/W={cx:g}, cy/H={cy:g} lies outside the image "
+                         "(normalised values are between 0 and 1)")
+    M = np.array(vals[7:], dtype=np.float64).reshape(3, 4)
+    fault = _check_rotation(M[:, :3])
+    if fault:
+        raise InputError(f"{where}: {fault}")
+    if np.abs(M[:, 3]).max() > MAX_TRANSLATION:
+        raise InputError(f"{where}: translation {np.abs(M[:, 3]).max():g} is out of range "
+                         f"(at most {MAX_TRANSLATION:g} in pose units)")
+    return CameraFrame(int(ts), fx, fy, cx, cy, Pose(M[:, :3], M[:, 3]), k1, k2)
 
 
 def _is_float(s: str) -> bool:
@@ -232,7 +247,7 @@ def format_cameras(frames: Sequence[CameraFrame], url: str = "") -> str:
     return "\n".join(rows) + "\n"
 
 
-def write_cameras(path, frames: Sequence[CameraFrame], url: str = "") -> Path:
+def write_cameras(path: str | os.PathLike, frames: Sequence[CameraFrame] | CameraFile, url: str = "") -> Path:
     """Write an MC camera file atomically.  ``frames``: a list of :class:`CameraFrame` or a CameraFile."""
     if isinstance(frames, CameraFile):
         url = url or frames.url
@@ -242,7 +257,7 @@ def write_cameras(path, frames: Sequence[CameraFrame], url: str = "") -> Path:
 
 # --- TUM trajectories -------------------------------------------------------------------------
 
-def read_tum(path) -> tuple[np.ndarray, list[Pose]]:
+def read_tum(path: str | os.PathLike) -> tuple[np.ndarray, list[Pose]]:
     """Read a TUM trajectory (camera-to-world).  Returns (timestamps (N,) seconds, world-to-camera poses)."""
     from scipy.spatial.transform import Rotation
 
@@ -275,6 +290,7 @@ def read_tum(path) -> tuple[np.ndarray, list[Pose]]:
 
 
 def format_tum(timestamps: Iterable[float], poses: Sequence[Pose]) -> str:
+    """The text of a TUM trajectory (camera-to-world; seconds, pose units) of world-to-camera ``poses``."""
     from scipy.spatial.transform import Rotation
 
     rows = ["# timestamp tx ty tz qx qy qz qw (camera-to-world)"]
@@ -285,7 +301,7 @@ def format_tum(timestamps: Iterable[float], poses: Sequence[Pose]) -> str:
     return "\n".join(rows) + "\n"
 
 
-def write_tum(path, timestamps, poses: Sequence[Pose]) -> Path:
+def write_tum(path: str | os.PathLike, timestamps: Iterable[float], poses: Sequence[Pose]) -> Path:
     """Write a TUM trajectory (camera-to-world) atomically."""
     return write_text(path, format_tum(timestamps, poses))
 
@@ -293,7 +309,7 @@ def write_tum(path, timestamps, poses: Sequence[Pose]) -> Path:
 # --- pycolmap ---------------------------------------------------------------------------------
 
 def to_reconstruction(frames: Sequence[CameraFrame], names: Sequence[str], width: int, height: int,
-                      image_ids: Sequence[int] | None = None):
+                      image_ids: Sequence[int] | None = None) -> Any:
     """Build a ``pycolmap.Reconstruction`` with PINHOLE cameras and the given poses (no points).
 
     Frames with identical intrinsics share one camera.  ``image_ids`` default to 1..N in order
@@ -304,7 +320,7 @@ def to_reconstruction(frames: Sequence[CameraFrame], names: Sequence[str], width
     if len(frames) != len(names):
         raise ValueError(f"{len(frames)} camera frames for {len(names)} names")
     rec = pycolmap.Reconstruction()
-    cam_ids = {}
+    cam_ids: dict[tuple[float, float, float, float], int] = {}
     ids = list(image_ids) if image_ids is not None else list(range(1, len(frames) + 1))
     for f, name, iid in zip(frames, names, ids, strict=False):
         intr = f.intrinsics(width, height)
@@ -319,7 +335,7 @@ def to_reconstruction(frames: Sequence[CameraFrame], names: Sequence[str], width
     return rec
 
 
-def from_reconstruction(rec, timestamps_us: dict | None = None) -> tuple[list[str], list[CameraFrame]]:
+def from_reconstruction(rec: Any, timestamps_us: dict | None = None) -> tuple[list[str], list[CameraFrame]]:
     """Registered images of a reconstruction as (names, CameraFrames), sorted by name.
 
     Intrinsics come from each camera's calibration matrix (distortion is dropped: use it on an
