@@ -15,73 +15,33 @@ Conventions (see :mod:`mannequin.io.cameras`):
   ``X_cam = R X_world + t``, OpenCV axes (z forward).  Depth is the camera z coordinate.
 * Depth maps are (H, W) floats in pose units; ``0`` (or negative, NaN, inf) means "no depth".
 
-The per-pixel work is compiled with Numba (``parallel=True`` over rows); filtering one 640×480
-frame against 6 neighbours takes a few milliseconds once compiled.
+The per-pixel work runs in the Numba kernels of :mod:`mannequin.fuse.kernels`; the clean-up of
+the filtered maps and the masks of pixels to drop are in :mod:`mannequin.fuse.cleanup`.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from numba import njit, prange
 
-#: Bilinear sampling of the source depth is used only when the 4 neighbours are all valid and
-#: ``max <= min * (1 + BILINEAR_MAX_REL)``; across a larger jump (a depth edge) the nearest pixel
-#: is used instead, so foreground and background are never blended into a phantom surface.
-BILINEAR_MAX_REL = 0.1
-
-# Per-pixel outcome of one reference/source reprojection (``status`` arrays, int8).
-NO_REF = 0      #: the reference pixel has no depth
-OUTSIDE = 1     #: projects behind the source camera or outside the source image
-NO_SRC = 2      #: projects inside the source image, but there is no valid source depth there
-SAMPLED = 3     #: a source depth was sampled and reprojected (outputs are defined)
-
-_BIG = 1.0e9    # finite sentinel for coordinates (the kernels run with fastmath: no NaN/inf inside)
+from mannequin.fuse.kernels import (
+    BILINEAR_MAX_REL,
+    NO_SRC,
+    OUTSIDE,
+    SAMPLED,
+    check_depth,
+    check_E,
+    reproject_kernel,
+    vote_kernel,
+)
+from mannequin.geometry import check_K
 
 
-# --------------------------------------------------------------------------------------------
-# input checks
-
-def _check_depth(d, name: str) -> np.ndarray:
-    a = np.asarray(d)
-    if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] < 1:
-        raise ValueError(f"{name} must be a 2-D (H, W) depth map, got shape {a.shape}")
-    if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
-        raise ValueError(f"{name} must be a real-valued array, got dtype {a.dtype}")
-    a = np.ascontiguousarray(a, dtype=np.float32)
-    # NaN / inf -> 0 here, so the fastmath kernels never see them (they treat <= 0 as "no depth")
-    if not np.isfinite(a).all():
-        a = np.where(np.isfinite(a) & (a > 0), a, np.float32(0))
-    return a
-
-
-def _check_K(K, name: str) -> np.ndarray:
-    if hasattr(K, "K") and not isinstance(K, np.ndarray):  # mannequin.io.cameras.Intrinsics
-        K = K.K
-    a = np.asarray(K, dtype=np.float64)
-    if a.shape != (3, 3):
-        raise ValueError(f"{name} must be a 3x3 intrinsics matrix, got shape {a.shape}")
-    if not np.isfinite(a).all() or abs(np.linalg.det(a)) < 1e-12:
-        raise ValueError(f"{name} must be finite and invertible")
-    return a
-
-
-def _check_E(E, name: str) -> np.ndarray:
-    if hasattr(E, "matrix") and not isinstance(E, np.ndarray):  # mannequin.io.cameras.Pose
-        E = E.matrix
-    a = np.asarray(E, dtype=np.float64)
-    if a.shape == (3, 4):
-        a = np.vstack([a, [0.0, 0.0, 0.0, 1.0]])
-    if a.shape != (4, 4):
-        raise ValueError(f"{name} must be a 4x4 (or 3x4) world-to-camera matrix, got shape {a.shape}")
-    if not np.isfinite(a).all():
-        raise ValueError(f"{name} has non-finite values")
-    return a
-
-
-def _pair_matrices(K_ref, E_ref, K_src, E_src):
-    """Fold intrinsics and relative pose into two affine maps (float64).
+def pair_matrices(K_ref: np.ndarray, E_ref: np.ndarray, K_src: np.ndarray,
+                  E_src: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Fold intrinsics ((3, 3) px) and world-to-camera poses ((4, 4)) into two affine maps (float64).
 
     Forward:  ``q = d_ref * (P1 @ (u, v, 1)) + p1`` gives homogeneous source pixel coordinates
     (q_z is the depth of the point in the source camera).
@@ -100,164 +60,8 @@ def _pair_matrices(K_ref, E_ref, K_src, E_src):
             np.ascontiguousarray(P2), np.ascontiguousarray(p2))
 
 
-# --------------------------------------------------------------------------------------------
-# Numba kernels
-
-@njit(fastmath=True, cache=True, inline="always")
-def _reproject_pixel(r, c, d, depth_src, P1, p1, P2, p2, interp_rel):
-    """One reference pixel.  Returns (status, x_src, y_src, z_src, d_src, x_ref, y_ref, z_ref)."""
-    u = c + 0.5
-    v = r + 0.5
-    qx = d * (P1[0, 0] * u + P1[0, 1] * v + P1[0, 2]) + p1[0]
-    qy = d * (P1[1, 0] * u + P1[1, 1] * v + P1[1, 2]) + p1[1]
-    qz = d * (P1[2, 0] * u + P1[2, 1] * v + P1[2, 2]) + p1[2]
-    if qz <= 1e-12:
-        return OUTSIDE, _BIG, _BIG, qz, 0.0, _BIG, _BIG, 0.0
-    xs = qx / qz
-    ys = qy / qz
-    hs, ws = depth_src.shape
-    if not (xs >= 0.0 and xs < ws and ys >= 0.0 and ys < hs):
-        return OUTSIDE, xs, ys, qz, 0.0, _BIG, _BIG, 0.0
-    # sample the source depth: bilinear on the 4 neighbours when all valid and no depth edge
-    fx = xs - 0.5
-    fy = ys - 0.5
-    x0 = int(np.floor(fx))
-    y0 = int(np.floor(fy))
-    ds = 0.0
-    if x0 >= 0 and y0 >= 0 and x0 + 1 < ws and y0 + 1 < hs:
-        d00 = depth_src[y0, x0]
-        d01 = depth_src[y0, x0 + 1]
-        d10 = depth_src[y0 + 1, x0]
-        d11 = depth_src[y0 + 1, x0 + 1]
-        lo = min(min(d00, d01), min(d10, d11))
-        hi = max(max(d00, d01), max(d10, d11))
-        if lo > 0.0 and hi <= lo * (1.0 + interp_rel):
-            ax = fx - x0
-            ay = fy - y0
-            # interpolate inverse depth: it is affine in pixel coordinates on a plane
-            ds = 1.0 / ((1.0 - ay) * ((1.0 - ax) / d00 + ax / d01)
-                        + ay * ((1.0 - ax) / d10 + ax / d11))
-    if ds <= 0.0:
-        ds = depth_src[int(ys), int(xs)]      # nearest pixel (xs, ys >= 0: int() is floor)
-        if ds <= 0.0:
-            return NO_SRC, xs, ys, qz, 0.0, _BIG, _BIG, 0.0
-    Yx = ds * (P2[0, 0] * xs + P2[0, 1] * ys + P2[0, 2]) + p2[0]
-    Yy = ds * (P2[1, 0] * xs + P2[1, 1] * ys + P2[1, 2]) + p2[1]
-    Yz = ds * (P2[2, 0] * xs + P2[2, 1] * ys + P2[2, 2]) + p2[2]
-    if Yz <= 1e-12:                           # the source point lies behind the reference camera
-        return SAMPLED, xs, ys, qz, ds, _BIG, _BIG, Yz
-    return SAMPLED, xs, ys, qz, ds, Yx / Yz, Yy / Yz, Yz
-
-
-@njit(parallel=True, fastmath=True, cache=True)
-def _reproject_kernel(depth_ref, depth_src, P1, p1, P2, p2, interp_rel,
-                      status, x_src, y_src, z_src, d_src, x_ref, y_ref, z_ref):
-    h, w = depth_ref.shape
-    for r in prange(h):
-        for c in range(w):
-            d = depth_ref[r, c]
-            if d <= 0.0:
-                status[r, c] = NO_REF
-                continue
-            st, xs, ys, zs, ds, xr, yr, zr = _reproject_pixel(r, c, d, depth_src, P1, p1, P2, p2,
-                                                              interp_rel)
-            status[r, c] = st
-            x_src[r, c] = xs
-            y_src[r, c] = ys
-            z_src[r, c] = zs
-            d_src[r, c] = ds
-            x_ref[r, c] = xr
-            y_ref[r, c] = yr
-            z_ref[r, c] = zr
-
-
-@njit(parallel=True, fastmath=True, cache=True)
-def _vote_kernel(depth_ref, depth_src, P1, p1, P2, p2, interp_rel, max_rel, max_px, near_rel,
-                 n_agree, n_behind, n_front, n_other, n_near, n_no_src, n_outside, depth_sum):
-    """Check every reference pixel against one source and add to the per-pixel counters."""
-    h, w = depth_ref.shape
-    max_px2 = max_px * max_px
-    for r in prange(h):
-        for c in range(w):
-            d = depth_ref[r, c]
-            if d <= 0.0:
-                continue
-            st, xs, ys, zs, ds, xr, yr, zr = _reproject_pixel(r, c, d, depth_src, P1, p1, P2, p2,
-                                                              interp_rel)
-            if st == OUTSIDE:
-                n_outside[r, c] += 1
-                continue
-            if st == NO_SRC:
-                n_no_src[r, c] += 1
-                continue
-            ex = xr - (c + 0.5)
-            ey = yr - (r + 0.5)
-            if ex * ex + ey * ey < max_px2 and abs(zr - d) < max_rel * d:
-                n_agree[r, c] += 1
-                depth_sum[r, c] += zr
-            elif ds > zs * (1.0 + near_rel):
-                n_behind[r, c] += 1               # source sees through the reference surface
-            elif ds < zs * (1.0 - near_rel):
-                n_front[r, c] += 1                # something in front in the source (occlusion)
-            elif abs(ds - zs) <= max_rel * zs:
-                n_other[r, c] += 1                # depth matches in the source, round trip does not
-            else:
-                n_near[r, c] += 1                 # off by no more than the clip's depth noise
-
-
-@njit(cache=True)
-def _speckle_labels(depth, max_diff_rel, labels, sizes_out):
-    """Flood-fill 4-connected components of valid pixels, neighbours joined when
-    ``|d1 - d2| < max_diff_rel * min(d1, d2)``.  Writes labels (0 = invalid, 1..n) and the size of
-    each component into ``sizes_out[label]``; returns the number of components."""
-    h, w = depth.shape
-    stack = np.empty(h * w, dtype=np.int64)
-    n = 0
-    for r0 in range(h):
-        for c0 in range(w):
-            if depth[r0, c0] <= 0.0 or labels[r0, c0] != 0:
-                continue
-            n += 1
-            labels[r0, c0] = n
-            top = 0
-            stack[0] = r0 * w + c0
-            top = 1
-            size = 0
-            while top > 0:
-                top -= 1
-                idx = stack[top]
-                r = idx // w
-                c = idx - r * w
-                size += 1
-                d = depth[r, c]
-                for k in range(4):
-                    rr = r
-                    cc = c
-                    if k == 0:
-                        rr = r - 1
-                    elif k == 1:
-                        rr = r + 1
-                    elif k == 2:
-                        cc = c - 1
-                    else:
-                        cc = c + 1
-                    if rr < 0 or rr >= h or cc < 0 or cc >= w or labels[rr, cc] != 0:
-                        continue
-                    dn = depth[rr, cc]
-                    if dn <= 0.0:
-                        continue
-                    if abs(dn - d) < max_diff_rel * min(dn, d):
-                        labels[rr, cc] = n
-                        stack[top] = rr * w + cc
-                        top += 1
-            sizes_out[n] = size
-    return n
-
-
-# --------------------------------------------------------------------------------------------
-# public API
-
-def reproject(depth_ref, K_ref, E_ref, depth_src, K_src, E_src):
+def reproject(depth_ref: Any, K_ref: Any, E_ref: Any, depth_src: Any, K_src: Any,
+              E_src: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Forward-backward reprojection of every reference pixel through one source view.
 
     Args:
@@ -282,10 +86,10 @@ def reproject(depth_ref, K_ref, E_ref, depth_src, K_src, E_src):
         reference point lies in front of the source camera, also outside the source image;
         NaN elsewhere.
     """
-    dr = _check_depth(depth_ref, "depth_ref")
-    ds = _check_depth(depth_src, "depth_src")
-    P1, p1, P2, p2 = _pair_matrices(_check_K(K_ref, "K_ref"), _check_E(E_ref, "E_ref"),
-                                    _check_K(K_src, "K_src"), _check_E(E_src, "E_src"))
+    dr = check_depth(depth_ref, "depth_ref")
+    ds = check_depth(depth_src, "depth_src")
+    P1, p1, P2, p2 = pair_matrices(check_K(K_ref, "K_ref"), check_E(E_ref, "E_ref"),
+                                   check_K(K_src, "K_src"), check_E(E_src, "E_src"))
     status, (xs, ys, zs, dsamp, xr, yr, zr) = _run_reproject(dr, ds, P1, p1, P2, p2)
     sampled = (status == SAMPLED) & (zr > 0)
     front = (status == SAMPLED) | (status == NO_SRC) | ((status == OUTSIDE) & (zs > 0))
@@ -297,16 +101,18 @@ def reproject(depth_ref, K_ref, E_ref, depth_src, K_src, E_src):
             np.where(front, ys, nan).astype(np.float32))
 
 
-def _run_reproject(dr, ds, P1, p1, P2, p2):
+def _run_reproject(dr: np.ndarray, ds: np.ndarray, P1: np.ndarray, p1: np.ndarray, P2: np.ndarray,
+                   p2: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     h, w = dr.shape
     status = np.zeros((h, w), dtype=np.int8)
     outs = tuple(np.zeros((h, w), dtype=np.float64) for _ in range(7))
-    _reproject_kernel(dr, ds, P1, p1, P2, p2, BILINEAR_MAX_REL, status, *outs)
+    reproject_kernel(dr, ds, P1, p1, P2, p2, BILINEAR_MAX_REL, status, *outs)
     return status, outs
 
 
-def check_geometric_consistency(depth_ref, K_ref, E_ref, depth_src, K_src, E_src, *,
-                                max_rel_depth: float = 0.01, max_reproj_px: float = 1.5):
+def check_geometric_consistency(depth_ref: Any, K_ref: Any, E_ref: Any, depth_src: Any, K_src: Any, E_src: Any, *,
+                                max_rel_depth: float = 0.01, max_reproj_px: float = 1.5
+                                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Which reference pixels agree with one source depth map.
 
     Arguments as in :func:`reproject`.  A pixel is consistent when its forward-backward
@@ -320,10 +126,10 @@ def check_geometric_consistency(depth_ref, K_ref, E_ref, depth_src, K_src, E_src
         inf where the source point falls behind the reference camera.
     """
     _check_thresholds(max_rel_depth, max_reproj_px)
-    dr = _check_depth(depth_ref, "depth_ref")
-    ds = _check_depth(depth_src, "depth_src")
-    P1, p1, P2, p2 = _pair_matrices(_check_K(K_ref, "K_ref"), _check_E(E_ref, "E_ref"),
-                                    _check_K(K_src, "K_src"), _check_E(E_src, "E_src"))
+    dr = check_depth(depth_ref, "depth_ref")
+    ds = check_depth(depth_src, "depth_src")
+    P1, p1, P2, p2 = pair_matrices(check_K(K_ref, "K_ref"), check_E(E_ref, "E_ref"),
+                                   check_K(K_src, "K_src"), check_E(E_src, "E_src"))
     status, (xs, ys, zs, dsamp, xr, yr, zr) = _run_reproject(dr, ds, P1, p1, P2, p2)
     h, w = dr.shape
     rows, cols = np.mgrid[0:h, 0:w]
@@ -339,7 +145,7 @@ def check_geometric_consistency(depth_ref, K_ref, E_ref, depth_src, K_src, E_src
             rep.astype(np.float32))
 
 
-def _check_thresholds(max_rel_depth, max_reproj_px):
+def _check_thresholds(max_rel_depth: float, max_reproj_px: float) -> None:
     if not (np.isfinite(max_rel_depth) and max_rel_depth > 0):
         raise ValueError(f"max_rel_depth must be > 0, got {max_rel_depth}")
     if not (np.isfinite(max_reproj_px) and max_reproj_px > 0):
@@ -379,6 +185,14 @@ class Votes:
     n_outside: np.ndarray
     depth_sum: np.ndarray
 
+    @classmethod
+    def zeros(cls, shape: tuple[int, int]) -> Votes:
+        """All counts 0 for an (H, W) reference map."""
+        def count() -> np.ndarray:
+            return np.zeros(shape, dtype=np.int32)
+
+        return cls(count(), count(), count(), count(), count(), count(), count(), np.zeros(shape, dtype=np.float64))
+
     @property
     def n_disagree(self) -> np.ndarray:
         """(H, W) sources where a valid source depth was sampled but disagrees (behind+front+other+near)."""
@@ -390,7 +204,7 @@ class Votes:
         return self.n_agree + self.n_disagree
 
 
-def consistency_votes(depth_ref, K_ref, E_ref, neighbours: Sequence[tuple], *,
+def consistency_votes(depth_ref: Any, K_ref: Any, E_ref: Any, neighbours: Sequence[tuple], *,
                       max_rel_depth: float = 0.01, max_reproj_px: float = 1.5,
                       noise_rel: float = 0.0) -> Votes:
     """Check a reference depth map against every neighbour and count the outcomes per pixel.
@@ -411,20 +225,19 @@ def consistency_votes(depth_ref, K_ref, E_ref, neighbours: Sequence[tuple], *,
     if not (np.isfinite(noise_rel) and noise_rel >= 0):
         raise ValueError(f"noise_rel must be >= 0, got {noise_rel}")
     near_rel = max(float(max_rel_depth), float(noise_rel))
-    dr = _check_depth(depth_ref, "depth_ref")
-    Kr, Er = _check_K(K_ref, "K_ref"), _check_E(E_ref, "E_ref")
+    dr = check_depth(depth_ref, "depth_ref")
+    Kr, Er = check_K(K_ref, "K_ref"), check_E(E_ref, "E_ref")
     h, w = dr.shape
-    counts = [np.zeros((h, w), dtype=np.int32) for _ in range(7)]
-    dsum = np.zeros((h, w), dtype=np.float64)
+    v = Votes.zeros((h, w))
     for i, nb in enumerate(neighbours):
         if len(nb) != 3:
             raise ValueError(f"neighbours[{i}] must be (depth, K, E), got {len(nb)} items")
-        ds = _check_depth(nb[0], f"neighbours[{i}] depth")
-        P1, p1, P2, p2 = _pair_matrices(Kr, Er, _check_K(nb[1], f"neighbours[{i}] K"),
-                                        _check_E(nb[2], f"neighbours[{i}] E"))
-        _vote_kernel(dr, ds, P1, p1, P2, p2, BILINEAR_MAX_REL, float(max_rel_depth),
-                     float(max_reproj_px), near_rel, *counts, dsum)
-    return Votes(*counts, dsum)
+        ds = check_depth(nb[0], f"neighbours[{i}] depth")
+        P1, p1, P2, p2 = pair_matrices(Kr, Er, check_K(nb[1], f"neighbours[{i}] K"),
+                                       check_E(nb[2], f"neighbours[{i}] E"))
+        vote_kernel(dr, ds, P1, p1, P2, p2, BILINEAR_MAX_REL, float(max_rel_depth), float(max_reproj_px), near_rel,
+                    v.n_agree, v.n_behind, v.n_front, v.n_other, v.n_near, v.n_no_src, v.n_outside, v.depth_sum)
+    return v
 
 
 def depth_noise(pairs: Sequence[tuple]) -> float:
@@ -437,8 +250,7 @@ def depth_noise(pairs: Sequence[tuple]) -> float:
     Returns:
         The median over all pairs' pixels of ``|z_reprojected - z_a| / z_a`` (:func:`reproject`'s
         round trip a → b → a), counting only pixels where a depth of b was sampled and whose round
-        trip lands within 2 px; NaN when there are none.  Sharp synthetic clips: about 0.3%; the
-        blurred TUM fr1/rpy sample: 3–4%.
+        trip lands within 2 px; NaN when there are none.
     """
     rels = []
     for k, pair in enumerate(pairs):
@@ -451,9 +263,9 @@ def depth_noise(pairs: Sequence[tuple]) -> float:
     return float(np.median(allr)) if allr.size else float("nan")
 
 
-def filter_depth(depth_ref, K_ref, E_ref, neighbours: Sequence[tuple], *,
+def filter_depth(depth_ref: Any, K_ref: Any, E_ref: Any, neighbours: Sequence[tuple], *,
                  max_rel_depth: float = 0.01, max_reproj_px: float = 1.5, min_views: int = 2,
-                 average: bool = True):
+                 average: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Multi-view geometric filtering of one depth map.
 
     Args:
@@ -474,141 +286,27 @@ def filter_depth(depth_ref, K_ref, E_ref, neighbours: Sequence[tuple], *,
     """
     if int(min_views) != min_views or min_views < 0:
         raise ValueError(f"min_views must be a non-negative integer, got {min_views}")
-    dr = _check_depth(depth_ref, "depth_ref")
+    dr = check_depth(depth_ref, "depth_ref")
     v = consistency_votes(dr, K_ref, E_ref, neighbours, max_rel_depth=max_rel_depth,
                           max_reproj_px=max_reproj_px)
     return votes_to_depth(dr, v, min_views=min_views, average=average), v.n_agree, v.n_disagree
 
 
-def votes_to_depth(depth_ref, votes: Votes, *, min_views: int = 2, average: bool = True) -> np.ndarray:
+def votes_to_depth(depth_ref: Any, votes: Votes, *, min_views: int = 2, average: bool = True) -> np.ndarray:
     """The filtered depth (H, W) float32 from a depth map and its :class:`Votes`.
 
     Keeps pixels with at least ``min_views`` agreeing sources; with ``average`` their depth is
     the mean of the reference depth and the agreeing reprojected depths.  0 = rejected.
     """
-    dr = _check_depth(depth_ref, "depth_ref")
+    dr = check_depth(depth_ref, "depth_ref")
     keep = (dr > 0) & (votes.n_agree >= min_views)
     if average:
         return np.where(keep, (dr + votes.depth_sum) / (1.0 + votes.n_agree), 0.0).astype(np.float32)
     return np.where(keep, dr, np.float32(0)).astype(np.float32)
 
 
-def dynamic_mask(n_agree, n_disagree, n_checked=None, *, min_disagree_frac: float = 0.7,
-                 min_checked: int = 3) -> np.ndarray:
-    """Pixels that consistently disagree with the other views (moving people in a frozen scene).
-
-    Args:
-        n_agree, n_disagree: (H, W) integer counts from :func:`filter_depth` (or :class:`Votes`;
-            pass ``votes.n_behind + votes.n_other`` as n_disagree to ignore plain occlusions).
-        n_checked: (H, W) number of sources that could check the pixel; default
-            ``n_agree + n_disagree``.  A larger count (e.g. also sources without depth there)
-            makes the mask more conservative.
-        min_disagree_frac: share of the checked sources that must disagree.
-        min_checked: pixels checked by fewer sources are never marked.
-
-    Returns:
-        (H, W) bool: ``n_checked >= min_checked and n_disagree >= min_disagree_frac * n_checked``.
-    """
-    a = np.asarray(n_agree)
-    d = np.asarray(n_disagree)
-    if a.shape != d.shape or a.ndim != 2:
-        raise ValueError(f"n_agree {a.shape} and n_disagree {d.shape} must be the same (H, W) shape")
-    c = a + d if n_checked is None else np.asarray(n_checked)
-    if c.shape != a.shape:
-        raise ValueError(f"n_checked {c.shape} must have the shape of n_agree {a.shape}")
-    if not 0 <= min_disagree_frac <= 1:
-        raise ValueError(f"min_disagree_frac must lie in [0, 1], got {min_disagree_frac}")
-    min_checked = max(int(min_checked), 1)
-    return (c >= min_checked) & (d >= min_disagree_frac * c) & (d > 0)
-
-
-def remove_speckles(depth, max_size_px: int, max_diff_rel: float = 0.02) -> np.ndarray:
-    """Remove small isolated blobs of depth (stereo speckles).
-
-    Valid pixels (> 0, finite) are grouped into 4-connected components where two neighbours join
-    only when ``|d1 - d2| < max_diff_rel * min(d1, d2)``, so a blob floating in front of a larger
-    surface is its own component even when it touches it.  Components with fewer than
-    ``max_size_px`` pixels are set to 0.
-
-    Args:
-        depth: (H, W) depth map (pose units; 0 / NaN / inf = none).
-        max_size_px: blobs smaller than this many pixels are removed.
-        max_diff_rel: relative depth jump that separates neighbours.
-
-    Returns:
-        (H, W) copy of ``depth`` (same dtype; invalid entries become 0) with speckles set to 0.
-    """
-    a = np.asarray(depth)
-    dr = _check_depth(a, "depth")
-    if max_diff_rel < 0 or not np.isfinite(max_diff_rel):
-        raise ValueError(f"max_diff_rel must be >= 0, got {max_diff_rel}")
-    h, w = dr.shape
-    labels = np.zeros((h, w), dtype=np.int32)
-    sizes = np.zeros(h * w + 1, dtype=np.int64)
-    n = _speckle_labels(dr, float(max_diff_rel), labels, sizes)
-    small = sizes[: n + 1] < max_size_px
-    small[0] = True                          # label 0: no depth
-    out_dtype = np.dtype(a.dtype if np.issubdtype(a.dtype, np.floating) else np.float32)
-    src = a.astype(out_dtype, copy=False)    # keep the caller's values (labels used float32)
-    return np.where(small[labels] | ~(np.isfinite(src) & (src > 0)), out_dtype.type(0), src)
-
-
-@njit(parallel=True, fastmath=True, cache=True)
-def _erode_edges_kernel(depth, radius, max_rel, out):
-    h, w = depth.shape
-    for r in prange(h):
-        for c in range(w):
-            d = depth[r, c]
-            if d <= 0.0:
-                out[r, c] = 0.0
-                continue
-            lim = d * (1.0 + max_rel)
-            far = False
-            for rr in range(max(r - radius, 0), min(r + radius + 1, h)):
-                for cc in range(max(c - radius, 0), min(c + radius + 1, w)):
-                    far = far | (depth[rr, cc] > lim)
-            out[r, c] = 0.0 if far else d
-
-
-def erode_depth_edges(depth, radius_px: int, max_rel: float = 0.05) -> np.ndarray:
-    """Remove the near side of depth discontinuities (foreground fattening of window matching).
-
-    A valid pixel is set to 0 when a pixel of its ``(2 radius_px + 1)``-square neighbourhood is
-    farther by more than ``max_rel`` (relative).  Window-based stereo paints the foreground's depth
-    a few pixels beyond its silhouette, and these rims are consistent across views, so the
-    geometric check alone keeps them; this drops them (and ``radius_px`` pixels of true foreground).
-
-    Args:
-        depth: (H, W) depth map (0 / NaN / inf = none).  radius_px: >= 0 (0 returns a copy).
-        max_rel: relative depth jump that counts as a discontinuity (> 0).
-
-    Returns:
-        (H, W) float32 copy of ``depth`` with the rims set to 0 (invalid entries 0).
-    """
-    d = _check_depth(depth, "depth")
-    if int(radius_px) != radius_px or radius_px < 0:
-        raise ValueError(f"radius_px must be a non-negative integer, got {radius_px}")
-    if not (np.isfinite(max_rel) and max_rel > 0):
-        raise ValueError(f"max_rel must be > 0, got {max_rel}")
-    if radius_px == 0:
-        return np.where(d > 0, d, np.float32(0)).astype(np.float32)
-    out = np.empty_like(d)
-    _erode_edges_kernel(d, int(radius_px), float(max_rel), out)
-    return out
-
-
-def free_space_mask(votes: Votes, max_frac: float = 0.5) -> np.ndarray:
-    """Pixels with too many free-space violations: ``n_behind > max_frac * n_agree``.
-
-    A source that sees *through* the reference point (``n_behind``) is direct evidence against
-    it; a few are tolerated when enough sources agree.  Returns (H, W) bool (True = reject).
-    """
-    if not (np.isfinite(max_frac) and max_frac >= 0):
-        raise ValueError(f"max_frac must be >= 0, got {max_frac}")
-    return votes.n_behind > max_frac * votes.n_agree
-
-
-def depth_to_points(depth, K, E, colors: np.ndarray | None = None):
+def depth_to_points(depth: Any, K: Any, E: Any,
+                    colors: np.ndarray | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Back-project the valid pixels of a depth map into world points.
 
     Args:
@@ -622,14 +320,14 @@ def depth_to_points(depth, K, E, colors: np.ndarray | None = None):
         points (N, 3) float64 world coordinates of the valid pixels in row-major order; with
         ``colors`` also ``(points, colors[valid])`` with colours (N, C) in their own dtype.
     """
-    d = _check_depth(depth, "depth")
-    Kinv = np.linalg.inv(_check_K(K, "K"))
-    Ew = _check_E(E, "E")
+    d = check_depth(depth, "depth")
+    Kinv = np.linalg.inv(check_K(K, "K"))
+    Ew = check_E(E, "E")
     rows, cols = np.nonzero(d > 0)
     z = d[rows, cols].astype(np.float64)
     u, v = cols + 0.5, rows + 0.5
     # Elementwise 3×3 products: a (N, 3) @ (3, 3) matmul goes through BLAS, whose threads fight
-    # Numba's for the cores and made this 10× slower on a loaded 2-core machine.
+    # Numba's for the cores.
     cam = [(Kinv[i, 0] * u + Kinv[i, 1] * v + Kinv[i, 2]) * z - Ew[i, 3] for i in range(3)]
     Rinv = np.linalg.inv(Ew[:3, :3])
     X_world = np.empty((len(z), 3), np.float64)

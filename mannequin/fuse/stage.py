@@ -16,22 +16,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from mannequin.config import FuseConfig
 from mannequin.errors import InputError
-from mannequin.fuse.consistency import (
-    consistency_votes,
-    depth_noise,
-    depth_to_points,
-    dynamic_mask,
-    erode_depth_edges,
-    free_space_mask,
-    remove_speckles,
-    votes_to_depth,
-)
+from mannequin.fuse.cleanup import dynamic_mask, erode_depth_edges, free_space_mask, remove_speckles
+from mannequin.fuse.consistency import Votes, consistency_votes, depth_noise, depth_to_points, votes_to_depth
 from mannequin.result import StageResult
 from mannequin.stereo import neighbours_for, sparse_geometry, world_to_camera
 from mannequin.workspace import (
@@ -51,21 +46,22 @@ log = logging.getLogger("mannequin.fuse.stage")
 NOISE_PROBES = 3
 
 
-class _LRU(OrderedDict):
-    """A tiny least-recently-used cache so memory stays flat on long clips."""
+class _LRU:
+    """A tiny least-recently-used cache of ``loader(key)`` values, so memory stays flat on long clips."""
 
-    def __init__(self, loader, size):
-        super().__init__()
+    def __init__(self, loader: Callable[[Any], Any], size: int):
         self.loader, self.size = loader, size
+        self.items: OrderedDict = OrderedDict()
 
-    def get(self, key):
-        if key in self:
-            self.move_to_end(key)
-            return self[key]
+    def get(self, key: Any) -> Any:
+        """``loader(key)``, loaded once while among the ``size`` most recently used keys."""
+        if key in self.items:
+            self.items.move_to_end(key)
+            return self.items[key]
         value = self.loader(key)
-        self[key] = value
-        if len(self) > self.size:
-            self.popitem(last=False)
+        self.items[key] = value
+        if len(self.items) > self.size:
+            self.items.popitem(last=False)
         return value
 
 
@@ -133,7 +129,8 @@ class VoxelAccumulator:
         return self._sums[:, :3] / n, self._sums[:, 3:6] / n / 255.0
 
 
-def filter_from_votes(depth: np.ndarray, votes, cfg: FuseConfig, n_neighbours: int):
+def filter_from_votes(depth: np.ndarray, votes: Votes, cfg: FuseConfig,
+                      n_neighbours: int) -> tuple[np.ndarray, np.ndarray]:
     """The label of one frame from its raw depth and its consistency votes (pure, no I/O).
 
     ``depth`` (H, W) float32: the raw depth with the confidence threshold already applied (0 =
@@ -164,13 +161,57 @@ def filter_from_votes(depth: np.ndarray, votes, cfg: FuseConfig, n_neighbours: i
 def run_fuse(ws: Workspace, cfg: FuseConfig, *, progress: bool = False) -> StageResult:
     """Filter every raw depth map of ``ws`` into labels and fuse them.
 
-    Returns a :class:`~mannequin.result.StageResult` (output ``ws.labels_dir``) whose report holds the
-    frame counts, the fused point count and the agreement test used.
+    Reads ``WS/sparse``, ``WS/depth/<name>.npy`` and ``.conf.npy`` and ``WS/stereo/views.json``;
+    writes the outputs listed in the module docstring.  Returns a
+    :class:`~mannequin.result.StageResult` (output ``ws.labels_dir``) whose report holds the frame
+    counts, the fused point count and the agreement test used.  Raises :class:`InputError` when the
+    stereo outputs are missing or malformed.
     """
     from tqdm import tqdm
 
-    from mannequin.io.images import load_image
+    clip = _open_clip(ws, cfg)
+    ws.labels_dir.mkdir(parents=True, exist_ok=True)
+    qc = []
+    cloud = VoxelAccumulator(max(cfg.voxel_size * _scene_scale(clip.geo), 1e-9))
+    rng = np.random.default_rng(0)
+    noise, band = clip_noise_band(clip.names, clip.views, clip.index, clip.geo, clip.E, clip.cache, cfg)
+    fcfg = _adapt_and_log(cfg, noise, band)
+    bar = tqdm(clip.names, desc="fuse", unit="frame", disable=not progress, dynamic_ncols=True)
+    for name in bar:
+        row, label = _fuse_frame(ws, clip, name, cfg, fcfg, band)
+        if row["kept"]:
+            _add_to_cloud(cloud, rng, ws, clip, name, label)
+        qc.append(row)
+    prune_frames(ws.labels_dir, [q["name"] for q in qc], (".conf.npy", ".dynamic.png", ".npy", ".png"))
+    write_json(ws.labels_dir / "qc.json", qc)
+    n_points = _write_cloud(ws.fused_ply, cloud)
+    return StageResult("fuse", ws.labels_dir, {
+        "frames": len(qc), "kept": sum(q["kept"] for q in qc), "fused_points": n_points,
+        "mean_valid_fraction": round(float(np.mean([q["valid_fraction"] for q in qc])), 4),
+        "depth_noise_rel": round(noise, 5) if np.isfinite(noise) else None, "noise_band_rel": round(band, 5),
+        "rel_depth": fcfg.rel_depth, "min_views": fcfg.min_views})
 
+
+@dataclass
+class _Clip:
+    """What the fuse stage reads of a workspace: the sparse geometry, the frames with a depth map
+    (``names``, in the model's order), their stereo sources (``views``), each frame's index in the
+    model and world-to-camera (4, 4) pose ``E``, and the cache of (depth, confidence) maps."""
+
+    geo: Any
+    names: list[str]
+    views: dict
+    index: dict[str, int]
+    E: dict[str, np.ndarray]
+    cache: _LRU
+
+    def K(self, name: str) -> np.ndarray:
+        """(3, 3) intrinsics of frame ``name`` in pixels (pixel centres at +0.5)."""
+        return self.geo.K[self.index[name]]
+
+
+def _open_clip(ws: Workspace, cfg: FuseConfig) -> _Clip:
+    """Read and check the inputs of the fuse stage (InputError naming the file at fault)."""
     rec = ws.read_sparse()
     geo = sparse_geometry(rec)
     names = [n for n in geo.names if ws.depth_path(Path(n).stem).exists()]
@@ -188,19 +229,18 @@ def run_fuse(ws: Workspace, cfg: FuseConfig, *, progress: bool = False) -> Stage
     check_maps([ws.conf_path(Path(n).stem) for n in names], shapes)
     E = {n: world_to_camera(geo, index[n]) for n in names}
 
-    def load(name):
+    def load(name: str) -> tuple[np.ndarray, np.ndarray]:
         stem = Path(name).stem
         d = np.load(ws.depth_path(stem))
         c = np.load(ws.conf_path(stem))
         d = np.where(c >= cfg.min_confidence, d, 0).astype(np.float32)
         return d, c
 
-    cache = _LRU(load, 2 * cfg.n_neighbors + 2)
-    ws.labels_dir.mkdir(parents=True, exist_ok=True)
-    qc = []
-    cloud = VoxelAccumulator(max(cfg.voxel_size * _scene_scale(geo), 1e-9))
-    rng = np.random.default_rng(0)
-    noise, band = clip_noise_band(names, views, index, geo, E, cache, cfg)
+    return _Clip(geo, names, views, index, E, _LRU(load, 2 * cfg.n_neighbors + 2))
+
+
+def _adapt_and_log(cfg: FuseConfig, noise: float, band: float) -> FuseConfig:
+    """:func:`adapt_to_noise`, logging the noise band and any change of the agreement test."""
     if band > cfg.rel_depth:
         log.info("fuse: depth noise %.1f%% between frames: a source off by up to %.1f%% is no free-space "
                  "or motion evidence", 100 * noise, 100 * band)
@@ -208,38 +248,43 @@ def run_fuse(ws: Workspace, cfg: FuseConfig, *, progress: bool = False) -> Stage
     if fcfg != cfg:
         log.info("fuse: depth noise %.1f%%: agreement within %.1f%% from %d views (instead of %.1f%% from %d)",
                  100 * noise, 100 * fcfg.rel_depth, fcfg.min_views, 100 * cfg.rel_depth, cfg.min_views)
-    bar = tqdm(names, desc="fuse", unit="frame", disable=not progress, dynamic_ncols=True)
-    for name in bar:
-        stem = Path(name).stem
-        depth, conf = cache.get(name)
-        nbs = neighbours_for(names, _sources(views, name), name, cfg.n_neighbors)
-        neighbours = [(cache.get(s)[0], geo.K[index[s]], E[s]) for s in nbs]
-        votes = consistency_votes(depth, geo.K[index[name]], E[name], neighbours,
-                                  max_rel_depth=fcfg.rel_depth, max_reproj_px=cfg.reproj_px, noise_rel=band)
-        label, dyn = filter_from_votes(depth, votes, fcfg, len(neighbours))
-        valid = float((label > 0).mean())
-        kept = valid >= cfg.min_valid_fraction
-        reason = "" if kept else f"valid fraction {valid:.2f} < {cfg.min_valid_fraction:.2f}"
-        save_npy(ws.labels_dir / f"{stem}.conf.npy", np.where(label > 0, conf, 0).astype(np.float32))
-        save_image(ws.labels_dir / f"{stem}.dynamic.png", (dyn * 255).astype(np.uint8))
-        save_npy(ws.label_path(stem), label)  # the label last: it marks the frame done
-        qc.append({"name": stem, "valid_fraction": round(valid, 4), "kept": kept, "reason": reason,
-                   "dynamic_fraction": round(float(dyn.mean()), 4)})
-        if kept:
-            # Subsample the points of each frame so the cloud stays small on long clips.
-            # at most about 60000 points per frame, drawn before back-projection
-            take = rng.random(label.shape) < min(1.0, 60000 / max(int((label > 0).sum()), 1))
-            pts, col = depth_to_points(np.where(take, label, 0), geo.K[index[name]], E[name],
-                                       colors=load_image(ws.images_dir / name))
-            cloud.add(pts, col)
-    prune_frames(ws.labels_dir, [q["name"] for q in qc], (".conf.npy", ".dynamic.png", ".npy", ".png"))
-    write_json(ws.labels_dir / "qc.json", qc)
-    n_points = _write_cloud(ws.fused_ply, cloud)
-    return StageResult("fuse", ws.labels_dir, {
-        "frames": len(qc), "kept": sum(q["kept"] for q in qc), "fused_points": n_points,
-        "mean_valid_fraction": round(float(np.mean([q["valid_fraction"] for q in qc])), 4),
-        "depth_noise_rel": round(noise, 5) if np.isfinite(noise) else None, "noise_band_rel": round(band, 5),
-        "rel_depth": fcfg.rel_depth, "min_views": fcfg.min_views})
+    return fcfg
+
+
+def _fuse_frame(ws: Workspace, clip: _Clip, name: str, cfg: FuseConfig, fcfg: FuseConfig,
+                band: float) -> tuple[dict, np.ndarray]:
+    """Label one frame and write its label, confidence and dynamic mask.
+
+    Returns (its qc.json row, label (H, W) float32 in depth units, 0 = none).
+    """
+    stem = Path(name).stem
+    depth, conf = clip.cache.get(name)
+    nbs = neighbours_for(clip.names, _sources(clip.views, name), name, cfg.n_neighbors)
+    neighbours = [(clip.cache.get(s)[0], clip.K(s), clip.E[s]) for s in nbs]
+    votes = consistency_votes(depth, clip.K(name), clip.E[name], neighbours,
+                              max_rel_depth=fcfg.rel_depth, max_reproj_px=cfg.reproj_px, noise_rel=band)
+    label, dyn = filter_from_votes(depth, votes, fcfg, len(neighbours))
+    valid = float((label > 0).mean())
+    kept = valid >= cfg.min_valid_fraction
+    reason = "" if kept else f"valid fraction {valid:.2f} < {cfg.min_valid_fraction:.2f}"
+    save_npy(ws.labels_dir / f"{stem}.conf.npy", np.where(label > 0, conf, 0).astype(np.float32))
+    save_image(ws.labels_dir / f"{stem}.dynamic.png", (dyn * 255).astype(np.uint8))
+    save_npy(ws.label_path(stem), label)  # the label last: it marks the frame done
+    row = {"name": stem, "valid_fraction": round(valid, 4), "kept": kept, "reason": reason,
+           "dynamic_fraction": round(float(dyn.mean()), 4)}
+    return row, label
+
+
+def _add_to_cloud(cloud: VoxelAccumulator, rng: np.random.Generator, ws: Workspace, clip: _Clip, name: str,
+                  label: np.ndarray) -> None:
+    """Add a random subset of the labelled pixels of ``name`` (about 60000 at most, drawn before
+    back-projection, so the cloud stays small on long clips) to ``cloud``, coloured from WS/images."""
+    from mannequin.io.images import load_image
+
+    take = rng.random(label.shape) < min(1.0, 60000 / max(int((label > 0).sum()), 1))
+    pts, col = depth_to_points(np.where(take, label, 0), clip.K(name), clip.E[name],
+                               colors=load_image(ws.images_dir / name))
+    cloud.add(pts, col)
 
 
 def _sources(views: dict, name: str) -> list:
@@ -247,7 +292,8 @@ def _sources(views: dict, name: str) -> list:
     return (views.get(name) or {}).get("sources", [])
 
 
-def clip_noise_band(names, views: dict, index: dict, geo, E: dict, cache, cfg: FuseConfig):
+def clip_noise_band(names: list[str], views: dict, index: dict, geo: Any, E: dict, cache: _LRU,
+                    cfg: FuseConfig) -> tuple[float, float]:
     """(noise, band): the clip's depth noise (:func:`mannequin.fuse.consistency.depth_noise` over the
     stereo stage's probe pairs, :func:`mannequin.stereo.stage.probe_pairs`) and the band
     ``cfg.noise_margin`` × noise within which a disagreeing source counts as ``n_near`` (no
@@ -306,7 +352,7 @@ def _write_cloud(path: Path, cloud: VoxelAccumulator) -> int:
                            "property float z\nend_header\n")
             return 0
         ply = tmp.with_name(tmp.name + ".ply")
-        if not o3d.io.write_point_cloud(str(ply), pcd, write_ascii=False):
+        if not o3d.io.write_point_cloud(ply, pcd, write_ascii=False):
             raise OSError(f"{path}: open3d could not write the point cloud")
         ply.rename(tmp)
     return len(pcd.points)

@@ -3,16 +3,13 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from mannequin.fuse.cleanup import dynamic_mask, erode_depth_edges, free_space_mask, remove_speckles
 from mannequin.fuse.consistency import (
     check_geometric_consistency,
     consistency_votes,
     depth_noise,
     depth_to_points,
-    dynamic_mask,
-    erode_depth_edges,
     filter_depth,
-    free_space_mask,
-    remove_speckles,
     reproject,
 )
 from mannequin.io.cameras import Intrinsics, Pose
