@@ -8,12 +8,18 @@ costs — but holds the whole cost volume in float64.  It re-derives the warp by
 each pixel to 3-D instead of using the homography, so it also checks the kernel's geometry.
 
 A helper module, not a benchmark script: ``benchmarks/stereo.py`` times the baseline beside the
-kernel in the same run (and uses :func:`plane_scene`), and ``tests/test_sweep.py`` uses it as the
-oracle.
+kernel in the same run (and uses :func:`plane_scene`), and ``tests/stereo/kernels/test_fronto.py``
+uses it as the oracle.  :func:`plane_scene` renders a reference and source views of one textured
+plane with exact depth.
+
+Conventions as in :mod:`mannequin.stereo.sweep`: pixel (i, j) has its centre at (j + 0.5, i + 0.5);
+a source pose ``(R, t)`` maps reference-camera points to the source camera, ``X_s = R X + t``;
+depth is the reference camera's z, in pose units.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from scipy.ndimage import gaussian_filter, map_coordinates, uniform_filter
@@ -23,7 +29,8 @@ CONF_SCALE = 0.5
 _GREY = np.array([0.299, 0.587, 0.114])
 
 
-def _grey(img) -> np.ndarray:
+def _grey(img: np.ndarray) -> np.ndarray:
+    """(H, W) float64 grey in [0, 1] from uint8/uint16 (scaled) or float images (RGB by BT.601 luma)."""
     a = np.asarray(img)
     a = a.astype(np.float64) / np.iinfo(a.dtype).max if a.dtype == np.uint8 or a.dtype == np.uint16 else a.astype(np.float64)
     if a.ndim == 3:
@@ -31,9 +38,23 @@ def _grey(img) -> np.ndarray:
     return a
 
 
-def numpy_plane_sweep(ref, sources, K_ref, K_sources, R, t, depth_range, n_planes=128, window=7,
-                      top_k=2, *, min_angle_deg=1.0, subpixel=False, return_volume=False):
-    """Reference implementation.  Returns (depth, conf[, volume (P,H,W) float32, inf = no vote])."""
+def numpy_plane_sweep(ref: np.ndarray, sources: Sequence[np.ndarray], K_ref: np.ndarray,
+                      K_sources: Sequence[np.ndarray], R: Sequence[np.ndarray], t: Sequence[np.ndarray],
+                      depth_range: tuple[float, float], n_planes: int = 128, window: int = 7, top_k: int = 2, *,
+                      min_angle_deg: float = 1.0, subpixel: bool = False,
+                      return_volume: bool = False) -> tuple[np.ndarray, ...]:
+    """Fronto-parallel plane sweep of ``ref`` against ``sources``, the cost of ``plane_sweep``.
+
+    ref, sources: (H, W) or (H, W, 3) images (uint8, uint16 or float in [0, 1]); K_ref, K_sources:
+    (3, 3) intrinsics in pixels; R, t: per source the (3, 3) rotation and (3,) translation from the
+    reference camera to the source camera; depth_range: (near, far), ``n_planes`` planes evenly
+    spaced in inverse depth.  Sources whose median triangulation angle at the middle depth is under
+    ``min_angle_deg`` get no vote.  Per plane the cost of a pixel is the mean of its ``top_k`` best
+    valid source costs (1 − ZNCC over a ``window`` box); :func:`wta` picks the winner.
+
+    Returns (depth (H, W) float32, 0 = no estimate, conf (H, W) float32 in [0, 1]) and, with
+    ``return_volume``, the cost volume (n_planes, H, W) float32 (inf = no vote).
+    """
     I = _grey(ref) - 0.5
     H, W = I.shape
     near, far = depth_range
@@ -92,8 +113,12 @@ def numpy_plane_sweep(ref, sources, K_ref, K_sources, R, t, depth_range, n_plane
     return (depth, conf, vol) if return_volume else (depth, conf)
 
 
-def wta(vol, inv_d, subpixel=False):
+def wta(vol: np.ndarray, inv_d: np.ndarray, subpixel: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Winner-take-all over a (P,H,W) cost volume with the kernel's parabola and confidence.
+
+    inv_d: (P,) inverse depths of the planes, evenly spaced.  Returns (depth (H, W) float32, 0
+    where every plane is inf; conf (H, W) float32).  With ``subpixel`` the winner moves by the
+    vertex of the parabola through its neighbours' costs (at most half a plane).
 
     Confidence = clip(1 - best) * clip((second - best) / CONF_SCALE) where ``second`` is the
     lowest local minimum of the cost curve more than two planes from the winner (2 if none).
@@ -131,8 +156,11 @@ def wta(vol, inv_d, subpixel=False):
 
 
 # --------------------------------------------------------------------------- synthetic views
-def make_texture(size=512, sigma=1.5, seed=0) -> np.ndarray:
-    """Smooth-ish random texture in about [0.1, 0.9]."""
+def make_texture(size: int = 512, sigma: float = 1.5, seed: int = 0) -> np.ndarray:
+    """(size, size) float64 random texture in [0, 1] (mostly within [0.1, 0.9]).
+
+    Fine noise (Gaussian blur ``sigma`` px) plus coarser noise (6 ``sigma``), normalised.
+    """
     rng = np.random.default_rng(seed)
     fine = gaussian_filter(rng.standard_normal((size, size)), sigma)
     coarse = gaussian_filter(rng.standard_normal((size, size)), 6 * sigma)
@@ -141,12 +169,15 @@ def make_texture(size=512, sigma=1.5, seed=0) -> np.ndarray:
     return np.clip(0.5 + 0.15 * tex, 0.0, 1.0)
 
 
-def render_plane(K, R, t, shape, plane_point, e1, e2, texture, texel):
+def render_plane(K: np.ndarray, R: np.ndarray, t: np.ndarray, shape: tuple[int, int],
+                 plane_point: np.ndarray, e1: np.ndarray, e2: np.ndarray, texture: np.ndarray,
+                 texel: float) -> tuple[np.ndarray, np.ndarray]:
     """Render a textured plane seen by camera X_cam = R X + t (K: pixel centres at +0.5).
 
-    The plane passes through ``plane_point`` with orthonormal in-plane axes ``e1, e2``; the texture
-    is sampled (cubic) at (e1·(X-P0), e2·(X-P0)) / texel around its centre.  Returns (image float
-    in [0,1], depth z in the camera).
+    shape: (H, W).  The plane passes through ``plane_point`` with orthonormal in-plane axes ``e1,
+    e2``; the texture is sampled (cubic) at (e1·(X-P0), e2·(X-P0)) / texel around its centre
+    (``texel``: the size of one texture cell, scene units).  Returns (image (H, W) float64 in [0,
+    1], depth (H, W) float64: z in the camera).
     """
     H, W = shape
     R = np.asarray(R, float)
@@ -166,11 +197,18 @@ def render_plane(K, R, t, shape, plane_point, e1, e2, texture, texel):
     return np.clip(img, 0, 1), z
 
 
-def plane_scene(H=120, W=160, n_src=4, slant_deg=0.0, depth=4.0, f=None, baseline=0.35, seed=0,
-                uint8=False):
+def plane_scene(H: int = 120, W: int = 160, n_src: int = 4, slant_deg: float = 0.0, depth: float = 4.0,
+                f: float | None = None, baseline: float = 0.35, seed: int = 0, uint8: bool = False) -> dict:
     """A reference and ``n_src`` translated/rotated sources looking at one textured plane.
 
-    Returns dict(ref, sources, K_ref, K_sources, R, t, depth_range, gt) with gt the true depth.
+    The plane passes through (0, 0, ``depth``) in the reference camera, tilted by ``slant_deg``
+    about the camera's y axis; the sources sit on an ellipse of radius ``baseline`` around the
+    reference centre, turned a little towards the plane.  f: focal length in pixels (default W).
+    Images are (H, W) float64 in [0, 1], or uint8 with ``uint8``.
+
+    Returns dict(ref, sources, K_ref, K_sources, R, t, depth_range, gt): the arguments of
+    :func:`numpy_plane_sweep` (``depth_range`` = (depth / 2, 2.5 depth)) and ``gt`` the true
+    (H, W) depth of the reference.
     """
     f = f or 1.0 * W
     K = np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1.0]])

@@ -139,14 +139,15 @@ class _SceneBuilder:
         self.rng = rng
         self.objs: list[SceneObject] = []
 
-    def add(self, mesh, base, base2=None, textured: bool = True) -> None:
+    def add(self, mesh: tuple[np.ndarray, np.ndarray, np.ndarray], base, base2=None, textured: bool = True) -> None:
+        """Add the mesh (V, F, N) with albedo ``base`` (and ``base2``, mixed in by the texture)."""
         V, F, N = mesh
         base = np.asarray(base, dtype=np.float64)
         b2 = base if base2 is None else np.asarray(base2, dtype=np.float64)
         self.objs.append(SceneObject(V, F.astype(np.int64), N, base, b2, textured,
                                      self.rng.uniform(-100, 100, 3)))
 
-    def jitter(self, c, s: float = 0.08) -> np.ndarray:
+    def jitter(self, c: list[float], s: float = 0.08) -> np.ndarray:
         """The colour ``c`` with each channel moved by up to ±``s``, kept in [0.05, 0.95]."""
         return np.clip(np.asarray(c) + self.rng.uniform(-s, s, 3), 0.05, 0.95)
 
@@ -242,7 +243,12 @@ def _rodrigues(w: np.ndarray) -> np.ndarray:
 
 def camera_path(rng: np.random.Generator, n_frames: int, fps: float, people_xy: np.ndarray,
                 motion: str = "walk") -> list[Pose]:
-    """A sideways walk along world x at y ≈ 0, looking at the group, with handheld jitter.
+    """The clip's N = ``n_frames`` world-to-camera poses (OpenCV axes: x right, y down, z forward).
+
+    Default ``motion="walk"``: a sideways walk along world x at y ≈ 0 and 1.45–1.7 m high, looking
+    at the group (``people_xy`` (n, 2), metres: their mean, 0.9–1.2 m high), ``STEP_M`` per frame
+    (at most ``MAX_WALK_M`` in all), with smooth positional and rotational handheld jitter on the
+    time scale set by ``fps``.
 
     ``motion="rotate"``: the camera stays at the walk's midpoint (no translation at all, no
     positional jitter) and turns in place: it pans ``PAN_DEG`` per frame (at most ``MAX_PAN_DEG``

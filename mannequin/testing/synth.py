@@ -63,7 +63,9 @@ class SynthClip:
         return len(self.poses)
 
 
-def _check_inputs(seed, n_frames, width, height, k1, k2, fps):
+def _check_inputs(seed, n_frames, width, height, k1, k2, fps) -> None:
+    """Raise :class:`InputError` unless seed and sizes are integers (n_frames >= 1, sizes >= 16),
+    k1, k2 and fps finite, and fps positive."""
     for name, v in (("seed", seed), ("n_frames", n_frames), ("width", width), ("height", height)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
             raise InputError(f"synth: {name} must be an integer, got {v!r}")
@@ -130,6 +132,7 @@ _NUMBERED = re.compile(r"^\d{6}\.(png|npy)$")
 
 
 def _remove_stale(folder: Path, keep: set) -> None:
+    """Delete the numbered files (``000000.png|npy``) of ``folder`` whose names are not in ``keep``."""
     if folder.is_dir():
         for p in folder.iterdir():
             if _NUMBERED.match(p.name) and p.name not in keep:
@@ -137,6 +140,10 @@ def _remove_stale(folder: Path, keep: set) -> None:
 
 
 def _write_video(path: Path, images: np.ndarray, fps: float) -> Path:
+    """Write (N, H, W, 3) uint8 frames to ``path`` as a near-lossless H.264 mp4 (CRF 8), atomically.
+
+    yuv420p when width and height are even, else yuv444p (no padding: the video keeps the size).
+    """
     import imageio_ffmpeg
 
     N, H, W, _ = images.shape
@@ -152,7 +159,7 @@ def _write_video(path: Path, images: np.ndarray, fps: float) -> Path:
     return path
 
 
-def write_clip(clip: SynthClip, out, *, video: bool = False) -> Path:
+def write_clip(clip: SynthClip, out: str | os.PathLike, *, video: bool = False) -> Path:
     """Write a clip under the folder ``out`` (created) and return ``out`` as a Path.
 
     Layout: ``frames/000000.png`` (RGB uint8), ``depth/000000.npy`` (float32 z-depth, metres),
@@ -196,7 +203,7 @@ def write_clip(clip: SynthClip, out, *, video: bool = False) -> Path:
     return out
 
 
-def synth(out, seed: int = 0, n_frames: int = 24, width: int = 384, height: int = 288, *,
+def synth(out: str | os.PathLike, seed: int = 0, n_frames: int = 24, width: int = 384, height: int = 288, *,
           video: bool = False, moving: bool = False, k1: float = 0.0, k2: float = 0.0,
           motion: str = "walk") -> Path:
     """Render a clip (:func:`render_clip`) and write it under ``out`` (:func:`write_clip`).
