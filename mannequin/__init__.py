@@ -3,6 +3,7 @@
 The importable API (docs/FORMATS.md).  Heavy modules load lazily so ``import mannequin`` stays quick.
 """
 from importlib import import_module
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -26,7 +27,7 @@ _API = {
 __all__ = sorted(_API) + ["__version__"]
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     if name in _API:
         module = import_module(f".{_API[name]}", __name__)
         # synth and evaluate are modules made callable as their function (mannequin._api).
@@ -34,5 +35,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'mannequin' has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return __all__

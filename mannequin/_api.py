@@ -11,16 +11,24 @@ from __future__ import annotations
 import inspect
 import sys
 import types
+from collections.abc import Callable
+from typing import Any
 
 
 class _CallableModule(types.ModuleType):
-    def __call__(self, *args, **kwargs):
+    """A module that calls ``__wrapped__`` when called."""
+
+    __wrapped__: Callable[..., Any]
+    __signature__: inspect.Signature
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.__wrapped__(*args, **kwargs)
 
 
-def make_callable(module_name: str, func) -> None:
+def make_callable(module_name: str, func: Callable[..., Any]) -> None:
     """Make ``sys.modules[module_name]`` call ``func`` (same signature, as far as inspect shows)."""
     module = sys.modules[module_name]
     module.__class__ = _CallableModule
+    assert isinstance(module, _CallableModule)
     module.__wrapped__ = func
     module.__signature__ = inspect.signature(func)

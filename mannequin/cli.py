@@ -10,15 +10,20 @@ import argparse
 import logging
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 from mannequin.errors import InputError, MannequinError
+
+if TYPE_CHECKING:
+    from mannequin.config import Config
+    from mannequin.workspace import Workspace
 
 log = logging.getLogger("mannequin")
 
 
-def _size(text: str):
+def _size(text: str) -> tuple[int, int]:
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
@@ -31,7 +36,7 @@ def _size(text: str):
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line usage errors (the usage dump is what ``--help`` is for)."""
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
@@ -61,7 +66,7 @@ def _config_args(p: argparse.ArgumentParser, frames: bool = False) -> None:
                    "default -1: estimated when the camera turns fast)")
 
 
-def resolve_config(args, workspace: Path | None = None) -> Config:  # noqa: F821 (imported lazily)
+def resolve_config(args: argparse.Namespace, workspace: Path | None = None) -> Config:
     """The config: the workspace's config.json (stage commands) or ``--preset``, then ``--config``,
     ``--max-size``, ``--fps``, ``--intrinsics`` and ``--readout-ms``, in that order."""
     from mannequin.config import Config, check_option, preset, with_flag
@@ -88,13 +93,13 @@ def resolve_config(args, workspace: Path | None = None) -> Config:  # noqa: F821
     return cfg
 
 
-def _progress(args) -> bool:
+def _progress(args: argparse.Namespace) -> bool:
     return not args.quiet and sys.stdout.isatty()
 
 
 # --- commands --------------------------------------------------------------------------------
 
-def cmd_synth(args) -> int:
+def cmd_synth(args: argparse.Namespace) -> int:
     from mannequin.testing.synth import synth
 
     w, h = args.size
@@ -104,12 +109,12 @@ def cmd_synth(args) -> int:
     return 0
 
 
-def cmd_run(args) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
     from mannequin.pipeline import run_video
 
     cfg = resolve_config(args)
 
-    def on_stage(stage, state):
+    def on_stage(stage: str, state: str) -> None:
         if state == "skipped":
             log.info("%s: up to date, skipped", stage)
 
@@ -118,7 +123,7 @@ def cmd_run(args) -> int:
     return 0
 
 
-def _print_outputs(ws) -> None:
+def _print_outputs(ws: Workspace) -> None:
     from mannequin.workspace import read_json_or_empty
 
     report = read_json_or_empty(ws.report_json)
@@ -132,34 +137,24 @@ def _print_outputs(ws) -> None:
         print(f"verdict: {verdict['verdict']}{extra}")
 
 
-def _stage_command(stage: str):
-    def cmd(args) -> int:
-        from mannequin.pipeline import check_poses_file, run_stage
+def _stage_command(stage: str) -> Callable[[argparse.Namespace], int]:
+    def cmd(args: argparse.Namespace) -> int:
+        from mannequin.pipeline import open_workspace, run_stage_command
         from mannequin.workspace import Workspace
 
-        if stage == "frames":
-            ws = Workspace(args.out)
-            cfg = resolve_config(args, ws.root)
-            check_poses_file(args.poses)
-            state = run_stage(ws, "frames", cfg, input_path=args.input, poses=args.poses, progress=_progress(args))
-            print(ws.frames_dir)
-        else:
-            ws = Workspace(args.workspace)
-            if not ws.root.is_dir():
-                raise InputError(f"{ws.root}: workspace not found (run 'mannequin frames INPUT --out {ws.root}' first)")
-            cfg = resolve_config(args, ws.root)
-            frames_stamp = ws.read_stamp("frames") or {}
-            state = run_stage(ws, stage, cfg, poses=getattr(args, "poses", None), progress=_progress(args),
-                              input_path=frames_stamp.get("input"))
-            print({"sfm": ws.sparse_dir, "stereo": ws.depth_dir, "fuse": ws.labels_dir,
-                   "labels": ws.labels_dir}[stage])
+        ws = Workspace(args.out) if stage == "frames" else open_workspace(args.workspace)
+        cfg = resolve_config(args, ws.root)
+        state = run_stage_command(ws, stage, cfg, input_path=getattr(args, "input", None),
+                                  poses=getattr(args, "poses", None), progress=_progress(args))
+        print({"frames": ws.frames_dir, "sfm": ws.sparse_dir, "stereo": ws.depth_dir, "fuse": ws.labels_dir,
+               "labels": ws.labels_dir}[stage])
         if state == "skipped":
             log.info("%s: up to date, skipped", stage)
         return 0
     return cmd
 
 
-def cmd_eval(args) -> int:
+def cmd_eval(args: argparse.Namespace) -> int:
     from mannequin.evaluate import evaluate, parse_gt_camera, prediction_dir, to_json, write_eval_plots
     from mannequin.workspace import Workspace
 
@@ -187,18 +182,16 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def _percent(value) -> str:
+def _percent(value: float | None) -> str:
     """``value`` (a share, or None where undefined) as a percentage for the terminal."""
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
-def cmd_batch(args) -> int:
+def cmd_batch(args: argparse.Namespace) -> int:
     import time
 
     from mannequin.batch import format_summary, run_batch
 
-    if args.workers is not None and args.workers < 1:
-        raise InputError(f"--workers {args.workers}: must be at least 1")
     t0 = time.perf_counter()
     rows = run_batch(args.inputs, args.out, config=resolve_config(args), scheduler=args.scheduler,
                      workers=args.workers, progress=_progress(args), retries=args.retries)
@@ -329,18 +322,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.propagate = saved[2]
 
 
-def _watch_sigint():
+def _watch_sigint() -> tuple[Callable[[], bool], Callable[[], object]]:
     """Keep Ctrl-C raising KeyboardInterrupt, and remember that it came; returns (a function that
     says whether it did, one that restores the previous handler).  Outside the main thread, or where
     signals cannot be set, nothing changes."""
     import signal
     import threading
 
-    seen = []
+    seen: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         return (lambda: False), (lambda: None)
 
-    def on_sigint(signum, frame):
+    def on_sigint(signum: int, frame: object) -> None:
         seen.append(signum)
         raise KeyboardInterrupt
 
@@ -351,7 +344,7 @@ def _watch_sigint():
     return (lambda: bool(seen)), (lambda: signal.signal(signal.SIGINT, before))
 
 
-def _report_error(args, exc: Exception, debug: bool) -> int:
+def _report_error(args: argparse.Namespace, exc: Exception, debug: bool) -> int:
     """One line on stderr for ``exc`` (the traceback too with ``--debug``); returns the exit code."""
     if debug:
         raise exc

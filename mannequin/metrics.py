@@ -1,6 +1,6 @@
 """Depth and trajectory accuracy metrics (pure: arrays in, numbers out).
 
-Depth (DESIGN.md, DATA.md): AbsRel = mean(|s·d − d*| / d*) over the pixels that have both a
+Depth (docs/FORMATS.md): AbsRel = mean(|s·d − d*| / d*) over the pixels that have both a
 prediction d and a ground truth d*, RMSE in ground-truth units, δ_t = share with
 max(s·d/d*, d*/(s·d)) < t, density = share of the ground-truth pixels that have a prediction.
 Monocular scale is free: one scale per clip, ``s = median(d*/d)`` over all pixels of all frames
@@ -11,7 +11,11 @@ rotation error of each camera after the alignment.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 DEPTH_KEYS = ("absrel", "rmse", "delta_1.05", "delta_1.25", "density", "n")
 
@@ -20,7 +24,8 @@ def _valid(a: np.ndarray) -> np.ndarray:
     return np.isfinite(a) & (a > 0)
 
 
-def _depth_pair(pred, gt, mask, i: int | None = None):
+def _depth_pair(pred: ArrayLike, gt: ArrayLike, mask: ArrayLike | None,
+                i: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     sfx = "" if i is None else f"[{i}]"
     p = np.asarray(pred, dtype=np.float64)
     g = np.asarray(gt, dtype=np.float64)
@@ -34,7 +39,8 @@ def _depth_pair(pred, gt, mask, i: int | None = None):
     return p, g, m
 
 
-def depth_metrics(pred, gt, mask=None, *, scale: float = 1.0) -> dict:
+def depth_metrics(pred: ArrayLike, gt: ArrayLike, mask: ArrayLike | None = None, *,
+                  scale: float = 1.0) -> dict[str, Any]:
     """Accuracy of one predicted depth map against ground truth.
 
     Args:
@@ -74,7 +80,8 @@ def depth_metrics(pred, gt, mask=None, *, scale: float = 1.0) -> dict:
     return out
 
 
-def median_scale(preds, gts, masks=None) -> float:
+def median_scale(preds: Sequence[ArrayLike] | np.ndarray, gts: Sequence[ArrayLike] | np.ndarray,
+                 masks: Sequence[ArrayLike | None] | np.ndarray | None = None) -> float:
     """One scale for a whole clip: the median of d*/d over all valid pixels of all frames.
 
     Args:
@@ -89,7 +96,7 @@ def median_scale(preds, gts, masks=None) -> float:
     P, G = _as_list(preds), _as_list(gts)
     if len(P) != len(G):
         raise ValueError(f"{len(P)} predictions for {len(G)} ground-truth maps")
-    M = [None] * len(P) if masks is None else _as_list(masks)
+    M: list[Any] = [None] * len(P) if masks is None else _as_list(masks)
     if len(M) != len(P):
         raise ValueError(f"{len(M)} masks for {len(P)} predictions")
     ratios = []
@@ -103,7 +110,7 @@ def median_scale(preds, gts, masks=None) -> float:
     return float(np.median(allr))
 
 
-def _as_list(x):
+def _as_list(x: Any) -> list[Any]:
     if isinstance(x, np.ndarray) and x.ndim == 2:
         return [x]
     if isinstance(x, np.ndarray) and x.ndim == 3:
@@ -111,7 +118,7 @@ def _as_list(x):
     return list(x)
 
 
-def _check_points(a, name: str) -> np.ndarray:
+def _check_points(a: ArrayLike, name: str) -> np.ndarray:
     p = np.asarray(a, dtype=np.float64)
     if p.ndim != 2 or p.shape[1] != 3:
         raise ValueError(f"{name} must be (N, 3), got shape {p.shape}")
@@ -120,7 +127,7 @@ def _check_points(a, name: str) -> np.ndarray:
     return p
 
 
-def umeyama(src, dst, with_scale: bool = True):
+def umeyama(src: ArrayLike, dst: ArrayLike, with_scale: bool = True) -> tuple[float, np.ndarray, np.ndarray]:
     """Least-squares similarity (Umeyama 1991) with ``dst ≈ s · R @ src + t``.
 
     Args:
@@ -153,7 +160,7 @@ def umeyama(src, dst, with_scale: bool = True):
     return s, R, t
 
 
-def ate_rmse(est_centers, gt_centers) -> dict:
+def ate_rmse(est_centers: ArrayLike, gt_centers: ArrayLike) -> dict[str, Any]:
     """Absolute trajectory error of camera centres after a Sim(3) alignment (est -> gt).
 
     Args:
@@ -180,7 +187,7 @@ def ate_rmse(est_centers, gt_centers) -> dict:
             "length": length, "n": int(len(E))}
 
 
-def _check_rotations(a, name: str) -> np.ndarray:
+def _check_rotations(a: ArrayLike, name: str) -> np.ndarray:
     R = np.asarray(a, dtype=np.float64)
     if R.ndim == 2:
         R = R[None]
@@ -197,7 +204,7 @@ def _project_so3(M: np.ndarray) -> np.ndarray:
     return U @ S @ Vt
 
 
-def rotation_angle_deg(R) -> np.ndarray:
+def rotation_angle_deg(R: ArrayLike) -> np.ndarray:
     """Rotation angle in degrees of (N, 3, 3) (or (3, 3)) rotations, accurate near 0 and 180."""
     R = np.asarray(R, dtype=np.float64)
     tr = np.trace(R, axis1=-2, axis2=-1)
@@ -206,7 +213,7 @@ def rotation_angle_deg(R) -> np.ndarray:
     return np.degrees(np.arctan2(0.5 * np.linalg.norm(w, axis=-1), 0.5 * (tr - 1.0)))
 
 
-def rotation_errors_deg(est_R, gt_R, align_R=None) -> np.ndarray:
+def rotation_errors_deg(est_R: ArrayLike, gt_R: ArrayLike, align_R: ArrayLike | None = None) -> np.ndarray:
     """Per-camera rotation error in degrees after aligning the estimated world to the gt world.
 
     Args:

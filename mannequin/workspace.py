@@ -1,4 +1,4 @@
-"""The per-video workspace: typed paths (DESIGN.md layout), atomic writes and stage stamps.
+"""The per-video workspace: typed paths (docs/FORMATS.md layout), atomic writes and stage stamps.
 
 Every file a stage produces goes through :func:`atomic_path` (write to a hidden temporary name in
 the same folder, fsync, then ``os.replace``), so a killed run never leaves a half-written file under
@@ -13,16 +13,20 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from mannequin.errors import InputError, WriteError, one_line
 
+#: A file or folder argument.
+PathArg = str | os.PathLike[str]
+
 
 @contextlib.contextmanager
-def atomic_path(path, *, is_dir: bool = False) -> Iterator[Path]:
+def atomic_path(path: PathArg, *, is_dir: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling path; on success move it onto ``path`` atomically.
 
     On an exception the temporary file or folder is removed and ``path`` is left as it was.
@@ -60,27 +64,32 @@ def atomic_path(path, *, is_dir: bool = False) -> Iterator[Path]:
         raise
 
 
-def write_bytes(path, data: bytes) -> Path:
+def write_bytes(path: PathArg, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; returns the path."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
 
 
-def write_text(path, text: str) -> Path:
+def write_text(path: PathArg, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically; returns the path."""
     return write_bytes(path, text.encode("utf-8"))
 
 
-def write_json(path, obj) -> Path:
+def write_json(path: PathArg, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON with sorted keys (numpy numbers and arrays, paths converted)
+    to ``path`` atomically; returns the path."""
     return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
-def save_npy(path, array: np.ndarray) -> Path:
+def save_npy(path: PathArg, array: np.ndarray) -> Path:
+    """Save ``array`` as a .npy file at ``path`` atomically; returns the path."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, array)
     return Path(path)
 
 
-def save_image(path, image: np.ndarray, *, png_level: int = 1) -> Path:
+def save_image(path: PathArg, image: np.ndarray, *, png_level: int = 1) -> Path:
     """Write an image (PNG: uint8 or uint16, grey or RGB; or JPEG) atomically.
 
     png_level: zlib level of a PNG (0-9).  Level 1 encodes a 640×360 uint16 depth PNG about 6×
@@ -89,13 +98,13 @@ def save_image(path, image: np.ndarray, *, png_level: int = 1) -> Path:
     import imageio.v3 as iio
 
     path = Path(path)
-    kwargs = {"compress_level": int(png_level)} if path.suffix.lower() == ".png" else {}
+    kwargs: dict[str, Any] = {"compress_level": int(png_level)} if path.suffix.lower() == ".png" else {}
     with atomic_path(path) as tmp:
         iio.imwrite(tmp, image, extension=path.suffix, **kwargs)
     return path
 
 
-def _json_default(obj):
+def _json_default(obj: Any) -> Any:
     if isinstance(obj, (np.integer,)):
         return int(obj)
     if isinstance(obj, (np.floating,)):
@@ -107,8 +116,9 @@ def _json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def clean_temporaries(folder) -> int:
-    """Remove leftovers of killed writes (``.*.tmp-*`` and ``.*.old-*``) under ``folder``."""
+def clean_temporaries(folder: PathArg) -> int:
+    """Remove leftovers of killed writes (``.*.tmp-*`` and ``.*.old-*``) under ``folder``; returns
+    how many."""
     n = 0
     folder = Path(folder)
     if not folder.is_dir():
@@ -122,7 +132,7 @@ def clean_temporaries(folder) -> int:
     return n
 
 
-def check_maps(paths, shapes) -> None:
+def check_maps(paths: Sequence[PathArg], shapes: Sequence[Sequence[int]]) -> None:
     """Check that every ``paths[i]`` is a readable .npy map of shape ``shapes[i]`` ((H, W)) with a
     float dtype, by its header alone (memory-mapped, nothing loaded).  Raises :class:`InputError`
     naming the first file that is not: truncated, pickled, text, another shape or dtype.  Stages
@@ -132,13 +142,14 @@ def check_maps(paths, shapes) -> None:
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError, EOFError) as exc:
             raise InputError(f"{path}: not a readable .npy map ({one_line(exc, 120)})") from None
-        shape = tuple(int(v) for v in shape)
-        if not isinstance(arr, np.ndarray) or arr.shape != shape or arr.dtype.kind != "f":
+        want = tuple(int(v) for v in shape)
+        if not isinstance(arr, np.ndarray) or arr.shape != want or arr.dtype.kind != "f":
             got = f"{getattr(arr, 'shape', '?')} {getattr(arr, 'dtype', '?')}"
-            raise InputError(f"{path}: expected a float map of shape {shape}, found {got}")
+            raise InputError(f"{path}: expected a float map of shape {want}, found {got}")
 
 
-def prune_frames(folder, keep, suffixes, protect=()) -> list:
+def prune_frames(folder: PathArg, keep: Iterable[str], suffixes: Sequence[str],
+                 protect: Iterable[str] = ()) -> list[Path]:
     """Delete the per-frame files of ``folder`` that belong to no frame in ``keep``.
 
     A file ``<stem><suffix>`` (the longest matching suffix of ``suffixes`` decides the stem, so
@@ -164,9 +175,9 @@ def prune_frames(folder, keep, suffixes, protect=()) -> list:
 
 
 class Workspace:
-    """Typed paths of one video's workspace (see DESIGN.md) plus stage stamps."""
+    """Typed paths of one video's workspace (see docs/FORMATS.md) plus stage stamps."""
 
-    def __init__(self, root):
+    def __init__(self, root: PathArg) -> None:
         self.root = Path(root)
         if self.root.exists() and not self.root.is_dir():
             raise InputError(f"{self.root}: workspace path exists and is not a folder")
@@ -175,6 +186,7 @@ class Workspace:
         return f"Workspace({str(self.root)!r})"
 
     def create(self) -> Workspace:
+        """Create the workspace folder (with its parents); returns self."""
         self.root.mkdir(parents=True, exist_ok=True)
         return self
 
@@ -231,7 +243,7 @@ class Workspace:
         """True when ``stage`` finished with options hashing to ``stage_hash`` and its main outputs
         are still there (a user who deletes ``WS/depth`` gets the stage run again, not skipped)."""
         stamp = self.read_stamp(stage)
-        return bool(stamp) and stamp.get("hash") == stage_hash and self.outputs_present(stage)
+        return stamp is not None and stamp.get("hash") == stage_hash and self.outputs_present(stage)
 
     def outputs_present(self, stage: str) -> bool:
         """Whether the files a finished ``stage`` leaves behind exist (a cheap check, no loading)."""
@@ -248,7 +260,7 @@ class Workspace:
             return (self.labels_dir / "index.csv").is_file() and (self.preview_dir / "report.html").is_file()
         return True
 
-    def read_sparse(self):
+    def read_sparse(self) -> Any:
         """The pycolmap Reconstruction in ``WS/sparse``; :class:`InputError` naming the folder when it
         is missing or cannot be read (truncated or corrupt .bin files)."""
         import pycolmap
@@ -278,19 +290,20 @@ class Workspace:
                 if folder.is_dir():
                     shutil.rmtree(folder)
 
-    def write_stamp(self, stage: str, stage_hash: str, **info) -> Path:
+    def write_stamp(self, stage: str, stage_hash: str, **info: Any) -> Path:
         """Mark ``stage`` finished (written last, atomically, after all its outputs)."""
         data = {"stage": stage, "hash": stage_hash, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         data.update(info)
         return write_json(self.stamp_path(stage), data)
 
     def clear_stamp(self, stage: str) -> None:
+        """Remove the stamp of ``stage`` (it is no longer finished)."""
         p = self.stamp_path(stage)
         if p.exists():
             p.unlink()
 
 
-def read_json_object(path) -> dict:
+def read_json_object(path: PathArg) -> Any:
     """The JSON object (or list) in the workspace file ``path``; :class:`InputError` naming the file
     when it is missing, unreadable or not JSON (a corrupt workspace is a clear error, not a traceback)."""
     try:
@@ -301,7 +314,7 @@ def read_json_object(path) -> dict:
         raise InputError(f"{path}: not readable JSON ({one_line(exc, 120)}); run its stage again") from None
 
 
-def read_json_or_empty(path) -> dict:
+def read_json_or_empty(path: PathArg) -> dict[str, Any]:
     """The JSON object in ``path``, or {} when it is missing or unreadable."""
     try:
         data = json.loads(Path(path).read_text())

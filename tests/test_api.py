@@ -1,4 +1,4 @@
-"""The importable API (DESIGN.md, mannequin/__init__.py and mannequin/_api.py)."""
+"""The importable API (docs/FORMATS.md, mannequin/__init__.py and mannequin/_api.py)."""
 import importlib
 import inspect
 import subprocess

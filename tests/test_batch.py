@@ -52,7 +52,7 @@ def test_folder_lists_videos_sorted_case_insensitive(tmp_path):
 
 
 def test_folders_of_images_are_clips(tmp_path):
-    """An image folder is one clip (DESIGN.md: INPUT is a video or a folder of images); a folder of
+    """An image folder is one clip (docs/FORMATS.md: INPUT is a video or a folder of images); a folder of
     image folders is a dataset, one clip per sub-folder; a folder with neither is an error."""
     for n in ["000.png", "001.png", "notes.txt"]:
         touch(tmp_path / "shots" / "clipA" / n)
@@ -130,9 +130,9 @@ def test_status_files_and_summary(tmp_path):
              "seconds": 0.1},
             {"name": "c", "state": "skipped", "reason": "", "frames": 8, "labels": 8, "seconds": 0.0}]
     write_status(tmp_path, rows)
-    back = list(csv.DictReader(open(tmp_path / "status.csv")))
+    back = list(csv.DictReader((tmp_path / "status.csv").read_text().splitlines()))
     header = (tmp_path / "status.csv").read_text().splitlines()[0]
-    assert header.startswith("name,state,reason,frames,seconds,")  # DESIGN.md's columns, in its order
+    assert header.startswith("name,state,reason,frames,seconds,")  # docs/FORMATS.md's columns, in its order
     assert [r["state"] for r in back] == ["done", "failed", "skipped"]
     assert back[1]["reason"] == "bad, with a comma" and back[1]["frames"] == ""
     data = json.loads((tmp_path / "status.json").read_text())
@@ -180,7 +180,7 @@ def test_corrupt_video_fails_alone(first_batch):
     for r in rows[:2]:
         assert (root / r["name"] / "stamps" / "labels.json").is_file()
         assert r["frames"] == 8 and r["labels"] >= 1 and r["seconds"] > 0
-    on_disk = list(csv.DictReader(open(root / "status.csv")))
+    on_disk = list(csv.DictReader((root / "status.csv").read_text().splitlines()))
     assert [r["state"] for r in on_disk] == ["done", "done", "failed"]
     assert on_disk[2]["reason"] == broken["reason"]
     data = json.loads((root / "status.json").read_text())
@@ -196,7 +196,7 @@ def test_second_run_skips_finished_work(first_batch, clips):
     assert time.perf_counter() - t0 < 5.0            # no cluster is started for finished videos
     assert [r["state"] for r in rows] == ["skipped", "skipped"]
     assert all(r["labels"] >= 1 for r in rows)
-    assert [r["state"] for r in csv.DictReader(open(root / "status.csv"))] == ["skipped", "skipped"]
+    assert [r["state"] for r in csv.DictReader((root / "status.csv").read_text().splitlines())] == ["skipped", "skipped"]
     # another config is not finished work; the failed video is retried (and fails again)
     v, c = clips["clips"][0]
     assert is_finished(root / "clip0", v, c, FAST)
@@ -237,7 +237,7 @@ def test_killed_worker_is_replaced_and_its_video_completes(clips, tmp_path):
     assert all((root / r["name"] / "stamps" / "labels.json").is_file() for r in rows)
     log = (root / victim[1] / "logs" / "batch.log").read_text()
     assert log.count(": start (") == 2, log          # ran twice: killed, then retried
-    assert [r["state"] for r in csv.DictReader(open(root / "status.csv"))] == ["done", "done"]
+    assert [r["state"] for r in csv.DictReader((root / "status.csv").read_text().splitlines())] == ["done", "done"]
 
 
 def test_worker_dying_beyond_retries_fails_only_that_video(clips, tmp_path):
@@ -299,12 +299,10 @@ def test_largest_first_and_never_more_tasks_than_worker_threads(clips, tmp_path)
 
 
 def test_unreachable_scheduler_leaves_no_output_root(tmp_path, monkeypatch):
-    import mannequin.batch as batch
-
     def refuse(address):
         raise InputError(f"--scheduler {address}: cannot connect to the Dask scheduler (refused)")
 
-    monkeypatch.setattr(batch, "_connect", refuse)
+    monkeypatch.setattr("mannequin.batch.cluster.connect", refuse)
     touch(tmp_path / "in" / "a.mp4")
     with pytest.raises(InputError, match="cannot connect"):
         run_batch([tmp_path / "in"], tmp_path / "out", config=FAST, scheduler="tcp://127.0.0.1:1")

@@ -113,7 +113,7 @@ def test_module_entry_point_matches_console_script():
 
 
 def test_fps_sets_the_timestamps_of_an_image_folder(tiny_clip, tmp_path):
-    """DESIGN.md: an image folder's timestamps are index × 33333 µs unless --fps is given."""
+    """docs/FORMATS.md: an image folder's timestamps are index × 33333 µs unless --fps is given."""
     from mannequin.frames import read_frames_csv
 
     for fps in (None, 10):
