@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from mannequin.errors import StageError
+from mannequin.geometry import triangulation_angle_deg
 
 
 @dataclass
@@ -32,7 +34,7 @@ class SparseGeometry:
     observations: list[np.ndarray]
 
 
-def sparse_geometry(rec) -> SparseGeometry:
+def sparse_geometry(rec: Any) -> SparseGeometry:
     """Extract a :class:`SparseGeometry` from a pycolmap Reconstruction (registered images only)."""
     ids = sorted(rec.reg_image_ids(), key=lambda i: rec.image(i).name)
     pid_index = {pid: k for k, pid in enumerate(sorted(rec.points3D))}
@@ -82,7 +84,7 @@ def sparse_depth_map(geo: SparseGeometry, i: int) -> np.ndarray:
     return out
 
 
-def neighbours_for(names: Sequence[str], sources: Sequence[str], name: str, n: int) -> list:
+def neighbours_for(names: Sequence[str], sources: Sequence[str], name: str, n: int) -> list[str]:
     """Up to ``n`` neighbours of frame ``name``: its stereo ``sources`` first (those in ``names``),
     then the nearest frames of ``names`` in sequence."""
     names = list(names)
@@ -118,7 +120,7 @@ def depth_range(geo: SparseGeometry, i: int, percentiles: tuple[float, float] = 
 
 
 def ground_plane(geo: SparseGeometry, max_tilt_deg: float = 35.0, tol: float = 0.01,
-                 min_inliers: float = 0.10, iterations: int = 2000, seed: int = 0):
+                 min_inliers: float = 0.10, iterations: int = 2000, seed: int = 0) -> tuple[np.ndarray, float] | None:
     """The dominant plane below the cameras (a floor or ground), for a second sweep direction.
 
     RANSAC over ``geo.points`` (seeded) for the plane with the most points within ``tol`` × the
@@ -165,7 +167,7 @@ def ground_plane(geo: SparseGeometry, max_tilt_deg: float = 35.0, tol: float = 0
     return (n2, c2) if above.all() else None
 
 
-def plane_offset_range(geo: SparseGeometry, i: int, plane, low: float = 0.4,
+def plane_offset_range(geo: SparseGeometry, i: int, plane: tuple[np.ndarray, float], low: float = 0.4,
                        margin: float = 0.15) -> tuple[np.ndarray, tuple[float, float]]:
     """For image ``i`` and a world ``plane`` = (n, c) from :func:`ground_plane`: the plane normal in
     the camera (``R n``) and the range of offsets d (n·X = d, camera frame) to sweep: from ``low``
@@ -177,14 +179,6 @@ def plane_offset_range(geo: SparseGeometry, i: int, plane, low: float = 0.4,
     if not d_plane > 0:
         raise StageError(f"image {geo.names[i]}: the camera is not above the ground plane")
     return n_cam, (low * d_plane, d_plane * (1 + margin))
-
-
-def triangulation_angle_deg(c_ref: np.ndarray, c_src: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Angle (degrees) at each point (P, 3) between the rays to two camera centres (3,)."""
-    a = c_ref - points
-    b = c_src - points
-    cos = np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
-    return np.degrees(np.arccos(np.clip(cos, -1, 1)))
 
 
 def select_views(geo: SparseGeometry, n_sources: int = 6, min_angle_deg: float = 1.0,

@@ -1,5 +1,5 @@
 """Two-view rectified fast paths of the plane sweep: left-right check, integer-shift sources,
-plane blocks (mannequin.stereo.sweep.plane_sweep and the kernels in mannequin.stereo.kernels.fronto)."""
+plane blocks (mannequin.stereo.sweep.plane_sweep and the kernels in mannequin.stereo.kernels)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import mannequin.stereo.sweep as sc_mod
+from mannequin.stereo.kernels import finalize, stats
 from mannequin.stereo.kernels import fronto as sweep
 from mannequin.stereo.sweep import plane_sweep
 
@@ -135,7 +136,7 @@ def test_rect_source_stats_match_numpy():
     src = rng.random((23, 31)).astype(np.float32) - 0.5
     window, pad, floor = 5, 9, 1e-4
     out = np.empty((5, 23, 31 + 2 * pad), np.float32)
-    sweep.rect_source_stats(src, window, pad, floor, out)
+    stats.rect_source_stats(src, window, pad, floor, out)
     padded = np.pad(src.astype(np.float64), ((0, 0), (pad, pad)), mode="edge")
     n = window * window
     v1 = uniform_filter(padded, (window, 1), mode="nearest") * window
@@ -203,7 +204,7 @@ def test_lr_disagreement_kernel():
     ridx = np.full((1, H, W), -1, np.int32)
     ridx[0, 0, 4] = 4
     out = np.empty((H, W), np.float32)
-    sweep.lr_disagreement(depth, ridx, inv, a_first, a_last, 0.08, out)
+    finalize.lr_disagreement(depth, ridx, inv, a_first, a_last, 0.08, out)
     assert out[0, 8] == pytest.approx(2.0, abs=1e-4)
     assert out[1, 3] == sweep.BIG and out[0, 0] == sweep.BIG
 

@@ -161,12 +161,11 @@ def test_blurred_clip_gets_a_larger_window_and_resumes_with_it(tiny_run, tmp_pat
     ({"probe_frames": -1}, "probe_frames"),
 ])
 def test_bad_window_options_are_refused(tmp_path, over, match):
-    from mannequin.config import Config
+    from mannequin.config import Config, check_section
     from mannequin.errors import InputError
-    from mannequin.stereo.stage import check_window_options
 
     with pytest.raises(InputError, match=match):
-        check_window_options(Config.from_dict({"stereo": over}).stereo)
+        check_section(Config.from_dict({"stereo": over}).stereo)   # what run_stereo checks first
 
 
 # --- the stage on a synthetic clip with its GT poses ----------------------------------------------

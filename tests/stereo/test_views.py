@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from mannequin.errors import StageError
-from mannequin.stereo.views import SparseGeometry, depth_range, relative_pose, select_views, triangulation_angle_deg
+from mannequin.geometry import triangulation_angle_deg
+from mannequin.stereo.views import SparseGeometry, depth_range, relative_pose, select_views
 
 GRID = np.array([(x, y, 5.0) for x in np.linspace(-2, 2, 10) for y in np.linspace(-2, 2, 10)])
 ALL = np.arange(len(GRID))

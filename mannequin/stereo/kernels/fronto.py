@@ -1,72 +1,77 @@
-"""Numba kernels of the fronto-parallel plane sweep (pure: arrays in, arrays out, no I/O).
+"""Numba kernels of the plane sweep itself (pure: arrays in, arrays out, no I/O).
 
-The public wrapper with input checks, grey conversion and plane set-up is
-:func:`mannequin.stereo.sweep.plane_sweep`; this module only holds the compiled loops.
+:func:`sweep_fronto` sweeps every plane over the reference and keeps, per pixel, the running
+winner of the plane cost.  Its inputs and buffers come in six named tuples (:class:`Reference`,
+:class:`Sources`, :class:`SweepParams`, :class:`Winners`, :class:`RightWinners`,
+:class:`Scratch`), all allocated by the caller, :func:`mannequin.stereo.sweep.plane_sweep`, which
+also checks the inputs and sets up the planes.  The window statistics computed before the sweep
+are in :mod:`mannequin.stereo.kernels.stats`, the steps after it in
+:mod:`mannequin.stereo.kernels.finalize`.
 
-Design (see ``sweep_fronto``):
+How the sweep is laid out:
 
-* Rows are split into chunks (a multiple of the thread count) processed in parallel.  Inside a
-  chunk the loops run plane -> row -> source, so everything one row needs stays in L1/L2:
-  a bilinear homography warp of one source row (the homography is affine along a row in
-  homogeneous coordinates, so one reciprocal per pixel), then a *vertical* running box sum of
-  W, W² and I·W kept with a ring buffer of the last ``window`` warped rows, then a *horizontal*
-  running box sum along the row (``_hbox3``: the three sums' add chains advance together in one
-  loop, as a single running sum is add-latency bound; ``_hbox`` for one row splits it into four
-  chains), restarted from a direct sum every ``BOX_RUN`` columns so that float32 rounding does
-  not drift along the row.  Neither box sum's cost per hypothesis grows with the window size.
-  The direct sums over shifted slices used before (``_hbox_direct``, vectorised, no loop-carried
-  dependency) cost the same at 7×7 and more above it (640×480, 64 planes, 4 sources, 1 thread,
-  shift and smoothing off: sweep time at window 21 / window 7 went from 1.71 to 1.12;
-  docs/FINDINGS.md); they remain for a single row at h <= 3 (``HBOX_DIRECT_MAX_H``).  What still
-  grows with the window: a chunk re-warps ``window - 1`` halo rows per plane (so chunks are
-  tall, ~60 rows), and the shiftable-window and smoothing defaults scale with it.
-* The warp is two loops on purpose: coordinates, clamping and validity (SIMD-vectorised), then
-  the four-tap gather (scalar).  Fused, LLVM keeps the whole loop scalar (about 1.6x slower).
-* ZNCC uses the reference window mean and 1/sqrt(Σ(I-Ī)²) precomputed once per image.
-* Source costs of a pixel are folded into a branch-free sorted top-k list as they are produced
-  (fused into the ZNCC loop for the default top_k = 2);
+* Rows are split into chunks (a multiple of the thread count) processed in parallel
+  (:func:`_sweep_chunk`).  Inside a chunk the loops run plane block -> row -> plane -> source, so
+  everything one row needs stays in L1/L2.
+* One source row of one plane takes one of three paths (:func:`_plane_cost_row`):
+
+  - *bilinear* (:func:`_warp_bilinear_source`): a general homography; it is affine along a row
+    in homogeneous coordinates, so one reciprocal per pixel.  Two loops on purpose: coordinates,
+    clamping and validity (SIMD-vectorised), then the four-tap gather (scalar); fused, LLVM keeps
+    the whole loop scalar.
+  - *shift* (:func:`_warp_shift_source`, sources in ``Sources.rect``: every plane homography a
+    pure x shift, a rectified pair): a 1-D interpolation with weights constant along the row
+    (contiguous loads, no gather).
+  - *integer shift* (:func:`_integer_shift_cost`, ``Sources.int_id`` >= 0: rectified, a whole-pixel
+    shift at every plane, the reference's size): the warped row is a slice of the source, so the
+    source's window sums of W and W² do not depend on the plane and come precomputed
+    (:func:`mannequin.stereo.kernels.stats.rect_source_stats`); per plane only Σ I·W is summed.
+
+  The first two then share :func:`_warped_cost`: a *vertical* running box sum of W, W² and I·W
+  over a ring buffer of the last ``window`` warped rows, a *horizontal* running box sum along the
+  row (:func:`_hbox3`, the three add chains advancing together in one loop; :func:`_hbox` for one
+  row splits it into four chains, or sums directly up to ``HBOX_DIRECT_MAX_H``), restarted from a
+  direct sum every ``BOX_RUN`` columns so that float32 rounding does not drift along the row
+  (docs/FINDINGS.md, "Horizontal box sums"), and the ZNCC from the reference window mean and
+  1/sqrt(Σ(I-Ī)²) precomputed once per image.  A chunk re-warps ``window - 1`` halo rows per
+  plane, so chunks are tall (~60 rows).
+* Source costs of a pixel are folded into a branch-free sorted top-k list as they are produced;
   the plane cost is the mean of the valid ones among the k best.
-* Shiftable windows (``shift`` > 0): the plane cost rows of the pixels (mean of the top k) go
-  through a separable min filter over ±shift columns and rows (a ring of ``2 shift + 1`` rows,
-  so chunks warp ``shift`` extra halo rows either side); the min-filtered curve gets its own
-  running winner (state index 1) next to the plain one (index 0).
+* Shiftable windows (``shift`` > 0): the plane cost rows go through a separable min filter over
+  ±shift columns and rows (a ring of ``2 shift + 1`` rows, so chunks warp ``shift`` extra halo
+  rows either side); the min-filtered curve gets its own running winner (state index 1) next to
+  the plain one (index 0).
 * No cost volume: per pixel the kernel keeps the costs of the last two planes (a 2-slot history),
-  which is enough to spot the local minima of the cost curve as they pass.  Of those it keeps the
-  best (cost, plane, costs either side for the parabola) and the lowest other local minimum more
-  than two planes away (for the confidence: with dense planes the plain second-best plane just
-  sits on the slope of the winner's basin).  All buffers come from the caller: O(H·W) memory.
+  enough to spot the local minima of the cost curve as they pass.  Of those it keeps the best
+  (cost, plane, costs either side for the parabola) and the lowest other local minimum more than
+  two planes away (for the confidence).  O(H·W) memory, whatever the plane count.
+* Plane blocks: with every source on the integer-shift path the caller sweeps planes in blocks
+  of 4; a row's winner state is then updated once per block (:func:`_track_rows4`,
+  :func:`_track_right4`: loads, selects in registers, one store) instead of once per plane with
+  masked stores (:func:`_track_row`).
+* Left-right check (``lr``, one rectified source): the right image's cost at pixel x and plane p
+  is the reference's cost at column x - shift(p), so a running argmin per right pixel
+  (:func:`_track_right`) gives the right view's winners during the same sweep, O(H·W).
 
-* The row loops live in small helper functions that are *not* inlined (``_warp_row_*``,
-  ``_vsum_update``, ``_hbox``, ``_hbox3``, ``_zncc_row``, ``_fold_topk``, ``_aggregate_row``, ``_hmin_row``,
-  ``_vmin_rows``, ``_track_row``): compiled separately LLVM vectorises them, inlined into the big
-  kernel it kept most of them scalar (aliasing run-time checks).  ``error_model="numpy"``
-  everywhere: with Python's error model every float division carries a zero check that blocks
-  vectorisation (all divisions here are guarded).
+Rules the code follows for speed (LLVM vectorisation):
+
+* The row loops live in small helpers that are *not* inlined: compiled separately LLVM
+  vectorises them; inlined into the big kernel it kept most of them scalar (aliasing run-time
+  checks).  ``error_model="numpy"`` everywhere: with Python's error model every float division
+  carries a zero check that blocks vectorisation (all divisions here are guarded).
 * Array indices inside the hot loops are the bare loop counter over a slice (``a = v[o:o + n]``,
   ``a[i]``) or unsigned (the gather): with a computed signed index (``v[c + o]``) Numba emits a
-  negative-index wrap-around select per access, which keeps LLVM from vectorising (measured 3-7x
-  slower for the shift warp and the min filter, 2x for the gather).
-* Rectified sources (``rect``: every plane homography a pure x shift) skip the bilinear warp: a
-  1-D interpolation with weights constant along the row (contiguous loads, no gather).
-* Integer-shift sources (rectified, whole-pixel shifts at every plane, the reference's size: a
-  rectified pair swept at 1 px disparity steps): the warped row is a slice of the source, so the
-  source's window sums of W and W² are plane independent and precomputed once
-  (``rect_source_stats``); per plane only Σ I·W is summed (``_viw_update``, ``_zncc_row_int``).
-  When every source is one, planes go in blocks of 4 through the row loop and a row's winner
-  state is updated once per block (``_track_rows4``, ``_track_right4``: loads, selects in
-  registers, one store), which the per-plane masked-store updates of ``_track_row`` made the
-  largest cost of the two-view sweep (~40% of it on the motorcycle pair).
-* Left-right check (``lr``, one rectified source): the right image's cost at pixel x and plane p
-  is the reference's cost at column x - shift(p) (same pair of windows), so a running argmin per
-  right pixel (``_track_right``) gives the right view's winners during the same sweep, O(H·W).
-* Everything after the sweep that is row-local (both winners' finalisation, the shiftable-window
-  merge, the left-right check) is one parallel pass (``finalize_all``): on a loaded machine each
-  parallel region waits for its slowest thread.
+  negative-index wrap-around select per access, which keeps LLVM from vectorising.
+* Numba's on-disk cache (``cache=True``) is keyed on each function's own file: a kernel module
+  holds its compiled entry points together with every helper they call, so that editing a helper
+  invalidates its callers' cache too.
 
 Coordinates inside the kernels are array indices: pixel (row r, col c) is the point (c, r).  The
 caller folds the +0.5 pixel-centre convention of the intrinsics into the homographies.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit, prange
@@ -78,240 +83,383 @@ VALID_LIMIT = np.float32(10.0)
 #: Horizontal box sums are running sums restarted from a direct sum every BOX_RUN columns (bounds
 #: the float32 rounding that a running sum accumulates along the row).
 BOX_RUN = 64
-#: One row's box sum (``_hbox``, the integer-shift path) uses direct sums up to this half-window:
-#: motorcycle pair, 1 thread, CPU s, best of 25 interleaved: window 7 direct 0.053, running 0.055;
-#: window 11 0.063 / 0.059; window 21 0.088 / 0.071.
+#: One row's box sum (``_hbox``, the integer-shift path) uses direct sums up to this half-window
+#: (cheaper than running sums there, dearer above it).
 HBOX_DIRECT_MAX_H = 3
 
 
+class Reference(NamedTuple):
+    """The reference image, (H, W) float32 each."""
+
+    #: grey values (any offset: ZNCC ignores it)
+    grey: np.ndarray
+    #: window mean of ``grey``
+    mean: np.ndarray
+    #: 1/sqrt(Σ(I-Ī)²) over the window; 0 where the reference is too flat (the pixel gets no vote)
+    isd: np.ndarray
+
+
+class Sources(NamedTuple):
+    """The S source images and the P planes' mapping into them."""
+
+    #: all source images (grey, same offset as the reference), flattened and concatenated, float32
+    flat: np.ndarray
+    #: (S,) int64 offset of each source in ``flat``
+    off: np.ndarray
+    #: (S, 2) int64 (h, w) of each source, each at least 2×2
+    shape: np.ndarray
+    #: (P, S, 3, 3) float64: plane p maps the reference index (c, r, 1) to homogeneous source
+    #: index coordinates
+    homs: np.ndarray
+    #: (S,) uint8: 1 where every plane's homography of the source is a pure x shift
+    #: ([[1, 0, a], [0, 1, 0], [0, 0, 1]], a in px): the shift path (equal to the bilinear warp,
+    #: whose vertical weight is then 0, up to float rounding)
+    rect: np.ndarray
+    #: (S,) int64: >= 0 for an integer-shift source (rectified, a whole-pixel shift at every
+    #: plane, the reference's size), its index into ``istat``; -1 for the others
+    int_id: np.ndarray
+    #: (P, S) int64: the integer x shift of plane p (integer-shift sources)
+    ishift: np.ndarray
+    #: (n_int, 5, H, W + 2 pad) float32: the integer-shift sources' window statistics
+    #: (:func:`mannequin.stereo.kernels.stats.rect_source_stats`), padded by ``pad`` columns
+    istat: np.ndarray
+    #: the column padding of ``istat`` (> max |shift| + window // 2)
+    pad: int
+
+
+class SweepParams(NamedTuple):
+    """Scalars and the chunking of one sweep."""
+
+    #: odd box side of the matching window
+    window: int
+    #: 0 <= shift <= window // 2: half-range of the shiftable-window min filter (0 = off)
+    shift: int
+    #: floor of a source window's Σ(W-W̄)², float32
+    var_floor: np.float32
+    #: (n_chunks + 1,) int64 row bounds of the parallel chunks
+    chunk_start: np.ndarray
+    #: keep the right view's winners too (:class:`RightWinners`)
+    lr: bool
+
+
+class Winners(NamedTuple):
+    """Running winners per pixel, (V, H, W) each, written in place.
+
+    V = 1, or 2 with shiftable windows: index 0 follows the plain window cost, index 1 the
+    shiftable-window cost (which exists only where the plain one is valid).
+    """
+
+    #: float32 aggregated cost of the winning plane (BIG = none)
+    best: np.ndarray
+    #: int32 winning plane (-1 = none)
+    bidx: np.ndarray
+    #: float32 lowest *local minimum* of the cost curve more than two planes from the winner
+    #: (BIG = none)
+    second: np.ndarray
+    #: float32 cost at the winner - 1 (BIG when unknown)
+    bm1: np.ndarray
+    #: float32 cost at the winner + 1 (BIG when unknown)
+    bp1: np.ndarray
+    #: (V, 2, H, W) float32 working state: the costs of the last two planes
+    hist: np.ndarray
+
+
+class RightWinners(NamedTuple):
+    """The right view's winners of a rectified pair (``SweepParams.lr``).
+
+    The cost of right-image pixel x at plane p is the reference's cost at column x - shift[p]
+    (the same pair of windows, and for the shiftable windows the same min over window positions),
+    so the sweep also keeps, per right pixel, the plane of its lowest cost (plain argmin).
+    Without ``lr`` the arrays are not touched (any shape).
+    """
+
+    #: (P,) int64 round(x shift of plane p in px)
+    shift: np.ndarray
+    #: (V, H, W) float32 lowest cost (BIG = none)
+    best: np.ndarray
+    #: (V, H, W) int32 plane of the lowest cost (-1 = none)
+    idx: np.ndarray
+
+
+class Scratch(NamedTuple):
+    """Per-chunk working buffers (float32 unless noted), first axis the chunk.
+
+    B >= 1 planes are swept together (the row loop runs over blocks of B planes, each row through
+    its B planes in order); the buffers with a B axis hold one copy per plane of the block.
+    """
+
+    #: (n_chunks, B, S, window, W) the last ``window`` warped rows of each source
+    ring: np.ndarray
+    #: (n_chunks, B, S, window, W) their validity (1 / 0)
+    vring: np.ndarray
+    #: (n_chunks, B, S, 3, W) vertical running sums of W, W², I·W
+    vsum: np.ndarray
+    #: (n_chunks, 10, W) rows: warped row, x / y fractions, box sums of W, W², I·W, source cost,
+    #: aggregation sum and count
+    work: np.ndarray
+    #: (n_chunks, W) int32 gather indices
+    iwork: np.ndarray
+    #: (n_chunks, top_k, W) the sorted top-k source costs
+    topk: np.ndarray
+    #: (n_chunks, B, 2 shift + 1, W) the column-min-filtered plane cost rows
+    cring: np.ndarray
+    #: (n_chunks, B, 2 shift + 1, W) the plane cost rows
+    oring: np.ndarray
+    #: (n_chunks, B, W) the shiftable-window cost row of each plane of the block
+    vmin4: np.ndarray
+
+
 @njit(parallel=True, fastmath=True, error_model="numpy", cache=True)
-def sweep_fronto(ref, ref_mean, ref_isd, src_flat, src_off, src_shape, homs, rect, window, top_k,
-                 var_floor, chunk_start, shift,
-                 best, bidx, second, bm1, bp1, hist,
-                 ring, vring, vsum, work, iwork, topk, cring, oring, vmin4,
-                 lr, lr_shift, rbest, ridx, int_id, ishift, istat, pad):
+def sweep_fronto(ref, src, prm, win, right, scr):
     """Plane sweep with ZNCC, top-k view aggregation and running winners per pixel.
 
-    ref (H,W) f32 grey (any offset); ref_mean (H,W) f32 window mean of ref; ref_isd (H,W) f32
-    1/sqrt(Σ(I-Ī)²) over the window, 0 where the reference is too flat (pixel gets no vote).
-    src_flat: all source images, flattened and concatenated (f32); src_off (S,) int64 offsets;
-    src_shape (S,2) int64 (h, w) each at least 2×2.  homs (P,S,3,3) f64: plane p maps the
-    reference index (c, r, 1) to homogeneous source index coordinates.
-    rect (S,) u1: 1 where every plane's homography of that source is a pure horizontal shift
-    (rectified pair: homs[p, s] = [[1,0,a],[0,1,0],[0,0,1]], a = x shift in px); such a source row is
-    warped by a 1-D linear interpolation with weights constant along the row (no gather; equal to
-    the bilinear warp, whose vertical weight is then 0, up to float rounding).
-    window: odd box side; top_k >= 1; var_floor: floor of Σ(W-W̄)² (f32).
-    chunk_start (n_chunks+1,) int64 row bounds of the parallel chunks.
-
-    shift: 0 <= shift <= window // 2, half-range of the shiftable-window min filter.
-
-    Outputs (all (V,H,W) unless noted, written in place; V = 1, or 2 when shift > 0: index 0 is
-    the plain window cost, index 1 the shiftable-window cost): best f32 aggregated cost of the
-    winning plane (BIG = none); bidx i32 winning plane (-1 = none); second f32 lowest *local
-    minimum* of the cost curve more than two planes from the winner (BIG = none); bm1 / bp1 f32
-    costs at winner-1 / winner+1 (BIG when unknown); hist (V,2,H,W) f32 is working state.
-    Shifted costs exist only where the plain cost is valid (same validity).
-    Scratch: ring / vring (n_chunks,B,S,window,W) f32, vsum (n_chunks,B,S,3,W) f32,
-    work (n_chunks,10,W) f32, iwork (n_chunks,W) i32, topk (n_chunks,top_k,W) f32,
-    cring / oring (n_chunks,B,2*shift+1,W) f32.  B >= 1: planes swept together (the row loop
-    runs over blocks of B planes, each row through its B planes in order, so a row's state
-    stays in cache for B planes; every buffer above has one copy per plane of the block).
-    vmin4 (n_chunks,B,W) f32: the shiftable-window cost rows of the block.  With B = 4 a full
-    block is tracked by :func:`_track_rows4` (state loaded and stored once per 4 planes).
-
-    Right-view winners (``lr`` true; one rectified source): the cost of right-image pixel x at
-    plane p is the reference's cost at column c = x - lr_shift[p] (the same pair of windows, and
-    for the shiftable windows the same min over window positions), so the sweep also keeps, per
-    right pixel, the plane of its lowest cost (plain argmin): rbest (V,H,W) f32 (BIG = none), ridx
-    (V,H,W) i32 (-1 = none), same V and validity as ``best``.  lr_shift (P,) int64 = round(x shift
-    of plane p in px).  Without ``lr`` they are not touched (any shape).
-
-    Integer-shift sources (``int_id[s]`` >= 0; rectified, every plane shift an integer, same
-    size as the reference): the warped row is a slice of the source, so the window sums of W and W²
-    do not depend on the plane; they come precomputed (:func:`rect_source_stats`) in
-    istat (n_int,5,H,W+2 pad) f32, source ``s`` at istat[int_id[s]], padded by ``pad`` columns;
-    ishift (P,S) int64 = the integer x shift of plane p.  Per plane only Σ I·W is summed.  Same
-    costs as the other paths up to float rounding.  Sources with int_id -1 ignore istat.
+    ``ref`` :class:`Reference`, ``src`` :class:`Sources`, ``prm`` :class:`SweepParams`; writes
+    ``win`` (:class:`Winners`) and, with ``prm.lr``, ``right`` (:class:`RightWinners`) in place;
+    ``scr`` (:class:`Scratch`) is clobbered.  The cost of pixel (r, c) at plane p is the mean of
+    the valid (< VALID_LIMIT) ones among the ``top_k`` lowest source costs 1 - ZNCC in [0, 2]; a
+    source's cost is BIG where its warped window centre falls outside it or the reference window
+    is flat.  The three source paths give the same costs up to float rounding.
     """
-    H, W = ref.shape
-    P = homs.shape[0]
-    S = homs.shape[1]
-    h = window // 2
-    m = shift
-    nm = 2 * m + 1
-    nv = best.shape[0]
-    inv_n = np.float32(1.0 / (window * window))
-    n_chunks = chunk_start.shape[0] - 1
+    n_chunks = prm.chunk_start.shape[0] - 1
     for ch in prange(n_chunks):
-        r0 = chunk_start[ch]
-        r1 = chunk_start[ch + 1]
-        for v_ in range(nv):
-            for r in range(r0, r1):
-                for c in range(W):
-                    best[v_, r, c] = BIG
-                    bidx[v_, r, c] = -1
-                    second[v_, r, c] = BIG
-                    bm1[v_, r, c] = BIG
-                    bp1[v_, r, c] = BIG
-                    hist[v_, 0, r, c] = BIG
-                    hist[v_, 1, r, c] = BIG
-            if lr:
-                rbest[v_, r0:r1] = BIG
-                ridx[v_, r0:r1] = -1
-        wrow = work[ch, 0]
-        fxs = work[ch, 1]
-        fys = work[ch, 2]
-        sw = work[ch, 3]
-        sww = work[ch, 4]
-        siw = work[ch, 5]
-        cost = work[ch, 6]
-        asum = work[ch, 7]
-        acnt = work[ch, 8]
-        kid = iwork[ch]
-        T = topk[ch]
-        single = (S == 1) and (T.shape[0] == 1)      # the plane cost is the source's cost
-        B = oring.shape[1]
-        for p0 in range(0, P, B):
-            pb = min(B, P - p0)
-            fused = pb == 4                  # _track_rows4 after the block's 4 planes
-            ring[ch] = 0.0
-            vring[ch] = 0.0
-            vsum[ch] = 0.0
-            rstart = r0 - m - h
-            for rr in range(rstart, r1 + m + h):
-                ry = min(max(rr, 0), H - 1)
-                ro = min(max(rr - window, 0), H - 1)
-                slot = (rr - rstart) % window
-                rb = rr - h                      # centre row of the completed box
-                out = rb >= r0 - m
-                inb = (rb >= 0) & (rb < H)
-                cslot = (rb - r0 + m) % nm
-                for j in range(pb):
-                    p = p0 + j
-                    hp = p % 2
-                    hm1 = (p + 1) % 2
-                    r = rb
-                    dst = oring[ch, j, cslot] if single else cost
-                    if out and not single:
-                        T[:, :] = BIG
-                    In = ref[ry]
-                    Io = ref[ro]
-                    for s in range(S):
-                        iid = int_id[s]
-                        if iid >= 0:
-                            # --- integer shift: source window stats precomputed, only Σ I·W here
-                            st = istat[iid]
-                            xo = ishift[p, s] + pad
-                            viw = vsum[ch, j, s, 2]
-                            _viw_update(In, st[0, ry, xo:xo + W], Io, st[0, ro, xo:xo + W],
-                                        rr - rstart >= window, viw)
-                            if not (out and inb):
-                                continue
-                            _hbox(viw, siw, h)
-                            _zncc_row_int(siw, st[3, rb], st[4, rb], st[1, rb], st[2, rb], xo,
-                                          ref_mean[r], ref_isd[r], inv_n, var_floor, h, dst)
-                            if not single:
-                                _fold_topk(T, cost)
-                            continue
-                        hm = homs[p, s]
-                        sh = np.int32(src_shape[s, 0])
-                        swd = np.int32(src_shape[s, 1])
-                        off = np.int32(src_off[s])
-                        yf = np.float64(ry)
-                        x0 = np.float32(hm[0, 1] * yf + hm[0, 2])
-                        y0 = np.float32(hm[1, 1] * yf + hm[1, 2])
-                        w0 = np.float32(hm[2, 1] * yf + hm[2, 2])
-                        dx = np.float32(hm[0, 0])
-                        dy = np.float32(hm[1, 0])
-                        dw = np.float32(hm[2, 0])
-                        vs = vring[ch, j, s, slot]
-                        if rect[s]:
-                            # --- rectified: pure x shift, 1-D interpolation with constant weights
-                            _warp_row_shift(src_flat, off + min(ry, sh - np.int32(1)) * swd, swd,
-                                            hm[0, 2] / hm[2, 2], ry <= sh - 1, wrow, vs)
-                        else:
-                            _warp_row_bilinear(src_flat, off, sh, swd, x0, y0, w0, dx, dy, dw,
-                                               wrow, vs, fxs, fys, kid)
-                        # --- vertical running sums over the last `window` rows
-                        rs = ring[ch, j, s, slot]
-                        vw = vsum[ch, j, s, 0]
-                        vww = vsum[ch, j, s, 1]
-                        viw = vsum[ch, j, s, 2]
-                        _vsum_update(wrow, rs, In, Io, vw, vww, viw)
-                        if not (out and inb):
-                            continue
-                        # --- horizontal box sums (edge columns replicated)
-                        _hbox3(vw, vww, viw, sw, sww, siw, h)
-                        # --- ZNCC -> cost (BIG where the centre warp is outside or the ref is flat)
-                        _zncc_row(sw, sww, siw, ref_mean[r], ref_isd[r],
-                                  vring[ch, j, s, (rb - rstart) % window], inv_n, var_floor, dst)
-                        # --- fold into the sorted top-k list (branch free)
-                        if not single:
-                            _fold_topk(T, cost)
-                    if not out:
-                        continue
-                    # --- plane cost of box row rb: mean of the valid costs among the k best
-                    orow = oring[ch, j, cslot]
-                    if single:                   # written by the ZNCC step (BIG = none)
-                        if not inb:
-                            orow[:] = BIG
-                    else:
-                        _aggregate_row(T, orow, asum, acnt)
-                    # --- shiftable windows: min over the window positions within +-m (rows, cols)
-                    _hmin_row(orow, cring[ch, j, cslot], m)
-                    if rb < r0 + m:
-                        continue
-                    r = rb - m
-                    own = oring[ch, j, (r - r0 + m) % nm]
-                    vm = vmin4[ch, j]
-                    # --- local minimum at plane p-1?  (needs the costs at p-2, p-1, p)
-                    if not fused:
-                        _track_row(p, own, hist[0, hp, r], hist[0, hm1, r], best[0, r], bidx[0, r],
-                                   second[0, r], bm1[0, r], bp1[0, r])
-                    if lr and not fused:
-                        _track_right(p, own, lr_shift[p], rbest[0, r], ridx[0, r])
-                    if nv > 1:
-                        _vmin_rows(cring[ch, j], own, vm)
-                        if not fused:
-                            _track_row(p, vm, hist[1, hp, r], hist[1, hm1, r], best[1, r],
-                                       bidx[1, r], second[1, r], bm1[1, r], bp1[1, r])
-                        if lr and not fused:
-                            _track_right(p, vm, lr_shift[p], rbest[1, r], ridx[1, r])
-                # --- four planes at once: the row's state is loaded and stored once
-                if fused and out and rb >= r0 + m:
-                    r = rb - m
-                    sl = (r - r0 + m) % nm
-                    h0 = p0 % 2
-                    h1 = (p0 + 1) % 2
-                    _track_rows4(p0, oring[ch, 0, sl], oring[ch, 1, sl], oring[ch, 2, sl],
-                                 oring[ch, 3, sl], hist[0, h0, r], hist[0, h1, r], best[0, r],
-                                 bidx[0, r], second[0, r], bm1[0, r], bp1[0, r])
-                    if nv > 1:
-                        _track_rows4(p0, vmin4[ch, 0], vmin4[ch, 1], vmin4[ch, 2], vmin4[ch, 3],
-                                     hist[1, h0, r], hist[1, h1, r], best[1, r], bidx[1, r],
-                                     second[1, r], bm1[1, r], bp1[1, r])
-                    if lr:
-                        _track_right4(p0, oring[ch, 0, sl], oring[ch, 1, sl], oring[ch, 2, sl],
-                                      oring[ch, 3, sl], lr_shift, rbest[0, r], ridx[0, r])
-                        if nv > 1:
-                            _track_right4(p0, vmin4[ch, 0], vmin4[ch, 1], vmin4[ch, 2],
-                                          vmin4[ch, 3], lr_shift, rbest[1, r], ridx[1, r])
-        # plane P-1 is a local minimum when it beats P-2 (a missing plane P costs BIG)
-        for v_ in range(nv):
-            hl = hist[v_, (P - 1) % 2]
-            hb = hist[v_, P % 2]
-            for r in range(r0, r1):
-                for c in range(W):
-                    v = hl[r, c]
-                    if v < hb[r, c] and v < VALID_LIMIT:
-                        _offer(P - 1, v, hb[r, c], BIG, best[v_, r], bidx[v_, r], second[v_, r],
-                               bm1[v_, r], bp1[v_, r], c)
+        r0 = prm.chunk_start[ch]
+        r1 = prm.chunk_start[ch + 1]
+        _reset_winners(win, right, prm.lr, r0, r1)
+        _sweep_chunk(ch, r0, r1, ref, src, prm, win, right, scr)
+        _last_plane_minima(win, src.homs.shape[0], r0, r1)
 
 
-# The helpers below are deliberately *not* inlined (no ``inline="always"``): compiled as separate
-# functions their row loops get SIMD-vectorised (the aliasing run-time checks stay per call), while
-# inlined into the big kernel LLVM keeps them scalar (measured 1.3-2x slower per plane).
+@njit(fastmath=True, error_model="numpy", cache=True)
+def _reset_winners(win, right, lr, r0, r1):
+    """No winner yet for rows r0 .. r1 - 1 (costs BIG, planes -1)."""
+    W = win.best.shape[2]
+    for v_ in range(win.best.shape[0]):
+        for r in range(r0, r1):
+            for c in range(W):
+                win.best[v_, r, c] = BIG
+                win.bidx[v_, r, c] = -1
+                win.second[v_, r, c] = BIG
+                win.bm1[v_, r, c] = BIG
+                win.bp1[v_, r, c] = BIG
+                win.hist[v_, 0, r, c] = BIG
+                win.hist[v_, 1, r, c] = BIG
+        if lr:
+            right.best[v_, r0:r1] = BIG
+            right.idx[v_, r0:r1] = -1
+
+
+@njit(fastmath=True, error_model="numpy", cache=True)
+def _sweep_chunk(ch, r0, r1, ref, src, prm, win, right, scr):
+    """Every plane over the rows r0 .. r1 - 1 of chunk ``ch``: per block of planes, each warped
+    row rr (halo rows included) goes through the block's planes; box row rb = rr - h gets its
+    plane costs, and once the min filter has the rows it needs, row rb - shift is tracked."""
+    P = src.homs.shape[0]
+    h = prm.window // 2
+    m = prm.shift
+    B = scr.oring.shape[1]
+    for p0 in range(0, P, B):
+        pb = min(B, P - p0)
+        fused = pb == 4                  # _track_block4 after the block's 4 planes
+        scr.ring[ch] = 0.0
+        scr.vring[ch] = 0.0
+        scr.vsum[ch] = 0.0
+        rstart = r0 - m - h
+        for rr in range(rstart, r1 + m + h):
+            rb = rr - h                  # centre row of the completed box
+            for j in range(pb):
+                _plane_cost_row(ch, j, p0 + j, rr, rstart, r0, ref, src, prm, scr)
+                if rb >= r0 + m:
+                    _track_plane(ch, j, p0 + j, rb - m, r0, prm, win, right, scr, fused)
+            if fused and rb >= r0 + m:
+                _track_block4(ch, p0, rb - m, r0, prm, win, right, scr)
+
+
+@njit(fastmath=True, error_model="numpy", cache=True)
+def _plane_cost_row(ch, j, p, rr, rstart, r0, ref, src, prm, scr):
+    """Plane p (slot j of the block) at warped row rr: every source's row goes into its running
+    sums; for box row rb = rr - h inside the chunk's range (halo included) the plane cost row
+    goes to ``scr.oring[ch, j]`` and its column min filter to ``scr.cring[ch, j]``."""
+    H, W = ref.grey.shape
+    S = src.homs.shape[1]
+    window = prm.window
+    h = window // 2
+    m = prm.shift
+    nm = 2 * m + 1
+    inv_n = np.float32(1.0 / (window * window))
+    ry = min(max(rr, 0), H - 1)
+    ro = min(max(rr - window, 0), H - 1)
+    slot = (rr - rstart) % window
+    rb = rr - h
+    out = rb >= r0 - m
+    inb = (rb >= 0) & (rb < H)
+    emit = out and inb
+    cslot = (rb - r0 + m) % nm
+    T = scr.topk[ch]
+    cost = scr.work[ch, 6]
+    single = (S == 1) and (T.shape[0] == 1)      # the plane cost is the source's cost
+    dst = scr.oring[ch, j, cslot] if single else cost
+    if out and not single:
+        T[:, :] = BIG
+    for s in range(S):
+        if src.int_id[s] >= 0:
+            _integer_shift_cost(ch, j, s, p, rr - rstart >= window, ry, ro, rb, emit, ref, src, scr, h, inv_n,
+                                prm.var_floor, dst)
+        else:
+            vs = scr.vring[ch, j, s, slot]
+            if src.rect[s]:
+                _warp_shift_source(src, s, p, ry, scr.work[ch, 0], vs)
+            else:
+                _warp_bilinear_source(src, s, p, ry, scr.work[ch, 0], vs, scr.work[ch, 1], scr.work[ch, 2],
+                                      scr.iwork[ch])
+            _warped_cost(ch, j, s, slot, ry, ro, rb, emit, scr.vring[ch, j, s, (rb - rstart) % window], ref, scr,
+                         h, inv_n, prm.var_floor, dst)
+        if emit and not single:
+            _fold_topk(T, cost)
+    if not out:
+        return
+    orow = scr.oring[ch, j, cslot]
+    if single:                           # written by the ZNCC step (BIG = none)
+        if not inb:
+            orow[:] = BIG
+    else:
+        _aggregate_row(T, orow, scr.work[ch, 7], scr.work[ch, 8])
+    _hmin_row(orow, scr.cring[ch, j, cslot], m)
+
+
+@njit(fastmath=True, error_model="numpy", cache=True)
+def _integer_shift_cost(ch, j, s, p, drop, ry, ro, rb, emit, ref, src, scr, h, inv_n, var_floor, dst):
+    """Integer-shift path of source s at plane p: the source's window sums of W and W² come from
+    ``src.istat``; only Σ I·W is summed (vertical running sum over the reference rows ry in / ro
+    out, dropped once ``drop``).  With ``emit``, box row rb's cost 1 - ZNCC goes to ``dst``."""
+    W = ref.grey.shape[1]
+    st = src.istat[src.int_id[s]]
+    xo = src.ishift[p, s] + src.pad
+    viw = scr.vsum[ch, j, s, 2]
+    _viw_update(ref.grey[ry], st[0, ry, xo:xo + W], ref.grey[ro], st[0, ro, xo:xo + W], drop, viw)
+    if not emit:
+        return
+    siw = scr.work[ch, 5]
+    _hbox(viw, siw, h)
+    _zncc_row_int(siw, st[3, rb], st[4, rb], st[1, rb], st[2, rb], xo, ref.mean[rb], ref.isd[rb], inv_n,
+                  var_floor, h, dst)
+
+
+@njit(fastmath=True, error_model="numpy", cache=True)
+def _warp_shift_source(src, s, p, ry, wrow, vs):
+    """Shift path: reference row ry of source s at plane p, a pure x shift of the source row
+    (:func:`_warp_row_shift`), into ``wrow`` with its validity in ``vs``."""
+    hm = src.homs[p, s]
+    sh = np.int32(src.shape[s, 0])
+    swd = np.int32(src.shape[s, 1])
+    off = np.int32(src.off[s])
+    _warp_row_shift(src.flat, off + min(ry, sh - np.int32(1)) * swd, swd, hm[0, 2] / hm[2, 2], ry <= sh - 1,
+                    wrow, vs)
+
+
+@njit(fastmath=True, error_model="numpy", cache=True)
+def _warp_bilinear_source(src, s, p, ry, wrow, vs, fxs, fys, kid):
+    """Bilinear path: reference row ry of source s at plane p through its homography
+    (:func:`_warp_row_bilinear`), into ``wrow`` with its validity in ``vs``; fxs, fys, kid:
+    scratch rows."""
+    hm = src.homs[p, s]
+    sh = np.int32(src.shape[s, 0])
+    swd = np.int32(src.shape[s, 1])
+    off = np.int32(src.off[s])
+    yf = np.float64(ry)
+    x0 = np.float32(hm[0, 1] * yf + hm[0, 2])
+    y0 = np.float32(hm[1, 1] * yf + hm[1, 2])
+    w0 = np.float32(hm[2, 1] * yf + hm[2, 2])
+    dx = np.float32(hm[0, 0])
+    dy = np.float32(hm[1, 0])
+    dw = np.float32(hm[2, 0])
+    _warp_row_bilinear(src.flat, off, sh, swd, x0, y0, w0, dx, dy, dw, wrow, vs, fxs, fys, kid)
+
+
+@njit(fastmath=True, error_model="numpy", cache=True)
+def _warped_cost(ch, j, s, slot, ry, ro, rb, emit, vc, ref, scr, h, inv_n, var_floor, dst):
+    """After a warp (shift or bilinear path) of source s into ``scr.work[ch, 0]``: the vertical
+    running sums of W, W², I·W take the row (ring slot ``slot``, reference rows ry in / ro out);
+    with ``emit``, box row rb's cost 1 - ZNCC goes to ``dst`` (BIG where the window centre's warp
+    ``vc`` is invalid or the reference window is flat)."""
+    wrow = scr.work[ch, 0]
+    vw = scr.vsum[ch, j, s, 0]
+    vww = scr.vsum[ch, j, s, 1]
+    viw = scr.vsum[ch, j, s, 2]
+    _vsum_update(wrow, scr.ring[ch, j, s, slot], ref.grey[ry], ref.grey[ro], vw, vww, viw)
+    if not emit:
+        return
+    sw = scr.work[ch, 3]
+    sww = scr.work[ch, 4]
+    siw = scr.work[ch, 5]
+    _hbox3(vw, vww, viw, sw, sww, siw, h)        # edge columns replicated
+    _zncc_row(sw, sww, siw, ref.mean[rb], ref.isd[rb], vc, inv_n, var_floor, dst)
+
+
+@njit(fastmath=True, error_model="numpy", cache=True)
+def _track_plane(ch, j, p, r, r0, prm, win, right, scr, fused):
+    """Row r's plane cost at plane p (slot j): the shiftable-window cost row (min over the rows
+    of the column-min ring) into ``scr.vmin4[ch, j]``; unless the block is ``fused``, both costs
+    go to the running winners (is plane p-1 a local minimum?) and the right-view argmin."""
+    m = prm.shift
+    nv = win.best.shape[0]
+    own = scr.oring[ch, j, (r - r0 + m) % (2 * m + 1)]
+    vm = scr.vmin4[ch, j]
+    hp = p % 2
+    hm1 = (p + 1) % 2
+    if not fused:
+        _track_row(p, own, win.hist[0, hp, r], win.hist[0, hm1, r], win.best[0, r], win.bidx[0, r],
+                   win.second[0, r], win.bm1[0, r], win.bp1[0, r])
+        if prm.lr:
+            _track_right(p, own, right.shift[p], right.best[0, r], right.idx[0, r])
+    if nv > 1:
+        _vmin_rows(scr.cring[ch, j], own, vm)
+        if not fused:
+            _track_row(p, vm, win.hist[1, hp, r], win.hist[1, hm1, r], win.best[1, r], win.bidx[1, r],
+                       win.second[1, r], win.bm1[1, r], win.bp1[1, r])
+            if prm.lr:
+                _track_right(p, vm, right.shift[p], right.best[1, r], right.idx[1, r])
+
+
+@njit(fastmath=True, error_model="numpy", cache=True)
+def _track_block4(ch, p0, r, r0, prm, win, right, scr):
+    """Row r's costs at the four planes p0 .. p0+3 to the running winners in one pass (the row's
+    state loaded and stored once), the same result as four :func:`_track_plane` calls."""
+    m = prm.shift
+    sl = (r - r0 + m) % (2 * m + 1)
+    o = scr.oring[ch]
+    vm = scr.vmin4[ch]
+    h0 = p0 % 2
+    h1 = (p0 + 1) % 2
+    _track_rows4(p0, o[0, sl], o[1, sl], o[2, sl], o[3, sl], win.hist[0, h0, r], win.hist[0, h1, r],
+                 win.best[0, r], win.bidx[0, r], win.second[0, r], win.bm1[0, r], win.bp1[0, r])
+    nv = win.best.shape[0]
+    if nv > 1:
+        _track_rows4(p0, vm[0], vm[1], vm[2], vm[3], win.hist[1, h0, r], win.hist[1, h1, r], win.best[1, r],
+                     win.bidx[1, r], win.second[1, r], win.bm1[1, r], win.bp1[1, r])
+    if prm.lr:
+        _track_right4(p0, o[0, sl], o[1, sl], o[2, sl], o[3, sl], right.shift, right.best[0, r], right.idx[0, r])
+        if nv > 1:
+            _track_right4(p0, vm[0], vm[1], vm[2], vm[3], right.shift, right.best[1, r], right.idx[1, r])
+
+
+@njit(fastmath=True, error_model="numpy", cache=True)
+def _last_plane_minima(win, P, r0, r1):
+    """Plane P-1 is a local minimum when it beats P-2 (a missing plane P costs BIG)."""
+    W = win.best.shape[2]
+    for v_ in range(win.best.shape[0]):
+        hl = win.hist[v_, (P - 1) % 2]
+        hb = win.hist[v_, P % 2]
+        for r in range(r0, r1):
+            for c in range(W):
+                v = hl[r, c]
+                if v < hb[r, c] and v < VALID_LIMIT:
+                    _offer(P - 1, v, hb[r, c], BIG, win.best[v_, r], win.bidx[v_, r], win.second[v_, r],
+                           win.bm1[v_, r], win.bp1[v_, r], c)
+
+
+# The row helpers below are deliberately *not* inlined (no ``inline="always"``): compiled as
+# separate functions their row loops get SIMD-vectorised (the aliasing run-time checks stay per
+# call), while inlined into the big kernel LLVM keeps them scalar.
 
 @njit(fastmath=True, error_model="numpy", cache=True)
 def _warp_row_bilinear(src_flat, off, sh, swd, x0, y0, w0, dx, dy, dw, wrow, vs, fxs, fys, kid):
@@ -479,100 +627,6 @@ def _zncc_row_int(siw, bs1, isd, vs1, vs2, xo, mrow, irow, inv_n, var_floor, h, 
         cost[c] = np.float32(1.0) - ncc if irow[c] > np.float32(0.0) else BIG
 
 
-@njit(cache=True)
-def _vertical_sums(src, r, h, pad, v1, v2):
-    """Add to v1 / v2 (Wp,) f64 the sums of src (H,W) and src² over rows r-h .. r+h (rows clamped to
-    [0, H)), column x of the buffers holding source column clamp(x - pad, 0, W-1)."""
-    H, W = src.shape
-    Wp = v1.shape[0]
-    pl = min(pad, Wp)
-    pr = max(Wp - pad - W, 0)
-    for i in range(-h, h + 1):
-        sr = src[min(max(r + i, 0), H - 1)]
-        m1 = v1[pad:pad + W]
-        m2 = v2[pad:pad + W]
-        for c in range(W):
-            v = np.float64(sr[c])
-            m1[c] += v
-            m2[c] += v * v
-        a = np.float64(sr[0])
-        z = np.float64(sr[W - 1])
-        for x in range(pl):
-            v1[x] += a
-            v2[x] += a * a
-        e1 = v1[pad + W:]
-        e2 = v2[pad + W:]
-        for x in range(pr):
-            e1[x] += z
-            e2[x] += z * z
-
-
-@njit(parallel=True, error_model="numpy", cache=True)
-def rect_source_stats(src, window, pad, var_floor, out):
-    """Window statistics of an integer-shift source (see ``sweep_fronto``), in float64 sums.
-
-    src (H,W) f32 grey (same offset as the reference); out (5,H,W+2 pad) f32, column x of the
-    padded row is source column clamp(x - pad, 0, W-1) (replicated edges, as the warps clamp):
-    [0] the padded source, [1] / [2] vertical sums of W / W² over ``window`` rows (rows clamped to
-    [0, H)), [3] box sum of W over window × window (columns x ± h, h = window // 2), [4]
-    1/sqrt(max(Σ W² - (Σ W)²/n, var_floor)) over that box (n = window²).  Columns within h of
-    the padded edges of [3] / [4] use clamped columns (never read for pad > max |shift| + h).
-    """
-    H, W = src.shape
-    Wp = out.shape[2]
-    h = window // 2
-    inv_n = 1.0 / (window * window)
-    vf = np.float64(var_floor)
-    pl = min(pad, Wp)
-    for r in prange(H):              # one parallel region (each fork/join costs on a busy machine)
-        row = src[r]
-        o0 = out[0, r]
-        for x in range(pl):
-            o0[x] = row[0]
-        mid = o0[pad:pad + W]
-        for c in range(W):
-            mid[c] = row[c]
-        for x in range(pad + W, Wp):
-            o0[x] = row[W - 1]
-        v1 = np.zeros(Wp, np.float64)
-        v2 = np.zeros(Wp, np.float64)
-        _vertical_sums(src, r, h, pad, v1, v2)
-        o1 = out[1, r]
-        o2 = out[2, r]
-        o3 = out[3, r]
-        o4 = out[4, r]
-        for x in range(Wp):
-            o1[x] = np.float32(v1[x])
-            o2[x] = np.float32(v2[x])
-        b1 = np.zeros(Wp, np.float64)
-        b2 = np.zeros(Wp, np.float64)
-        lo = min(h, Wp)
-        n = max(Wp - 2 * h, 0)
-        for j in range(2 * h + 1):           # interior columns: sums over shifted slices
-            s1 = v1[j:j + n]
-            s2 = v2[j:j + n]
-            t1 = b1[lo:lo + n]
-            t2 = b2[lo:lo + n]
-            for x in range(n):
-                t1[x] += s1[x]
-                t2[x] += s2[x]
-        for x in range(Wp):
-            if x >= lo and x < lo + n:
-                continue
-            a1 = 0.0
-            a2 = 0.0
-            for j in range(-h, h + 1):       # clamped edge columns
-                xx = min(max(x + j, 0), Wp - 1)
-                a1 += v1[xx]
-                a2 += v2[xx]
-            b1[x] = a1
-            b2[x] = a2
-        for x in range(Wp):
-            var = max(b2[x] - b1[x] * b1[x] * inv_n, vf)
-            o3[x] = np.float32(b1[x])
-            o4[x] = np.float32(1.0 / np.sqrt(var))
-
-
 @njit(fastmath=True, error_model="numpy", cache=True)
 def _box_at(v, c, h):
     """Σ_{|j|<=h} v[clamp(c + j)] (one box sum, O(h); edge columns replicated)."""
@@ -597,7 +651,7 @@ def _box_in(v, c, h):
 def _hbox_direct(v, out, h):
     """:func:`_hbox` by direct sums: vectorised passes over shifted slices, three columns each.
     Cost grows with the window (2h + 1 loads and adds per pixel); for one row at h <= 3 it is
-    ~5% cheaper than the running sums (no loop-carried dependency)."""
+    cheaper than the running sums (no loop-carried dependency)."""
     W = v.shape[0]
     lo = min(h, W)
     hi = max(lo, W - h)
@@ -1063,230 +1117,3 @@ def _offer(q, v, cm, cp, brow, irow, srow, mrow, prow, c):
         prow[c] = cp
     elif q - irow[c] > 2 and v < srow[c]:
         srow[c] = v
-
-
-@njit(fastmath=True, error_model="numpy", cache=True)
-def _finalize_row(brow, irow, srow, mrow, prow, inv_depths, subpixel, conf_scale, drow, crow, krow):
-    """Winner-take-all depth of one row with parabola refinement in inverse depth, and a confidence.
-
-    State rows (W,) in; inv_depths (P,) f64 plane inverse depths (evenly spaced).  Writes drow
-    (depth, 0 = none), crow (conf in [0,1] = clip(1-best) * clip((second-best)/conf_scale)) and
-    krow (best cost, -1 = none), all (W,); a winner on the first or last plane gives none.  Branch
-    free (selects; the plane's inverse depth is inv_depths[0] + (i + x) step, the planes being
-    evenly spaced), so that the loop vectorises."""
-    P = inv_depths.shape[0]
-    u0 = inv_depths[0]
-    step = (inv_depths[P - 1] - u0) / (P - 1)
-    sub = subpixel
-    for c in range(brow.shape[0]):
-        b = brow[c]
-        i = irow[c]
-        # A winner on the first or last plane is no minimum of the cost, only its edge: the surface
-        # lies outside the range, or nothing fits (a moving person whose apparent motion mimics a
-        # far surface: on the synthetic mover every such pixel sat at the far plane, 90% off).
-        valid = (i > 0) & (i < P - 1) & (b < VALID_LIMIT)
-        cm = mrow[c]
-        cp = prow[c]
-        den = cm - 2.0 * b + cp
-        ok = sub & (i > 0) & (i < P - 1) & (cm < VALID_LIMIT) & (cp < VALID_LIMIT) & (den > 1e-9)
-        x = 0.5 * (cm - cp) / max(den, 1e-9)
-        x = min(max(x, -0.5), 0.5) if ok else 0.0
-        inv = u0 + (np.float64(i) + x) * step
-        good = valid & (inv > 0.0)
-        drow[c] = np.float32(1.0 / inv) if good else np.float32(0.0)
-        s2 = min(srow[c], np.float32(2.0))
-        q = min(max(np.float32(1.0) - b, np.float32(0.0)), np.float32(1.0))
-        dq = min(max((s2 - b) / conf_scale, np.float32(0.0)), np.float32(1.0))
-        crow[c] = q * dq if valid else np.float32(0.0)
-        krow[c] = b if valid else np.float32(-1.0)
-
-
-@njit(parallel=True, fastmath=True, error_model="numpy", cache=True)
-def finalize_all(best, bidx, second, bm1, bp1, inv_depths, subpixel, conf_scale, max_rel,
-                 lr, ridx, a_first, a_last, lr_max, tmp, depth, conf, cost_out):
-    """:func:`_finalize_row` of both winners, :func:`_merge_row` and the left-right check in one
-    parallel pass over the rows (each step only needs its own row: one fork/join instead of four,
-    which matters on a loaded machine where every parallel region waits for its slowest thread).
-
-    best .. bp1 (V,H,W) from ``sweep_fronto`` (V = 1 or 2); with V = 2 the shiftable-window
-    winner (index 1) replaces the plain one where their depths differ by more than ``max_rel``.
-    lr: with ``ridx`` (V,H,W) and a_first / a_last (see :func:`lr_disagreement`), a pixel whose
-    disagreement exceeds ``lr_max`` plane steps gets confidence 0.  tmp (4,H,W) f32 scratch (the
-    shifted winner's depth, conf, cost; the disagreement).  depth, conf, cost_out (H,W) f32 as in
-    :func:`_finalize_row`.
-    """
-    V, H, W = best.shape
-    for r in prange(H):
-        _finalize_row(best[0, r], bidx[0, r], second[0, r], bm1[0, r], bp1[0, r], inv_depths,
-                      subpixel, conf_scale, depth[r], conf[r], cost_out[r])
-        if V > 1:
-            _finalize_row(best[1, r], bidx[1, r], second[1, r], bm1[1, r], bp1[1, r], inv_depths,
-                          subpixel, conf_scale, tmp[0, r], tmp[1, r], tmp[2, r])
-            _merge_row(depth[r], conf[r], cost_out[r], tmp[0, r], tmp[1, r], tmp[2, r], max_rel)
-        if lr:
-            lrow = tmp[3, r]
-            _lr_row(r, depth[r], ridx, inv_depths, a_first, a_last, max_rel, lrow)
-            crow = conf[r]
-            for c in range(W):
-                crow[c] = np.float32(0.0) if lrow[c] > lr_max else crow[c]
-
-
-@njit(parallel=True, error_model="numpy", cache=True)
-def window_stats(g, window, min_var, mean_out, isd_out):
-    """Window mean and 1/sqrt(Σ(I-Ī)²) of the grey image ``g`` (H,W) f32 over ``window``×``window``
-    boxes with replicated edges (scipy's uniform_filter mode="nearest"), in float64.
-
-    mean_out, isd_out (H,W) f32; isd is 0 where the window variance (mean of squares minus the
-    squared mean, clipped at 0) is below ``min_var`` (f64)."""
-    H, W = g.shape
-    h = window // 2
-    n = window * window
-    inv_n = 1.0 / n
-    Wp = W + 2 * h
-    for r in prange(H):
-        a1 = np.zeros(Wp, np.float64)
-        a2 = np.zeros(Wp, np.float64)
-        _vertical_sums(g, r, h, h, a1, a2)       # replicated edge columns
-        m1 = np.zeros(W, np.float64)
-        m2 = np.zeros(W, np.float64)
-        for j in range(window):
-            s1 = a1[j:j + W]
-            s2 = a2[j:j + W]
-            for c in range(W):
-                m1[c] += s1[c]
-                m2[c] += s2[c]
-        mo = mean_out[r]
-        io = isd_out[r]
-        for c in range(W):
-            m = m1[c] * inv_n
-            var = max(m2[c] * inv_n - m * m, 0.0)
-            mo[c] = np.float32(m)
-            io[c] = np.float32(1.0 / np.sqrt(max(var, 1e-30) * n)) if var >= min_var else np.float32(0.0)
-
-
-@njit(parallel=True, fastmath=True, error_model="numpy", cache=True)
-def smooth_inverse(depth, window, max_rel, out):
-    """Edge-aware smoothing: each valid pixel becomes the mean inverse depth of the valid pixels of
-    its ``window``×``window`` neighbourhood whose inverse depth is within ``max_rel`` (relative) of
-    its own, so noise is averaged out but no depth crosses a discontinuity.  0 = no depth.
-
-    depth, out (H,W) f32 (distinct arrays).  The inverse depths are computed once into an
-    (H+2h, W+2h) f32 temporary padded by h = window // 2 pixels; invalid and padding pixels get a
-    negative sentinel that no tolerance band reaches, so the loops need no edge handling.  Per
-    output row, each neighbourhood row takes vectorised passes over the image row, three
-    neighbour columns per pass (sums equal to a per-pixel loop up to float rounding)."""
-    H, W = depth.shape
-    h = window // 2
-    Wp = W + 2 * h
-    inv = np.empty((H + 2 * h, Wp), np.float32)
-    for r in prange(H + 2 * h):
-        row = inv[r]
-        for c in range(Wp):
-            row[c] = np.float32(-1.0e30)
-        if r >= h and r < H + h:
-            drow = depth[r - h]
-            irow = inv[r, h:h + W]
-            for c in range(W):
-                d = drow[c]
-                irow[c] = np.float32(1.0) / d if d > 0.0 else np.float32(-1.0e30)
-    acc = np.empty((H, W), np.float32)
-    cnt = np.empty((H, W), np.float32)
-    for r in prange(H):
-        u0 = inv[r + h, h:h + W]
-        a = acc[r]
-        n = cnt[r]
-        for c in range(W):
-            a[c] = 0.0
-            n[c] = 0.0
-        for dr in range(window):
-            urow = inv[r + dr]
-            dc = 0
-            while dc + 3 <= window:          # three neighbours per pass: fewer a/n loads, stores
-                ua = urow[dc:dc + W]
-                ub = urow[dc + 1:dc + 1 + W]
-                uc = urow[dc + 2:dc + 2 + W]
-                for c in range(W):
-                    t = max_rel * u0[c]
-                    oka = abs(ua[c] - u0[c]) <= t
-                    okb = abs(ub[c] - u0[c]) <= t
-                    okc = abs(uc[c] - u0[c]) <= t
-                    a[c] += ((ua[c] if oka else np.float32(0.0)) + (ub[c] if okb else np.float32(0.0))
-                             + (uc[c] if okc else np.float32(0.0)))
-                    n[c] += ((np.float32(1.0) if oka else np.float32(0.0))
-                             + (np.float32(1.0) if okb else np.float32(0.0))
-                             + (np.float32(1.0) if okc else np.float32(0.0)))
-                dc += 3
-            while dc < window:
-                u = urow[dc:dc + W]
-                for c in range(W):
-                    ok = abs(u[c] - u0[c]) <= max_rel * u0[c]
-                    a[c] += u[c] if ok else np.float32(0.0)
-                    n[c] += np.float32(1.0) if ok else np.float32(0.0)
-                dc += 1
-        orow = out[r]
-        for c in range(W):
-            orow[c] = n[c] / a[c] if u0[c] > 0.0 else np.float32(0.0)
-
-
-@njit(parallel=True, error_model="numpy", cache=True)
-def lr_disagreement(depth, ridx, inv_depths, a_first, a_last, max_rel, out):
-    """Left-right consistency of a rectified pair, in plane steps.
-
-    depth (H,W) f32 reference depth (0 = none; the final winner, before smoothing).  ridx (V,H,W)
-    i32 right-view winning planes of ``sweep_fronto`` (-1 = none); with V = 2 the right pixel takes
-    the shiftable-window plane (index 1) where its inverse depth differs from the plain one's
-    (index 0) by more than ``max_rel`` relative to the larger, as :func:`_merge_row` does for
-    the reference.  inv_depths (P,) f64 evenly spaced plane inverse depths; a_first / a_last: x
-    shift in px of plane 0 / P-1 (affine in inverse depth in between).  The reference pixel (r, c)
-    at fractional plane q = (1/depth - inv_depths[0]) / step looks at right pixel
-    x = round(c + a(q)); out (H,W) f32 = |q - right winner of x| in plane steps, BIG where the
-    pixel has no depth, x lies outside the image or x has no right winner.
-    """
-    for r in prange(depth.shape[0]):
-        _lr_row(r, depth[r], ridx, inv_depths, a_first, a_last, max_rel, out[r])
-
-
-@njit(error_model="numpy", cache=True)
-def _lr_row(r, drow, ridx, inv_depths, a_first, a_last, max_rel, orow):
-    """:func:`lr_disagreement` of reference row r: depth row (W,) in, disagreement row (W,) out."""
-    W = drow.shape[0]
-    V = ridx.shape[0]
-    P = inv_depths.shape[0]
-    u0 = inv_depths[0]
-    step = (inv_depths[P - 1] - u0) / (P - 1)
-    da = (a_last - a_first) / (P - 1)
-    for c in range(W):
-        d = drow[c]
-        orow[c] = BIG
-        if not d > 0.0:
-            continue
-        q = (1.0 / d - u0) / step
-        x = int(np.floor(c + a_first + q * da + 0.5))
-        if x < 0 or x >= W:
-            continue
-        i = ridx[0, r, x]
-        if V > 1:
-            j = ridx[1, r, x]
-            if i >= 0 and j >= 0:
-                ui = inv_depths[i]
-                uj = inv_depths[j]
-                if abs(uj - ui) > max_rel * max(ui, uj):
-                    i = j
-        if i < 0:
-            continue
-        orow[c] = np.float32(abs(q - i))
-
-
-@njit(error_model="numpy", cache=True)
-def _merge_row(drow, crow, krow, d1, c1, k1, max_rel):
-    """Take the shiftable-window winner (d1, c1, k1) where both depths exist and their inverse
-    depths differ by more than ``max_rel`` relative to the larger: |1/d - 1/d1| > max_rel ·
-    max(1/d, 1/d1), i.e. |d1 - d| > max_rel · max(d, d1) (division free).  All rows (W,) f32;
-    drow, crow, krow are updated in place.  No fastmath: a plain IEEE comparison."""
-    for c in range(drow.shape[0]):
-        d0 = drow[c]
-        dd = d1[c]
-        if d0 > 0.0 and dd > 0.0 and abs(dd - d0) > max_rel * max(d0, dd):
-            drow[c] = dd
-            crow[c] = c1[c]
-            krow[c] = k1[c]

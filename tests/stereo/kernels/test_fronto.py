@@ -187,7 +187,7 @@ def test_shiftable_windows_reduce_fattening():
 
 
 def test_smoothing_lowers_noise_and_keeps_edges():
-    from mannequin.stereo.kernels.fronto import smooth_inverse
+    from mannequin.stereo.kernels.finalize import smooth_inverse
     rng = np.random.default_rng(0)
     H, W = 60, 80
     gt = np.where(np.arange(W)[None, :] < 40, 2.0, 4.0) * np.ones((H, 1))
