@@ -6,6 +6,7 @@ SfM) and a fast config; each starts a 2-process Dask LocalCluster.
 import csv
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -321,4 +322,17 @@ def test_malformed_scheduler_address_is_refused_at_once(tmp_path, address):
     touch(tmp_path / "in" / "a.mp4")
     with pytest.raises(InputError, match="not a Dask scheduler address"):
         run_batch([tmp_path / "in"], tmp_path / "out", config=FAST, scheduler=address)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    ({"workers": 0}, "--workers 0: must be at least 1"),
+    ({"workers": 1.5}, "--workers 1.5: must be a positive integer"),
+    ({"retries": -1}, "--retries -1: must be 0 or more"),
+    ({"scheduler": "not an address"}, "--scheduler not an address: not a Dask scheduler address"),
+])
+def test_bad_batch_arguments_are_refused_before_anything_runs(tmp_path, kwargs, needle):
+    touch(tmp_path / "in" / "a.mp4")
+    with pytest.raises(InputError, match=re.escape(needle)):
+        run_batch([tmp_path / "in"], tmp_path / "out", config=FAST, **kwargs)
     assert not (tmp_path / "out").exists()
