@@ -79,3 +79,44 @@ def test_make_bench_runs_every_benchmark_script():
     assert scripts and studies
     assert looped("bench") == scripts
     assert looped("studies") == studies
+
+
+def test_make_lint_runs_ruff_and_mypy_and_ci_lints_first():
+    """`make lint` runs both checkers (make -n prints the recipe, nothing runs), `.ci/run` lints before it
+    tests, and the pre-commit hooks are the same two checks."""
+    recipe = _make("-n", "lint").stdout
+    assert "ruff check mannequin tests benchmarks" in recipe
+    assert "mypy" in recipe
+    ci = [ln.strip() for ln in (REPO / ".ci" / "run").read_text().splitlines()]
+    assert "make lint" in ci and "make test" in ci and ci.index("make lint") < ci.index("make test")
+    hooks = (REPO / ".pre-commit-config.yaml").read_text()
+    assert "id: ruff" in hooks and "id: mypy" in hooks
+
+
+def test_make_test_fast_leaves_out_the_slow_tests():
+    assert '-m "not slow"' in _make("-n", "test-fast").stdout
+    assert "not slow" not in _make("-n", "test").stdout
+
+
+def test_slow_list_names_existing_tests():
+    """Every entry of conftest.SLOW names a test module that exists, and a test defined in it: a
+    moved or renamed test cannot silently drop out of the slow set (and slow down test-fast)."""
+    from conftest import SLOW
+
+    assert SLOW
+    for entry in SLOW:
+        module, _, test = entry.partition("::")
+        path = REPO / module
+        assert path.is_file(), entry
+        if test:
+            assert f"def {test.split('[')[0]}(" in path.read_text(), entry
+
+
+def test_readme_bad_input_count_matches_the_corpus():
+    """The README's "(N cases)" is the number of cases tests/test_bad_inputs.py runs."""
+    import re
+
+    from test_bad_inputs import CASES
+
+    counts = re.findall(r"\((\d+) cases\)", (REPO / "README.md").read_text())
+    assert counts == [str(len(CASES))]
