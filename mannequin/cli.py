@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -155,17 +154,11 @@ def _stage_command(stage: str) -> Callable[[argparse.Namespace], int]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from mannequin.evaluate import evaluate, parse_gt_camera, prediction_dir, to_json, write_eval_plots
+    from mannequin.evaluate import evaluate, to_json, write_eval_plots
     from mannequin.workspace import Workspace
 
     ws = Workspace(args.workspace)
-    src = prediction_dir(ws, args.which)
-    if not src.is_dir() or not ws.sparse_dir.is_dir():
-        raise InputError(f"{ws.root}: no {args.which} to evaluate (run 'mannequin run' first)")
-    if not (math.isfinite(args.depth_scale) and args.depth_scale > 0):
-        raise InputError(f"--depth-scale {args.depth_scale}: must be a positive number")
-    gt_camera = parse_gt_camera(args.gt_intrinsics) if args.gt_intrinsics else None
-    result = evaluate(ws, args.gt_depth, depth_scale=args.depth_scale, gt_camera=gt_camera,
+    result = evaluate(ws, args.gt_depth, depth_scale=args.depth_scale, gt_camera=args.gt_intrinsics or None,
                       gt_poses=args.gt_poses, which=args.which, gt_format=args.gt_format)
     write_eval_plots(ws, result)
     print(to_json(result))

@@ -126,7 +126,7 @@ def resample_nearest(gt: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return gt[rows[:, None], cols[None, :]]
 
 
-def evaluate(ws: Workspace, gt_dir: str | os.PathLike, *, depth_scale: float = 1.0, gt_camera: tuple | None = None,
+def evaluate(ws: Workspace, gt_dir: str | os.PathLike, *, depth_scale: float = 1.0, gt_camera: tuple | str | None = None,
              gt_poses: str | os.PathLike | None = None, fit_scale: bool | None = None, which: str = "labels",
              gt_format: str = "auto") -> dict:
     """Depth metrics of ``WS/<which>/<name>.npy`` against GT, per frame and per clip (+ ATE).
@@ -135,7 +135,8 @@ def evaluate(ws: Workspace, gt_dir: str | os.PathLike, *, depth_scale: float = 1
     :func:`mannequin.stereo.views.sparse_depth_map`: the structure's accuracy, independent of the stereo;
     its density is tiny by nature).  ``fit_scale``: None = fit one scale per clip
     when the poses came from SfM, 1 with known poses.  ``gt_camera``: ``(fx, fy, cx, cy, dist)``
-    (:func:`parse_gt_camera`) to compare through 3-D points; None compares pixel by pixel.
+    (:func:`parse_gt_camera`, which also reads it from its ``fx,fy,cx,cy[,k...]`` text) to compare
+    through 3-D points; None compares pixel by pixel.
     ``gt_poses``: an MC camera file or a TUM trajectory (``name ts tx ty tz qx qy qz qw`` or
     ``ts tx ty tz qx qy qz qw``) whose i-th pose belongs to the i-th frame; adds ``poses`` with the
     ATE after Sim(3) alignment.  ``gt_format``: "depth", "middlebury" (disparity, see the module
@@ -144,8 +145,14 @@ def evaluate(ws: Workspace, gt_dir: str | os.PathLike, *, depth_scale: float = 1
     Returns {"clip": {...}, "frames": [...], "poses": {...}?, "warnings": [...]?}; a warning when
     the frames were rolling-shutter corrected (``sfm/summary.json``) and the GT is compared pixel by
     pixel (no ``gt_camera``): such GT belongs to the recorded rows, not the corrected ones.
-    Raises :class:`InputError` naming the folder or file at fault.
+    Raises :class:`InputError` naming the folder, file or option at fault.
     """
+    if not prediction_dir(ws, which).is_dir() or not ws.sparse_dir.is_dir():
+        raise InputError(f"{ws.root}: no {which} to evaluate (run 'mannequin run' first)")
+    if not (math.isfinite(depth_scale) and depth_scale > 0):
+        raise InputError(f"--depth-scale {depth_scale}: must be a positive number")
+    if isinstance(gt_camera, str):
+        gt_camera = parse_gt_camera(gt_camera)
     gt = _open_gt(Path(gt_dir), gt_format)
     if gt.format == "middlebury" and gt.calib is None:
         fit_scale = True  # no calibration: disparity gives depth only up to scale
