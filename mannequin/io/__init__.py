@@ -1,0 +1,1 @@
+"""File formats and conversions shared by the stages: camera files (MC/RealEstate10K, TUM), images, ground truth."""
