@@ -15,6 +15,8 @@ residuals are scaled to pixels by ``focal_px``.  Intrinsics are held fixed.
 """
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import numpy as np
 
 from mannequin.sfm.rolling_shutter import rotation_matrices
@@ -103,9 +105,6 @@ def smooth_bundle_adjust(R_cw, C, X, obs_frame, obs_point, obs_xy, times_s, *, f
     Observations of points behind their camera are left out (``observations_behind_camera``).
     Report: costs, mean reprojection error (px) and mean acceleration before and after, iterations.
     """
-    import scipy.sparse as sp
-    from scipy.sparse.linalg import spsolve
-
     R, C, X, f, p, xy = _check(R_cw, C, X, obs_frame, obs_point, obs_xy, times_s)
     if not accel_sigma > 0 or not focal_px > 0:
         raise ValueError(f"accel_sigma and focal_px must be > 0, got {accel_sigma}, {focal_px}")
@@ -114,47 +113,103 @@ def smooth_bundle_adjust(R_cw, C, X, obs_frame, obs_point, obs_xy, times_s, *, f
     behind = np.einsum("kj,kj->k", R[f][:, 2], X[p] - C[f]) <= 0
     if behind.any():
         f, p, xy = f[~behind], p[~behind], xy[~behind]
-    N, M, K = len(C), len(X), len(f)
-    acc = acceleration_operator(times_s)
-    far = int(np.argmax(np.linalg.norm(C - C[0], axis=1)))
-    d_far = float(np.linalg.norm(C[far] - C[0]))
-    if far == 0 or d_far <= 0:
-        raise ValueError("all camera centres coincide: no scale to hold")
-    c2 = float(loss_px) ** 2
-    # Parameters: 6 per frame (rotation increment, centre increment), then 3 per point.  Frame 0
-    # is fixed, and the far frame's centre moves only across the direction to frame 0 (its centre
-    # increment is expressed in the basis [u, v1, v2] and the u coordinate held at 0; each step is
-    # then rescaled about frame 0 to keep the distance exact).
-    fixed = np.r_[np.arange(6), 6 * far + 3]
-    per_frame = _group_sum(f, N)  # sum (K, ...) over the observations of each frame -> (N, ...)
-    per_point = _group_sum(p, M)
-    # The prior's rows on the centre columns, before frame 0 is fixed and the far frame rotated.
-    # Sparse throughout: a long clip must not cost O(N^2) memory.
-    rows = 3 * np.arange(N - 2)[:, None, None] + np.arange(3)[None, None, :]  # (N-2, j, axis)
-    cols = 6 * (np.arange(N - 2)[:, None, None] + np.arange(3)[None, :, None]) + 3 + np.arange(3)
-    vals = np.broadcast_to((acc / accel_sigma)[:, :, None], rows.shape[:1] + (3, 3))
-    A0 = sp.csc_matrix((vals.ravel(), (np.broadcast_to(rows, vals.shape).ravel(), cols.ravel())),
-                       shape=(3 * (N - 2), 6 * N))
+    problem = _Problem(C, len(X), f, p, xy, acceleration_operator(times_s), focal_px, accel_sigma, loss_px)
+    state = problem.state(R, C, X)
+    cost0 = problem.cost(state)
+    report = {"observations_behind_camera": int(behind.sum()), "cost_before": cost0,
+              "reprojection_before_px": float(np.linalg.norm(state.e, axis=1).mean()),
+              "accel_before": float(np.linalg.norm(state.a, axis=1).mean() * accel_sigma)}
+    lam, cur, iterations = 1e-4, cost0, 0
+    while iterations < max_iterations:
+        iterations += 1
+        reduced = problem.reduced_system(state)
+        state, cur, lam, improved, drop = problem.damped_step(state, reduced, lam, cur)
+        if not improved or drop < tolerance:
+            break
+    report.update({"cost_after": cur, "iterations": iterations,
+                   "reprojection_after_px": float(np.linalg.norm(state.e, axis=1).mean()),
+                   "accel_after": float(np.linalg.norm(state.a, axis=1).mean() * accel_sigma)})
+    return state.R, state.C, state.X, report
 
-    def residuals(R, C, X):
+
+class _State(NamedTuple):
+    """Poses and points, with their camera-frame points and residuals."""
+
+    R: np.ndarray  #: (N, 3, 3) world-to-camera rotations
+    C: np.ndarray  #: (N, 3) camera centres
+    X: np.ndarray  #: (M, 3) points
+    Xc: np.ndarray  #: (K, 3) each observation's point in its camera
+    e: np.ndarray  #: (K, 2) reprojection residuals, pixels
+    a: np.ndarray  #: (N-2, 3) centre accelerations divided by accel_sigma
+
+
+class _Reduced(NamedTuple):
+    """One Gauss-Newton linearisation with the points eliminated (Schur complement)."""
+
+    S: Any  #: (6N, 6N) sparse reduced camera system, fixed parameters decoupled
+    rhs: np.ndarray  #: (6N,)
+    W: np.ndarray  #: (K, 6, 3) camera-point blocks
+    Pinv: np.ndarray  #: (M, 3, 3) inverse damped point blocks
+    gp: np.ndarray  #: (M, 3) point gradient
+    Q: np.ndarray  #: (3, 3) basis of the far frame's centre increment
+
+
+class _Problem:
+    """The least-squares problem of :func:`smooth_bundle_adjust`: observations, prior and gauge.
+
+    Parameters: 6 per frame (rotation increment, centre increment), then 3 per point.  Frame 0 is
+    fixed, and the far frame (the one farthest from frame 0) moves its centre only across the
+    direction to frame 0 (its centre increment is expressed in the basis [u, v1, v2] and the u
+    coordinate held at 0; each step is then rescaled about frame 0 to keep the distance exact).
+    """
+
+    def __init__(self, C: np.ndarray, n_points: int, f: np.ndarray, p: np.ndarray, xy: np.ndarray, acc: np.ndarray,
+                 focal_px: float, accel_sigma: float, loss_px: float):
+        import scipy.sparse as sp
+
+        self.f, self.p, self.xy, self.acc = f, p, xy, acc
+        self.focal_px, self.accel_sigma = focal_px, accel_sigma
+        self.N, self.M, self.K = len(C), n_points, len(f)
+        N = self.N
+        self.far = int(np.argmax(np.linalg.norm(C - C[0], axis=1)))
+        self.d_far = float(np.linalg.norm(C[self.far] - C[0]))
+        if self.far == 0 or self.d_far <= 0:
+            raise ValueError("all camera centres coincide: no scale to hold")
+        self.c2 = float(loss_px) ** 2
+        self.fixed = np.r_[np.arange(6), 6 * self.far + 3]
+        self.per_frame = _group_sum(f, N)  # sum (K, ...) over the observations of each frame -> (N, ...)
+        self.per_point = _group_sum(p, self.M)
+        # The prior's rows on the centre columns, before frame 0 is fixed and the far frame rotated.
+        # Sparse throughout: a long clip must not cost O(N^2) memory.
+        rows = 3 * np.arange(N - 2)[:, None, None] + np.arange(3)[None, None, :]  # (N-2, j, axis)
+        cols = 6 * (np.arange(N - 2)[:, None, None] + np.arange(3)[None, :, None]) + 3 + np.arange(3)
+        vals = np.broadcast_to((acc / accel_sigma)[:, :, None], rows.shape[:1] + (3, 3))
+        self.A0 = sp.csc_matrix((vals.ravel(), (np.broadcast_to(rows, vals.shape).ravel(), cols.ravel())),
+                                shape=(3 * (N - 2), 6 * N))
+
+    def state(self, R: np.ndarray, C: np.ndarray, X: np.ndarray) -> _State:
+        f, p, acc = self.f, self.p, self.acc
         Xc = np.einsum("kij,kj->ki", R[f], X[p] - C[f])
         z = Xc[:, 2]
-        e = focal_px * (Xc[:, :2] / z[:, None] - xy)
-        a = (acc[:, 0, None] * C[:-2] + acc[:, 1, None] * C[1:-1] + acc[:, 2, None] * C[2:]) / accel_sigma
-        return Xc, e, a
+        e = self.focal_px * (Xc[:, :2] / z[:, None] - self.xy)
+        a = (acc[:, 0, None] * C[:-2] + acc[:, 1, None] * C[1:-1] + acc[:, 2, None] * C[2:]) / self.accel_sigma
+        return _State(R, C, X, Xc, e, a)
 
-    def cost(e, a):
-        s = (e ** 2).sum(1)
-        rep = c2 * np.log1p(s / c2).sum() if c2 > 0 else s.sum()
-        return float(rep + (a ** 2).sum())
+    def cost(self, s: _State) -> float:
+        c2 = self.c2
+        sq = (s.e ** 2).sum(1)
+        rep = c2 * np.log1p(sq / c2).sum() if c2 > 0 else sq.sum()
+        return float(rep + (s.a ** 2).sum())
 
-    def basis(C):
-        u = (C[far] - C[0]) / np.linalg.norm(C[far] - C[0])
+    def basis(self, C: np.ndarray) -> np.ndarray:
+        u = (C[self.far] - C[0]) / np.linalg.norm(C[self.far] - C[0])
         return np.linalg.svd(u[None, :])[2]  # (3, 3) orthonormal rows, the first is ±u
 
-    def normal_equations(R, C, Xc, e, a):
-        """Gauss-Newton blocks: Hcc (6N, 6N) sparse, Hpp (M, 3, 3), W (K, 6, 3), gc (6N,), gp (M, 3)."""
-        x, y, z = Xc[:, 0], Xc[:, 1], Xc[:, 2]
+    def _jacobians(self, s: _State, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per observation: camera Jacobian (K, 2, 6), point Jacobian (K, 2, 3) and residual (K, 2),
+        weighted for the Cauchy loss (IRLS), frame 0's camera columns zeroed."""
+        f, focal_px, c2, K = self.f, self.focal_px, self.c2, self.K
+        x, y, z = s.Xc[:, 0], s.Xc[:, 1], s.Xc[:, 2]
         Jpi = np.zeros((K, 2, 3))
         Jpi[:, 0, 0] = Jpi[:, 1, 1] = focal_px / z
         Jpi[:, 0, 2] = -focal_px * x / z ** 2
@@ -163,51 +218,50 @@ def smooth_bundle_adjust(R_cw, C, X, obs_frame, obs_point, obs_xy, times_s, *, f
         skew[:, 0, 1], skew[:, 0, 2] = z, -y
         skew[:, 1, 0], skew[:, 1, 2] = -z, x
         skew[:, 2, 0], skew[:, 2, 1] = y, -x
-        Rf = R[f]
+        Rf = s.R[f]
         Jc = np.concatenate([Jpi @ skew, -Jpi @ Rf], axis=2)  # (K, 2, 6)
         Jp = Jpi @ Rf  # (K, 2, 3)
-        Q = basis(C)
-        at_far = f == far
+        at_far = f == self.far
         Jc[at_far, :, 3:] = Jc[at_far, :, 3:] @ Q.T
         if c2 > 0:  # IRLS weight of the Cauchy loss, per observation
-            w = np.sqrt(1.0 / (1.0 + (e ** 2).sum(1) / c2))
-            Jc, Jp, ew = Jc * w[:, None, None], Jp * w[:, None, None], e * w[:, None]
+            w = np.sqrt(1.0 / (1.0 + (s.e ** 2).sum(1) / c2))
+            Jc, Jp, ew = Jc * w[:, None, None], Jp * w[:, None, None], s.e * w[:, None]
         else:
-            ew = e
+            ew = s.e
         Jc[f == 0] = 0.0
-        blocks = per_frame(np.einsum("kri,krj->kij", Jc, Jc))
-        gc = per_frame(np.einsum("kri,kr->ki", Jc, ew)).ravel()
+        return Jc, Jp, ew
+
+    def normal_equations(self, s: _State) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Gauss-Newton blocks: Hcc (6N, 6N) sparse, Hpp (M, 3, 3), W (K, 6, 3), gc (6N,), gp (M, 3), and Q."""
+        import scipy.sparse as sp
+
+        N, far = self.N, self.far
+        Q = self.basis(s.C)
+        Jc, Jp, ew = self._jacobians(s, Q)
+        blocks = self.per_frame(np.einsum("kri,krj->kij", Jc, Jc))
+        gc = self.per_frame(np.einsum("kri,kr->ki", Jc, ew)).ravel()
         rot = sp.identity(6 * N, format="lil")
         rot[6 * far + 3:6 * far + 6, 6 * far + 3:6 * far + 6] = Q.T
         rot[np.arange(6), np.arange(6)] = 0.0  # frame 0 is fixed
-        A = A0 @ rot.tocsc()
+        A = self.A0 @ rot.tocsc()
         Hcc = sp.bsr_matrix((blocks, np.arange(N), np.arange(N + 1)), shape=(6 * N, 6 * N)) + A.T @ A
-        gc += A.T @ a.ravel()
-        Hpp = per_point(np.einsum("kri,krj->kij", Jp, Jp))
-        gp = per_point(np.einsum("kri,kr->ki", Jp, ew))
+        gc += A.T @ s.a.ravel()
+        Hpp = self.per_point(np.einsum("kri,krj->kij", Jp, Jp))
+        gp = self.per_point(np.einsum("kri,kr->ki", Jp, ew))
         W = np.einsum("kri,krj->kij", Jc, Jp)
         return Hcc, Hpp, W, gc, gp, Q
 
-    def apply(R, C, X, dc, dp, Q):
-        dc = dc.reshape(N, 6).copy()
-        dc[far, 3:] = Q.T @ dc[far, 3:]
-        R2 = rotation_matrices(dc[:, :3]) @ R
-        C2 = C + dc[:, 3:]
-        X2 = X + dp
-        s = d_far / np.linalg.norm(C2[far] - C2[0])  # a similarity: reprojection unchanged
-        return R2, C2[0] + s * (C2 - C2[0]), C2[0] + s * (X2 - C2[0])
+    def reduced_system(self, s: _State) -> _Reduced:
+        """Linearise at ``s`` and eliminate the points.
 
-    Xc, e, a = residuals(R, C, X)
-    cost0 = cost(e, a)
-    report = {"observations_behind_camera": int(behind.sum()), "cost_before": cost0,
-              "reprojection_before_px": float(np.linalg.norm(e, axis=1).mean()),
-              "accel_before": float(np.linalg.norm(a, axis=1).mean() * accel_sigma)}
-    lam, cur, it = 1e-4, cost0, 0
-    for it in range(1, max_iterations + 1):
-        Hcc, Hpp, W, gc, gp, Q = normal_equations(R, C, Xc, e, a)
-        # Points: a fixed small damping (POINT_DAMPING) keeps near-parallel rays from running off along
-        # themselves; it does not move the optimum.  The Schur complement then does not depend on
-        # lambda, so it is formed once per iteration: S = Hcc - sum_k,l W_k Pinv_p W_l^T = Hcc - G G^T.
+        Points get a fixed small damping (:data:`POINT_DAMPING`), which keeps near-parallel rays from
+        running off along themselves without moving the optimum; the Schur complement then does not
+        depend on lambda, so it is formed once per iteration: S = Hcc - sum_k,l W_k Pinv_p W_l^T = Hcc - G G^T.
+        """
+        import scipy.sparse as sp
+
+        f, p, N, M = self.f, self.p, self.N, self.M
+        Hcc, Hpp, W, gc, gp, Q = self.normal_equations(s)
         P = Hpp + (POINT_DAMPING * np.einsum("mii->mi", Hpp) + 1e-12)[:, :, None] * np.eye(3)
         Pinv = np.linalg.inv(P)
         L = np.linalg.cholesky(Pinv)  # (M, 3, 3), Pinv = L L^T
@@ -218,37 +272,53 @@ def smooth_bundle_adjust(R_cw, C, X, obs_frame, obs_point, obs_xy, times_s, *, f
         G = sp.bsr_matrix(((W @ L[p])[order], p[order], indptr), shape=(6 * N, 3 * M))
         S = (Hcc - G @ G.T.tobsr(blocksize=(3, 6))).tocsr()
         Pg = np.einsum("mij,mj->mi", Pinv, gp)  # (M, 3)
-        rhs = -gc + per_frame(np.einsum("kij,kj->ki", W, Pg[p])).ravel()
+        rhs = -gc + self.per_frame(np.einsum("kij,kj->ki", W, Pg[p])).ravel()
         free = np.ones(6 * N)
-        free[fixed] = 0.0
+        free[self.fixed] = 0.0
         S = sp.diags(free) @ S @ sp.diags(free) + sp.diags(1.0 - free)  # fixed parameters: dx = 0
-        rhs[fixed] = 0.0
-        D = S.diagonal()
-        improved, drop = False, 0.0
+        rhs[self.fixed] = 0.0
+        return _Reduced(S, rhs, W, Pinv, gp, Q)
+
+    def apply(self, s: _State, dc: np.ndarray, dp: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Poses and points after the increments ``dc`` (6N,) and ``dp`` (M, 3), rescaled about frame
+        0 to keep the far frame's distance (a similarity: reprojection unchanged)."""
+        far = self.far
+        dc = dc.reshape(self.N, 6).copy()
+        dc[far, 3:] = Q.T @ dc[far, 3:]
+        R2 = rotation_matrices(dc[:, :3]) @ s.R
+        C2 = s.C + dc[:, 3:]
+        X2 = s.X + dp
+        scale = self.d_far / np.linalg.norm(C2[far] - C2[0])
+        return R2, C2[0] + scale * (C2 - C2[0]), C2[0] + scale * (X2 - C2[0])
+
+    def _solve(self, damped: Any, rhs: np.ndarray) -> np.ndarray:
+        """The reduced system's solution; dense while it fits (it fills in where frames share
+        points), sparse beyond :data:`DENSE_MAX_PARAMS`; NaN when singular."""
+        from scipy.sparse.linalg import spsolve
+
+        try:
+            return (np.linalg.solve(damped.toarray(), rhs) if 6 * self.N <= DENSE_MAX_PARAMS
+                    else spsolve(damped.tocsc(), rhs))
+        except np.linalg.LinAlgError:
+            return np.full(6 * self.N, np.nan)
+
+    def damped_step(self, s: _State, r: _Reduced, lam: float, cur: float) -> tuple[_State, float, float, bool, float]:
+        """One Levenberg-Marquardt step from ``s`` (cost ``cur``): raise the damping ``lam`` tenfold
+        until a step lowers the cost (then lower it threefold), up to 1e8.  Returns (state, cost,
+        lam, improved, relative cost drop)."""
+        import scipy.sparse as sp
+
+        D = r.S.diagonal()
         while lam < 1e8:
-            damped = S + sp.diags(lam * D + 1e-12)
-            try:  # dense while it fits (the reduced system fills in where frames share points)
-                dc = (np.linalg.solve(damped.toarray(), rhs) if 6 * N <= DENSE_MAX_PARAMS
-                      else spsolve(damped.tocsc(), rhs))
-            except np.linalg.LinAlgError:
-                dc = np.full(6 * N, np.nan)
+            dc = self._solve(r.S + sp.diags(lam * D + 1e-12), r.rhs)
             if not np.all(np.isfinite(dc)):
                 lam *= 10
                 continue
-            t = per_point(np.einsum("kji,kj->ki", W, dc.reshape(N, 6)[f]))
-            dp = -np.einsum("mij,mj->mi", Pinv, gp + t)
-            R2, C2, X2 = apply(R, C, X, dc, dp, Q)
-            Xc2, e2, a2 = residuals(R2, C2, X2)
-            new = cost(e2, a2) if np.all(Xc2[:, 2] > 0) else np.inf
+            t = self.per_point(np.einsum("kji,kj->ki", r.W, dc.reshape(self.N, 6)[self.f]))
+            dp = -np.einsum("mij,mj->mi", r.Pinv, r.gp + t)
+            s2 = self.state(*self.apply(s, dc, dp, r.Q))
+            new = self.cost(s2) if np.all(s2.Xc[:, 2] > 0) else np.inf
             if new < cur:
-                R, C, X, Xc, e, a = R2, C2, X2, Xc2, e2, a2
-                drop = (cur - new) / cur
-                cur, lam, improved = new, max(lam / 3, 1e-9), True
-                break
+                return s2, new, max(lam / 3, 1e-9), True, (cur - new) / cur
             lam *= 10
-        if not improved or drop < tolerance:
-            break
-    report.update({"cost_after": cur, "iterations": it,
-                   "reprojection_after_px": float(np.linalg.norm(e, axis=1).mean()),
-                   "accel_after": float(np.linalg.norm(a, axis=1).mean() * accel_sigma)})
-    return R, C, X, report
+        return s, cur, lam, False, 0.0

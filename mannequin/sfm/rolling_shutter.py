@@ -172,5 +172,5 @@ def rectify_image(image, project: Callable[[np.ndarray], np.ndarray], K_out, out
     if np.issubdtype(img.dtype, np.integer):
         info = np.iinfo(img.dtype)
         out = np.clip(np.rint(out), info.min, info.max)
-    out = out.astype(img.dtype).reshape(h_out, w_out, chans.shape[2])
-    return out[..., 0] if img.ndim == 2 else out
+    result = out.astype(img.dtype).reshape(h_out, w_out, chans.shape[2])
+    return result[..., 0] if img.ndim == 2 else result

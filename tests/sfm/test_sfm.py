@@ -9,7 +9,7 @@ from mannequin.errors import InputError, StageError
 from mannequin.frames import extract_frames, read_frames_csv
 from mannequin.io.cameras import read_cameras
 from mannequin.metrics import ate_rmse
-from mannequin.sfm.stage import parse_intrinsics, run_sfm
+from mannequin.sfm import parse_intrinsics, run_sfm
 from mannequin.testing.synth import render_clip, synth, write_clip
 from mannequin.workspace import Workspace
 
@@ -196,7 +196,7 @@ def test_pure_rotation_fails_clearly(tmp_path):
 
 def test_rotation_parallax_of_exact_rotations():
     """Bearings related by an exact rotation leave no parallax; translated ones leave some."""
-    from mannequin.sfm.stage import _best_rotation
+    from mannequin.sfm.diagnostics import best_rotation
 
     rng = np.random.default_rng(0)
     X = rng.uniform([-2, -1, 2], [2, 1, 8], (200, 3))
@@ -204,12 +204,41 @@ def test_rotation_parallax_of_exact_rotations():
     from scipy.spatial.transform import Rotation
 
     R = Rotation.from_euler("yx", [5.0, 2.0], degrees=True).as_matrix()
-    np.testing.assert_allclose(_best_rotation(a, a @ R.T), R, atol=1e-12)
+    np.testing.assert_allclose(best_rotation(a, a @ R.T), R, atol=1e-12)
     Y = X @ R.T + [0.2, 0, 0]  # and a 20 cm step
     b = Y / np.linalg.norm(Y, axis=1, keepdims=True)
-    Rb = _best_rotation(a, b)
+    Rb = best_rotation(a, b)
     res = np.degrees(np.arccos(np.clip(np.sum((a @ Rb.T) * b, 1), -1, 1)))
     assert np.median(res) > 0.5
+
+
+def test_point_triangulation_angles_take_the_widest_pair():
+    """Each point's angle is the widest between the rays to any two of its cameras (not only
+    neighbours), points seen once are left out, and the median follows."""
+    from types import SimpleNamespace
+
+    from mannequin.sfm.diagnostics import median_triangulation_angle, point_triangulation_angles
+
+    rng = np.random.default_rng(1)
+    centers = {i: np.array([0.3 * i, 0.05 * i * i, 0.0]) for i in range(1, 7)}
+    points, expected = {}, []
+    for pid in range(40):
+        xyz = rng.uniform([-2, -1, 3], [2, 1, 6])
+        ids = sorted(rng.choice(6, size=rng.integers(1, 7), replace=False) + 1)
+        points[pid] = SimpleNamespace(xyz=xyz, track=SimpleNamespace(elements=[SimpleNamespace(image_id=int(i))
+                                                                                for i in ids + ids[:1]]))
+        if len(ids) >= 2:
+            rays = np.array([centers[i] - xyz for i in ids])
+            rays /= np.linalg.norm(rays, axis=1, keepdims=True)
+            expected.append(np.degrees(np.arccos(np.clip(rays @ rays.T, -1, 1).min())))
+    rec = SimpleNamespace(reg_image_ids=lambda: list(centers), points3D=points,
+                          image=lambda i: SimpleNamespace(projection_center=lambda i=i: centers[i]))
+    angles = point_triangulation_angles(rec)
+    assert len(angles) == len(expected) > 20
+    np.testing.assert_allclose(np.sort(angles), np.sort(expected), rtol=0, atol=1e-9)
+    assert median_triangulation_angle(rec) == pytest.approx(float(np.median(expected)), abs=1e-9)
+    empty = SimpleNamespace(reg_image_ids=lambda: [], points3D={}, image=None)
+    assert len(point_triangulation_angles(empty)) == 0 and median_triangulation_angle(empty) == 0.0
 
 
 def test_parse_intrinsics(tmp_path):
@@ -232,7 +261,7 @@ def test_parse_intrinsics(tmp_path):
 def test_intrinsics_whose_distortion_folds_inside_the_frame_are_refused():
     """TUM's calibration without its k3 folds back 328 px from the centre, inside the 640x480 frame
     (corner 411 px): the frames cannot be undistorted there, which once ended in an SVD error."""
-    from mannequin.sfm.stage import radial_fold_radius
+    from mannequin.sfm.intrinsics import radial_fold_radius
 
     tum = "517.3,516.5,318.6,255.3,0.2624,-0.9531,-0.0054,0.0026"
     with pytest.raises(InputError, match="folds back .* inside the 640x480 frame") as err:
@@ -302,7 +331,7 @@ def _turning_rec(rates_deg_s, fps=30.0):
 
 def test_rotation_reversal_flags_fast_turn_back():
     """TUM fr1/rpy: +55°/s pitch, then -50°/s from frame 12: rolling-shutter frames disagree (warned)."""
-    from mannequin.sfm.stage import rotation_reversal
+    from mannequin.sfm.diagnostics import rotation_reversal
 
     rec, ts = _turning_rec([55] * 10 + [20, -10] + [-50] * 12)
     out = rotation_reversal(rec, ts, 30.0)
@@ -315,24 +344,24 @@ def test_rotation_reversal_flags_fast_turn_back():
 
 def test_init_angle_schedule():
     """Restarts lower the initial-pair angle (4°, 2°, 1°) but never below 1° or the configured angle."""
-    from mannequin.sfm.stage import _init_angle
+    from mannequin.sfm.mapping import init_angle
 
-    assert [_init_angle(SfmConfig(), k) for k in range(4)] == [4.0, 2.0, 1.0, 1.0]
-    assert _init_angle(SfmConfig(init_min_tri_angle=0.5), 2) == 0.5
+    assert [init_angle(SfmConfig(), k) for k in range(4)] == [4.0, 2.0, 1.0, 1.0]
+    assert init_angle(SfmConfig(init_min_tri_angle=0.5), 2) == 0.5
 
 
 def test_exhaustive_matching_choice():
     """Fixed camera + short clip: exhaustive from the start; self-calibrated short clip: sequential
     first, exhaustive only as a fallback; long clips or a vocabulary tree: never."""
-    from mannequin.sfm.stage import _exhaustive, _fallback_allowed
+    from mannequin.sfm.colmap import exhaustive_fallback_allowed, exhaustive_first
 
     cfg = SfmConfig(exhaustive_max_frames=5)
     short, long_ = list("abcd"), list("abcdefgh")
-    assert _exhaustive(cfg, short, True) and not _fallback_allowed(cfg, short, True)
-    assert not _exhaustive(cfg, short, False) and _fallback_allowed(cfg, short, False)
-    assert not _exhaustive(cfg, long_, True) and not _fallback_allowed(cfg, long_, False)
+    assert exhaustive_first(cfg, short, True) and not exhaustive_fallback_allowed(cfg, short, True)
+    assert not exhaustive_first(cfg, short, False) and exhaustive_fallback_allowed(cfg, short, False)
+    assert not exhaustive_first(cfg, long_, True) and not exhaustive_fallback_allowed(cfg, long_, False)
     tree = SfmConfig(exhaustive_max_frames=5, vocab_tree="/x/tree.bin")
-    assert not _exhaustive(tree, short, True) and not _fallback_allowed(tree, short, False)
+    assert not exhaustive_first(tree, short, True) and not exhaustive_fallback_allowed(tree, short, False)
 
 
 def test_sfm_is_reproducible(clip_dir, tmp_path):
@@ -363,24 +392,24 @@ def test_far_off_prior_is_refit(clip_dir, tmp_path):
 
 
 def test_matching_options_follow_config():
-    from mannequin.sfm.stage import _matching_options
+    from mannequin.sfm.colmap import matching_options
 
-    assert _matching_options(SfmConfig(), True).guided_matching is True
-    assert _matching_options(SfmConfig(), False).guided_matching is False
-    assert _matching_options(SfmConfig(guided_matching="all"), False).guided_matching is True
-    assert _matching_options(SfmConfig(guided_matching="off"), True).guided_matching is False
+    assert matching_options(SfmConfig(), True).guided_matching is True
+    assert matching_options(SfmConfig(), False).guided_matching is False
+    assert matching_options(SfmConfig(guided_matching="all"), False).guided_matching is True
+    assert matching_options(SfmConfig(guided_matching="off"), True).guided_matching is False
     # Known poses: nothing to register, so no guiding unless asked for everywhere.
-    assert _matching_options(SfmConfig(), True, known_poses=True).guided_matching is False
-    assert _matching_options(SfmConfig(guided_matching="all"), True, known_poses=True).guided_matching is True
+    assert matching_options(SfmConfig(), True, known_poses=True).guided_matching is False
+    assert matching_options(SfmConfig(guided_matching="all"), True, known_poses=True).guided_matching is True
     with pytest.raises(InputError, match="guided_matching"):
-        _matching_options(SfmConfig(guided_matching="yes"), True)
+        matching_options(SfmConfig(guided_matching="yes"), True)
 
 
 def test_readout_warning_only_when_the_search_barely_chose():
     """The scores the auto search saw on TUM fr1/rpy: frames 30-59 (flat: SfM points 31% off the
     Kinect depth) get the warning, frames 0-29 (a clear minimum: 8% off) do not; nor does a clip
     with no readout applied or one given by the user."""
-    from mannequin.sfm.stage import readout_warning
+    from mannequin.sfm.diagnostics import readout_warning
 
     flat = {"readout_ms": 20.0, "gain": 0.036, "median_reprojection_px": {
         "0": 1.051, "10": 1.023, "15": 1.014, "20": 1.013, "25": 1.015, "30": 1.014, "35": 1.016, "40": 1.017}}
@@ -400,17 +429,17 @@ def test_thin_model_test_counts_at_most_fifty_frames():
     a short clip still needs min_points_per_frame per frame, and a long one at least 50 × that."""
     from types import SimpleNamespace
 
-    from mannequin.sfm.stage import THIN_TEST_MAX_FRAMES, _good_enough
+    from mannequin.sfm.mapping import THIN_TEST_MAX_FRAMES, good_enough
 
     def rec(reg, points):
         return SimpleNamespace(num_reg_images=lambda: reg, num_points3D=lambda: points)
 
     cfg = SfmConfig()
     assert THIN_TEST_MAX_FRAMES == 50 and cfg.min_points_per_frame == 20
-    assert _good_enough(rec(120, 2306), cfg, 120)
-    assert not _good_enough(rec(120, 999), cfg, 120)
-    assert _good_enough(rec(30, 600), cfg, 30) and not _good_enough(rec(30, 599), cfg, 30)
-    assert not _good_enough(rec(119, 5000), cfg, 120)  # a frame left out: try again
+    assert good_enough(rec(120, 2306), cfg, 120)
+    assert not good_enough(rec(120, 999), cfg, 120)
+    assert good_enough(rec(30, 600), cfg, 30) and not good_enough(rec(30, 599), cfg, 30)
+    assert not good_enough(rec(119, 5000), cfg, 120)  # a frame left out: try again
 
 
 def test_real_fountain_views_self_calibrated(shared_data, tmp_path):
@@ -553,7 +582,7 @@ def test_missing_vocabulary_tree_fails_before_any_work(small_clip, tmp_path, mon
     def no_heavy_work(*a, **k):
         raise AssertionError("feature extraction started before the vocabulary tree was checked")
 
-    monkeypatch.setattr(sfm_mod, "_database", no_heavy_work)
+    monkeypatch.setattr(sfm_mod, "create_database", no_heavy_work)
     tree = tmp_path / "no such" / "tree.bin"
     with pytest.raises(InputError) as exc:
         run_sfm(ws, SfmConfig(vocab_tree=str(tree)))
