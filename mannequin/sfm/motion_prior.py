@@ -18,11 +18,12 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from mannequin.sfm.rolling_shutter import rotation_matrices
 
 
-def acceleration_operator(times_s) -> np.ndarray:
+def acceleration_operator(times_s: ArrayLike) -> np.ndarray:
     """Coefficients of the centre's acceleration at each interior frame.
 
     times_s (N,): strictly increasing frame times, seconds.  Returns (N-2, 3): for interior frame i
@@ -62,7 +63,9 @@ def _group_sum(index: np.ndarray, n: int):
     return total
 
 
-def _check(R_cw, C, X, obs_frame, obs_point, obs_xy, times_s):
+def _check(R_cw: ArrayLike, C: ArrayLike, X: ArrayLike, obs_frame: ArrayLike, obs_point: ArrayLike, obs_xy: ArrayLike,
+           times_s: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The inputs of :func:`smooth_bundle_adjust` as float64 / int64 arrays, or ValueError."""
     R = np.asarray(R_cw, dtype=np.float64)
     C = np.asarray(C, dtype=np.float64)
     X = np.asarray(X, dtype=np.float64)
@@ -83,7 +86,8 @@ def _check(R_cw, C, X, obs_frame, obs_point, obs_xy, times_s):
     return R, C, X, f, p, xy
 
 
-def smooth_bundle_adjust(R_cw, C, X, obs_frame, obs_point, obs_xy, times_s, *, focal_px: float,
+def smooth_bundle_adjust(R_cw: ArrayLike, C: ArrayLike, X: ArrayLike, obs_frame: ArrayLike, obs_point: ArrayLike,
+                         obs_xy: ArrayLike, times_s: ArrayLike, *, focal_px: float,
                          accel_sigma: float, loss_px: float = 0.5, max_iterations: int = 50,
                          tolerance: float = 1e-7) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Adjust poses and points under a smooth-motion prior; intrinsics fixed.
@@ -105,16 +109,16 @@ def smooth_bundle_adjust(R_cw, C, X, obs_frame, obs_point, obs_xy, times_s, *, f
     Observations of points behind their camera are left out (``observations_behind_camera``).
     Report: costs, mean reprojection error (px) and mean acceleration before and after, iterations.
     """
-    R, C, X, f, p, xy = _check(R_cw, C, X, obs_frame, obs_point, obs_xy, times_s)
+    R, C0, X0, f, p, xy = _check(R_cw, C, X, obs_frame, obs_point, obs_xy, times_s)
     if not accel_sigma > 0 or not focal_px > 0:
         raise ValueError(f"accel_sigma and focal_px must be > 0, got {accel_sigma}, {focal_px}")
     # An observation of a point behind its camera (left by an earlier robust adjustment, which
     # hardly feels it) has no valid residual: it is left out, else every step would look infinite.
-    behind = np.einsum("kj,kj->k", R[f][:, 2], X[p] - C[f]) <= 0
+    behind = np.einsum("kj,kj->k", R[f][:, 2], X0[p] - C0[f]) <= 0
     if behind.any():
         f, p, xy = f[~behind], p[~behind], xy[~behind]
-    problem = _Problem(C, len(X), f, p, xy, acceleration_operator(times_s), focal_px, accel_sigma, loss_px)
-    state = problem.state(R, C, X)
+    problem = _Problem(C0, len(X0), f, p, xy, acceleration_operator(times_s), focal_px, accel_sigma, loss_px)
+    state = problem.state(R, C0, X0)
     cost0 = problem.cost(state)
     report = {"observations_behind_camera": int(behind.sum()), "cost_before": cost0,
               "reprojection_before_px": float(np.linalg.norm(state.e, axis=1).mean()),

@@ -20,12 +20,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 #: Fixed-point iterations that find the row (hence the time) a frame-time bearing was exposed at.
 ROW_ITERATIONS = 4
 
 
-def rotation_matrices(rotvecs) -> np.ndarray:
+def rotation_matrices(rotvecs: ArrayLike) -> np.ndarray:
     """Rodrigues: rotation vectors (..., 3) in radians → rotation matrices (..., 3, 3)."""
     rv = np.asarray(rotvecs, dtype=np.float64)
     if rv.shape[-1] != 3:
@@ -42,7 +43,7 @@ def rotation_matrices(rotvecs) -> np.ndarray:
     return np.where(small, eye, R)
 
 
-def angular_velocities(R_wc, times_s) -> np.ndarray:
+def angular_velocities(R_wc: ArrayLike, times_s: ArrayLike) -> np.ndarray:
     """Angular velocity of each frame, (N, 3) rad/s in the frame's own camera axes.
 
     R_wc (N, 3, 3): camera-to-world rotations in time order; times_s (N,): strictly increasing
@@ -69,14 +70,14 @@ def angular_velocities(R_wc, times_s) -> np.ndarray:
     return out
 
 
-def row_time(v, height: int, readout_s: float) -> np.ndarray:
+def row_time(v: ArrayLike, height: int, readout_s: float) -> np.ndarray:
     """Exposure time of pixel row(s) ``v`` (pixels, centres at +0.5) relative to the frame time, s."""
     if height <= 0:
         raise ValueError(f"height must be positive, got {height}")
     return readout_s * (np.asarray(v, dtype=np.float64) / height - 0.5)
 
 
-def to_frame_time(bearings, v, omega, readout_s: float, height: int) -> np.ndarray:
+def to_frame_time(bearings: ArrayLike, v: ArrayLike, omega: ArrayLike, readout_s: float, height: int) -> np.ndarray:
     """Bearings (M, 3) seen in the cameras of their rows ``v`` (M,) → the same rays (M, 3) in the
     frame-time camera (``expm([omega] dt(v)) @ b``).  Keypoint correction: unproject a recorded
     keypoint with the lens model, rotate with this, project with the lens model again."""
@@ -86,7 +87,7 @@ def to_frame_time(bearings, v, omega, readout_s: float, height: int) -> np.ndarr
     return np.einsum("nij,nj->ni", Rm, b)
 
 
-def from_frame_time(points, project: Callable[[np.ndarray], np.ndarray], omega, readout_s: float,
+def from_frame_time(points: ArrayLike, project: Callable[[np.ndarray], np.ndarray], omega: ArrayLike, readout_s: float,
                     height: int, iterations: int = ROW_ITERATIONS) -> tuple[np.ndarray, np.ndarray]:
     """Points (M, 3) in the frame-time camera → (points (M, 3) in the camera of the row that
     recorded them, pixels (M, 2) of the recorded image).
@@ -113,7 +114,7 @@ def from_frame_time(points, project: Callable[[np.ndarray], np.ndarray], omega, 
 MAP_STEP = 4
 
 
-def rectify_map(project: Callable[[np.ndarray], np.ndarray], K_out, out_size: tuple[int, int], omega,
+def rectify_map(project: Callable[[np.ndarray], np.ndarray], K_out: ArrayLike, out_size: tuple[int, int], omega: ArrayLike,
                 readout_s: float, height: int, step: int = MAP_STEP) -> np.ndarray:
     """Where each output pixel of a global-shutter pinhole camera ``K_out`` (pixel centres at +0.5)
     was recorded: (H_out, W_out, 2) pixels (x, y) of the recorded image (height ``height``, lens
@@ -142,8 +143,9 @@ def rectify_map(project: Callable[[np.ndarray], np.ndarray], K_out, out_size: tu
     return np.stack([map_coordinates(coarse[..., k], [FY, FX], order=1, mode="nearest") for k in range(2)], axis=-1)
 
 
-def rectify_image(image, project: Callable[[np.ndarray], np.ndarray], K_out, out_size: tuple[int, int],
-                  omega, readout_s: float, order: int = 1, step: int = MAP_STEP) -> np.ndarray:
+def rectify_image(image: ArrayLike, project: Callable[[np.ndarray], np.ndarray], K_out: ArrayLike,
+                  out_size: tuple[int, int], omega: ArrayLike, readout_s: float, order: int = 1,
+                  step: int = MAP_STEP) -> np.ndarray:
     """Resample a recorded (distorted, rolling-shutter) image into a global-shutter pinhole image.
 
     image (H, W) or (H, W, C), any dtype; ``project`` maps camera points (M, 3) to pixels of
