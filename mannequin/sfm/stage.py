@@ -58,7 +58,7 @@ from mannequin.workspace import Workspace, atomic_path, write_json
 log = logging.getLogger(__name__)
 
 
-def run_sfm(ws: Workspace, cfg: SfmConfig, poses: os.PathLike | None = None, *, seed: int = 0,
+def run_sfm(ws: Workspace, cfg: SfmConfig, poses: str | os.PathLike | None = None, *, seed: int = 0,
             progress: bool = False) -> StageResult:
     """Run stage sfm on workspace ``ws``.
 
@@ -88,7 +88,7 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: os.PathLike | None = None, *, 
     return StageResult("sfm", ws.sparse_dir, report)
 
 
-def _run_sfm(ws: Workspace, cfg: SfmConfig, poses: os.PathLike | None, *, seed: int, progress: bool) -> dict[str, Any]:
+def _run_sfm(ws: Workspace, cfg: SfmConfig, poses: str | os.PathLike | None, *, seed: int, progress: bool) -> dict[str, Any]:
     """The stage; returns the summary (written to ``WS/sfm/summary.json``)."""
     _check_options(cfg)
     start_colmap(seed)
@@ -186,7 +186,7 @@ def _map_and_adjust(run: _Run, job: MappingJob, exhaustive: bool, summary: dict[
     return rec
 
 
-def _known_poses(ws: Workspace, cfg: SfmConfig, names: list[str], poses: os.PathLike, *, progress: bool) -> dict[str, Any]:
+def _known_poses(ws: Workspace, cfg: SfmConfig, names: list[str], poses: str | os.PathLike, *, progress: bool) -> dict[str, Any]:
     """Known-pose sfm: the camera file ``poses`` (intrinsics and world-to-camera poses) used exactly,
     sparse points triangulated with them held fixed."""
     cam_file = load_known_poses(poses, ws, names)
