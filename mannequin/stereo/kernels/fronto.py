@@ -57,8 +57,12 @@ Rules the code follows for speed (LLVM vectorisation):
 
 * The row loops live in small helpers that are *not* inlined: compiled separately LLVM
   vectorises them; inlined into the big kernel it kept most of them scalar (aliasing run-time
-  checks).  ``error_model="numpy"`` everywhere: with Python's error model every float division
-  carries a zero check that blocks vectorisation (all divisions here are guarded).
+  checks).  The step helpers of the sweep that only pick rows and call those
+  (:func:`_plane_cost_row`, the three source paths, :func:`_track_plane`, :func:`_track_block4`)
+  are inlined (``inline="always"``) into :func:`_sweep_chunk` instead: called once per row, plane
+  and source, passing the named tuples would cost more than the work they dispatch.
+* ``error_model="numpy"`` everywhere: with Python's error model every float division carries a
+  zero check that blocks vectorisation (all divisions here are guarded).
 * Array indices inside the hot loops are the bare loop counter over a slice (``a = v[o:o + n]``,
   ``a[i]``) or unsigned (the gather): with a computed signed index (``v[c + o]``) Numba emits a
   negative-index wrap-around select per access, which keeps LLVM from vectorising.
@@ -274,7 +278,7 @@ def _sweep_chunk(ch, r0, r1, ref, src, prm, win, right, scr):
                 _track_block4(ch, p0, rb - m, r0, prm, win, right, scr)
 
 
-@njit(fastmath=True, error_model="numpy", cache=True)
+@njit(inline="always", fastmath=True, error_model="numpy", cache=True)
 def _plane_cost_row(ch, j, p, rr, rstart, r0, ref, src, prm, scr):
     """Plane p (slot j of the block) at warped row rr: every source's row goes into its running
     sums; for box row rb = rr - h inside the chunk's range (halo included) the plane cost row
@@ -326,7 +330,7 @@ def _plane_cost_row(ch, j, p, rr, rstart, r0, ref, src, prm, scr):
     _hmin_row(orow, scr.cring[ch, j, cslot], m)
 
 
-@njit(fastmath=True, error_model="numpy", cache=True)
+@njit(inline="always", fastmath=True, error_model="numpy", cache=True)
 def _integer_shift_cost(ch, j, s, p, drop, ry, ro, rb, emit, ref, src, scr, h, inv_n, var_floor, dst):
     """Integer-shift path of source s at plane p: the source's window sums of W and W² come from
     ``src.istat``; only Σ I·W is summed (vertical running sum over the reference rows ry in / ro
@@ -344,7 +348,7 @@ def _integer_shift_cost(ch, j, s, p, drop, ry, ro, rb, emit, ref, src, scr, h, i
                   var_floor, h, dst)
 
 
-@njit(fastmath=True, error_model="numpy", cache=True)
+@njit(inline="always", fastmath=True, error_model="numpy", cache=True)
 def _warp_shift_source(src, s, p, ry, wrow, vs):
     """Shift path: reference row ry of source s at plane p, a pure x shift of the source row
     (:func:`_warp_row_shift`), into ``wrow`` with its validity in ``vs``."""
@@ -356,7 +360,7 @@ def _warp_shift_source(src, s, p, ry, wrow, vs):
                     wrow, vs)
 
 
-@njit(fastmath=True, error_model="numpy", cache=True)
+@njit(inline="always", fastmath=True, error_model="numpy", cache=True)
 def _warp_bilinear_source(src, s, p, ry, wrow, vs, fxs, fys, kid):
     """Bilinear path: reference row ry of source s at plane p through its homography
     (:func:`_warp_row_bilinear`), into ``wrow`` with its validity in ``vs``; fxs, fys, kid:
@@ -375,7 +379,7 @@ def _warp_bilinear_source(src, s, p, ry, wrow, vs, fxs, fys, kid):
     _warp_row_bilinear(src.flat, off, sh, swd, x0, y0, w0, dx, dy, dw, wrow, vs, fxs, fys, kid)
 
 
-@njit(fastmath=True, error_model="numpy", cache=True)
+@njit(inline="always", fastmath=True, error_model="numpy", cache=True)
 def _warped_cost(ch, j, s, slot, ry, ro, rb, emit, vc, ref, scr, h, inv_n, var_floor, dst):
     """After a warp (shift or bilinear path) of source s into ``scr.work[ch, 0]``: the vertical
     running sums of W, W², I·W take the row (ring slot ``slot``, reference rows ry in / ro out);
@@ -395,7 +399,7 @@ def _warped_cost(ch, j, s, slot, ry, ro, rb, emit, vc, ref, scr, h, inv_n, var_f
     _zncc_row(sw, sww, siw, ref.mean[rb], ref.isd[rb], vc, inv_n, var_floor, dst)
 
 
-@njit(fastmath=True, error_model="numpy", cache=True)
+@njit(inline="always", fastmath=True, error_model="numpy", cache=True)
 def _track_plane(ch, j, p, r, r0, prm, win, right, scr, fused):
     """Row r's plane cost at plane p (slot j): the shiftable-window cost row (min over the rows
     of the column-min ring) into ``scr.vmin4[ch, j]``; unless the block is ``fused``, both costs
@@ -420,7 +424,7 @@ def _track_plane(ch, j, p, r, r0, prm, win, right, scr, fused):
                 _track_right(p, vm, right.shift[p], right.best[1, r], right.idx[1, r])
 
 
-@njit(fastmath=True, error_model="numpy", cache=True)
+@njit(inline="always", fastmath=True, error_model="numpy", cache=True)
 def _track_block4(ch, p0, r, r0, prm, win, right, scr):
     """Row r's costs at the four planes p0 .. p0+3 to the running winners in one pass (the row's
     state loaded and stored once), the same result as four :func:`_track_plane` calls."""
