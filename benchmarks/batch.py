@@ -42,6 +42,7 @@ atomically (a temporary file, then a rename) with every run, the machine, the da
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import platform
@@ -55,7 +56,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import contextlib
 
 from common import cpu_model, print_target_table  # noqa: E402
 

@@ -26,11 +26,12 @@ def git_commit() -> str:
 def cpu_model() -> str:
     """The CPU's model name from /proc/cpuinfo, or "unknown"."""
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
+        return "unknown"
+    for line in text.splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return "unknown"
 
 

@@ -68,6 +68,7 @@ Cones reference 2 only, no scaling section.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import math
@@ -85,7 +86,6 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import contextlib
 
 from common import cpu_model, print_target_table, save_figure  # noqa: E402
 
@@ -403,7 +403,8 @@ def bench_scaling(threads: int, quick: bool) -> dict:
     for P, S in settings:
         call = (sc["ref"], sc["sources"][:S], sc["K_ref"], sc["K_sources"][:S], sc["R"][:S], sc["t"][:S],
                 sc["depth_range"])
-        best, times, (depth, _) = _best_time(lambda: plane_sweep(*call, P, n_threads=threads), 1 if quick else 3)
+        best, times, (depth, _) = _best_time(lambda call=call, P=P: plane_sweep(*call, P, n_threads=threads),
+                                             1 if quick else 3)
         points.append({"planes": P, "sources": S, "seconds": best, "times": times,
                        "hyp_per_s": H * W * P * S / best, "density": float((depth > 0).mean())})
     return {"shape": [H, W], "threads": threads, "points": points}
@@ -447,10 +448,9 @@ def _f(v, fmt):
     return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
 
 
-def table_rows(res: dict) -> list:
-    """[(name, measured, target, met)] with met True/False/None (no target)."""
-    rows = []
-    tp = res.get("throughput", {})
+def _throughput_rows(tp: dict) -> list:
+    """Table rows of the throughput section."""
+    rows: list = []
     if "error" in tp:
         rows.append(("throughput", "ERROR: " + tp["error"], "", False))
     elif tp:
@@ -464,7 +464,12 @@ def table_rows(res: dict) -> list:
             rows.append(("first call, cold compile (empty NUMBA_CACHE_DIR)", f"{tp['cold']['first_call_s']:.2f} s", "", None))
         rows.append(("first call, cached load (normal cache)", f"{tp['cached']['first_call_s']:.2f} s "
                      f"(+{tp['cached']['import_s']:.2f} s import)", "", None))
-    mo = res.get("motorcycle", {})
+    return rows
+
+
+def _motorcycle_rows(mo: dict) -> list:
+    """Table rows of the motorcycle section."""
+    rows: list = []
     if "error" in mo:
         rows.append(("motorcycle", "ERROR: " + mo["error"], "", False))
     elif mo:
@@ -479,14 +484,24 @@ def table_rows(res: dict) -> list:
         b = mo["ours_bad_2_at_sgbm_density"]
         rows.append((f"moto ours bad-2 at SGBM density ({s['density']:.1%})", f"{b:.1%}",
                      f"<= SGBM {s['bad_2']:.1%}", bool(b <= s["bad_2"])))
-    co = res.get("cones", {})
+    return rows
+
+
+def _cones_rows(co: dict) -> list:
+    """Table rows of the cones section."""
+    rows: list = []
     if "error" in co:
         rows.append(("cones", "ERROR: " + co["error"], "", False))
     elif co:
         for ref, r in co["refs"].items():
             curve = " ".join(f"{c['target_density']:.0%}:{c['bad']:.1%}" for c in r["bad_1_curve"])
             rows.append((f"cones ref {ref} (8 src) bad-1 at density", curve, "", None))
-    sy = res.get("synthetic", {})
+    return rows
+
+
+def _synthetic_rows(sy: dict) -> list:
+    """Table rows of the synthetic section."""
+    rows: list = []
     if "error" in sy:
         rows.append(("synthetic", "ERROR: " + sy["error"], "", False))
     elif sy:
@@ -507,7 +522,12 @@ def table_rows(res: dict) -> list:
                          f"{gs['fronto_floor_median_rel_err']:.3%} / {gs['fronto_rest_median_rel_err']:.3%})", "", None))
         rows.append(("synth plain 128-plane WTA (no subpixel, shift 0, no smoothing) median rel. err / density",
                      f"{w['median_rel_err']:.3%} / {w['density']:.3f}", "", None))
-    scl = res.get("scaling", {})
+    return rows
+
+
+def _scaling_rows(scl: dict) -> list:
+    """Table rows of the scaling section."""
+    rows: list = []
     if "error" in scl:
         rows.append(("scaling", "ERROR: " + scl["error"], "", False))
     elif scl:
@@ -518,6 +538,15 @@ def table_rows(res: dict) -> list:
                          " ".join(f"{p[key]}:{p['hyp_per_s']:.2g}" for p in line), "", None))
     return rows
 
+def table_rows(res: dict) -> list:
+    """[(name, measured, target, met)] with met True/False/None (no target)."""
+    rows: list = []
+    rows += _throughput_rows(res.get("throughput", {}))
+    rows += _motorcycle_rows(res.get("motorcycle", {}))
+    rows += _cones_rows(res.get("cones", {}))
+    rows += _synthetic_rows(res.get("synthetic", {}))
+    rows += _scaling_rows(res.get("scaling", {}))
+    return rows
 
 def git_commit():
     try:
