@@ -24,18 +24,15 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.ndimage import gaussian_filter, map_coordinates, uniform_filter
 
+from mannequin.io.images import to_grey
+
 MIN_STD = 0.5 / 255.0   # same constants as mannequin.stereo.sweep
 CONF_SCALE = 0.5
-_GREY = np.array([0.299, 0.587, 0.114])
 
 
 def _grey(img: np.ndarray) -> np.ndarray:
-    """(H, W) float64 grey in [0, 1] from uint8/uint16 (scaled) or float images (RGB by BT.601 luma)."""
-    a = np.asarray(img)
-    a = a.astype(np.float64) / np.iinfo(a.dtype).max if a.dtype == np.uint8 or a.dtype == np.uint16 else a.astype(np.float64)
-    if a.ndim == 3:
-        a = a[..., :3] @ _GREY
-    return a
+    """(H, W) float64 grey in [0, 1]: :func:`mannequin.io.images.to_grey`, widened for the float64 volume."""
+    return to_grey(img).astype(np.float64)
 
 
 def numpy_plane_sweep(ref: np.ndarray, sources: Sequence[np.ndarray], K_ref: np.ndarray,
