@@ -359,7 +359,7 @@ def _set_mode(ws, mode: str) -> None:
 
 
 def _assert_plots(ws) -> None:
-    """The two plots DESIGN.md names, each a non-empty PNG: AbsRel/density per frame, error histogram."""
+    """The two plots docs/FORMATS.md names, each a non-empty PNG: AbsRel/density per frame, error histogram."""
     import imageio.v3 as iio
 
     for name in ("eval_per_frame.png", "eval_error_hist.png"):

@@ -28,7 +28,7 @@ from mannequin.errors import InputError
 from mannequin.fuse.cleanup import dynamic_mask, erode_depth_edges, free_space_mask, remove_speckles
 from mannequin.fuse.consistency import Votes, consistency_votes, depth_noise, depth_to_points, votes_to_depth
 from mannequin.result import StageResult
-from mannequin.stereo import neighbours_for, sparse_geometry, world_to_camera
+from mannequin.stereo.views import neighbours_for, sparse_geometry, world_to_camera
 from mannequin.workspace import (
     Workspace,
     atomic_path,
@@ -295,11 +295,11 @@ def _sources(views: dict, name: str) -> list:
 def clip_noise_band(names: list[str], views: dict, index: dict, geo: Any, E: dict, cache: _LRU,
                     cfg: FuseConfig) -> tuple[float, float]:
     """(noise, band): the clip's depth noise (:func:`mannequin.fuse.consistency.depth_noise` over the
-    stereo stage's probe pairs, :func:`mannequin.stereo.stage.probe_pairs`) and the band
+    stereo stage's probe pairs, :func:`mannequin.stereo.views.probe_pairs`) and the band
     ``cfg.noise_margin`` × noise within which a disagreeing source counts as ``n_near`` (no
     evidence of a free-space violation or of motion) rather than behind or in front.  The band is
     0 (no effect) when ``noise_margin`` is 0 or the noise is unknown."""
-    from mannequin.stereo import probe_pairs
+    from mannequin.stereo.views import probe_pairs
 
     if cfg.noise_margin <= 0 and cfg.noise_tolerance <= 0:
         return float("nan"), 0.0

@@ -1,6 +1,6 @@
 """Camera and pose types; MC/RealEstate10K, COLMAP (pycolmap) and TUM trajectory I/O.
 
-Conventions (DESIGN.md):
+Conventions (docs/FORMATS.md):
 - Intrinsics in pixels use COLMAP's pixel-centre convention: the centre of pixel (0, 0) is (0.5, 0.5).
   The MC file stores them normalised by width and height (top-left corner 0, bottom-right 1).
 - A :class:`Pose` is world-to-camera ``X_cam = R @ X_world + t`` in OpenCV axes (x right, y down,

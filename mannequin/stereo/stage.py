@@ -25,8 +25,8 @@ from mannequin.stereo.views import (
     SparseGeometry,
     depth_range,
     ground_plane,
-    neighbours_for,
     plane_offset_range,
+    probe_pairs,
     relative_pose,
     select_views,
     sparse_geometry,
@@ -199,21 +199,6 @@ def combine_sweeps(fronto: Sequence[np.ndarray], ground: Sequence[np.ndarray],
     return np.where(use, gd, d).astype(np.float32), np.where(use, gc, c).astype(np.float32)
 
 
-def probe_pairs(names: Sequence[str], views: dict[str, list[str]], n: int) -> list[tuple[str, str]]:
-    """``n`` (probe, neighbour) frame pairs for the window choice: probes evenly spread over the
-    clip (never the first or last frame when there are more), each with its first fusion
-    neighbour (:func:`mannequin.stereo.views.neighbours_for`: its first stereo source).  ``views``: the
-    stereo sources per frame name."""
-    names = list(names)
-    if n <= 0 or len(names) < 2:
-        return []
-    picks = sorted({int(round(k)) for k in np.linspace(0, len(names) - 1, n + 2)[1:-1]})
-    out = []
-    for k in picks:
-        nb = neighbours_for(names, views.get(names[k], []), names[k], 1)
-        if nb:
-            out.append((names[k], nb[0]))
-    return out
 
 
 class WindowChoice(NamedTuple):
@@ -234,7 +219,7 @@ def _choose_window(ws: Workspace, cfg: StereoConfig, geo: SparseGeometry, views:
 
     Agreement: the share of a probe frame's pixels whose depth agrees with its neighbour's (the
     fuse stage's test, :data:`PROBE_REL_DEPTH` and :data:`PROBE_REPROJ_PX`), averaged over
-    :func:`probe_pairs`.  Below ``cfg.window_min_agreement`` (blurred or noisy footage: the labels
+    :func:`~mannequin.stereo.views.probe_pairs`.  Below ``cfg.window_min_agreement`` (blurred or noisy footage: the labels
     would come out sparse), the candidates are tried in increasing size while the agreement grows,
     and the window with the highest agreement is kept.  The choice and the agreements go to
     ``WS/stereo/window.json`` (read back when a killed run resumes); the probe frames' depth maps
@@ -284,7 +269,7 @@ def _try_windows(cfg: StereoConfig, geo: SparseGeometry, pairs: list[tuple[str, 
 def _agreement(geo: SparseGeometry, pairs: list[tuple[str, str]], maps: dict[str, tuple[np.ndarray, np.ndarray]]) -> float:
     """Mean over the probe ``pairs`` of the share of the probe's pixels whose depth in ``maps``
     agrees with its neighbour's (:func:`mannequin.fuse.check_geometric_consistency`)."""
-    from mannequin.fuse import check_geometric_consistency
+    from mannequin.fuse.consistency import check_geometric_consistency
 
     index = {n: k for k, n in enumerate(geo.names)}
     shares = []

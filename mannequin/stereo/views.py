@@ -239,3 +239,19 @@ def relative_pose(geo: SparseGeometry, ref: int, src: int) -> tuple[np.ndarray, 
     R = geo.R[src] @ geo.R[ref].T
     t = geo.t[src] - R @ geo.t[ref]
     return R, t
+
+def probe_pairs(names: Sequence[str], views: dict[str, list[str]], n: int) -> list[tuple[str, str]]:
+    """``n`` (probe, neighbour) frame pairs for the window choice: probes evenly spread over the
+    clip (never the first or last frame when there are more), each with its first fusion
+    neighbour (:func:`mannequin.stereo.views.neighbours_for`: its first stereo source).  ``views``: the
+    stereo sources per frame name."""
+    names = list(names)
+    if n <= 0 or len(names) < 2:
+        return []
+    picks = sorted({int(round(k)) for k in np.linspace(0, len(names) - 1, n + 2)[1:-1]})
+    out = []
+    for k in picks:
+        nb = neighbours_for(names, views.get(names[k], []), names[k], 1)
+        if nb:
+            out.append((names[k], nb[0]))
+    return out

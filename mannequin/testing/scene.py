@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from mannequin.io.cameras import Pose
 
@@ -139,12 +140,13 @@ class _SceneBuilder:
         self.rng = rng
         self.objs: list[SceneObject] = []
 
-    def add(self, mesh: tuple[np.ndarray, np.ndarray, np.ndarray], base, base2=None, textured: bool = True) -> None:
-        """Add the mesh (V, F, N) with albedo ``base`` (and ``base2``, mixed in by the texture)."""
+    def add(self, mesh: tuple[np.ndarray, np.ndarray, np.ndarray], base: ArrayLike,
+            base2: ArrayLike | None = None, textured: bool = True) -> None:
+        """Add the mesh (V, F, N) with RGB albedo ``base`` in [0, 1] (and ``base2``, mixed in by the texture)."""
         V, F, N = mesh
-        base = np.asarray(base, dtype=np.float64)
-        b2 = base if base2 is None else np.asarray(base2, dtype=np.float64)
-        self.objs.append(SceneObject(V, F.astype(np.int64), N, base, b2, textured,
+        b1 = np.asarray(base, dtype=np.float64)
+        b2 = b1 if base2 is None else np.asarray(base2, dtype=np.float64)
+        self.objs.append(SceneObject(V, F.astype(np.int64), N, b1, b2, textured,
                                      self.rng.uniform(-100, 100, 3)))
 
     def jitter(self, c: list[float], s: float = 0.08) -> np.ndarray:

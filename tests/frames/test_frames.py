@@ -114,7 +114,7 @@ def test_video_stride_and_target_fps(videos, tmp_path):
 
 def test_variable_frame_rate_keeps_the_recorded_times(tmp_path):
     """A phone clip with a variable frame rate: frames.csv holds each frame's own presentation time
-    (DESIGN.md: timestamp_us from the video), not index / average rate, and a target rate samples
+    (docs/FORMATS.md: timestamp_us from the video), not index / average rate, and a target rate samples
     by those times."""
     frames = shifting_frames(6)
     lines = []

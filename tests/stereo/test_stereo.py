@@ -83,7 +83,7 @@ def test_stage_needs_a_sparse_model(tmp_path):
 # --- the matching window adapts to the footage ---------------------------------------------------
 
 def test_probe_pairs_spread_over_the_clip_with_sources_first():
-    from mannequin.stereo.stage import probe_pairs
+    from mannequin.stereo.views import probe_pairs
 
     names = [f"{i:06d}.png" for i in range(10)]
     views = {n: [] for n in names}
