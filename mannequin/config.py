@@ -76,6 +76,7 @@ class SfmConfig:
     readout_sure_gain: float = 0.07  #: a readout applied with a smaller gain is reported as poorly determined
     ba_loss_px: float = 0.5  #: Cauchy loss scale (px) of the self-calibration adjustments; 0 = plain least squares
     accel_sigma: float = 0.3  #: smooth-motion prior on a video's camera acceleration (median depths per s²); 0 = off
+    given_poses: str = "use"  #: with a camera file: "use" it exactly, "refine" its poses by bundle adjustment, "check" it against SfM
 
 
 @dataclass(frozen=True)
@@ -291,6 +292,7 @@ RULES: dict[tuple[str, str], _Rule] = {
     ("sfm", "readout_min_gain"): _at_least(0),
     ("sfm", "readout_sure_gain"): _at_least(0),
     ("sfm", "accel_sigma"): _at_least(0),
+    ("sfm", "given_poses"): ((lambda v: v in ("use", "refine", "check")), "'use', 'refine' or 'check'"),
     ("stereo", "n_planes"): _between(2, 4096, "an integer in [2, 4096]"),
     ("stereo", "n_sources"): _between(1, 64, "an integer in [1, 64]"),
     ("stereo", "top_k"): _at_least(1),

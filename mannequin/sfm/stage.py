@@ -193,7 +193,8 @@ def _known_poses(ws: Workspace, cfg: SfmConfig, names: list[str], poses: str | o
     width, height = _frame_size(ws, names)
     run = _start_run(ws, cfg, names, width, height)
     # Nothing to register: sequential pairs give the points (see SfmConfig.exhaustive_max_frames).
-    summary: dict[str, Any] = {"total_frames": len(names), "mode": "known poses", "matching": "sequential"}
+    summary: dict[str, Any] = {"total_frames": len(names), "mode": "known poses", "matching": "sequential",
+                               "given_poses": {"mode": "use"}}
     with _steps(run, progress) as step:
         camera_model, params = known_camera(cam_file, width, height)
         with step("features_matching_s"):
