@@ -19,6 +19,7 @@ _API = {
     "run_video": "pipeline", "run_stage": "pipeline",
     "run_sfm": "sfm.stage", "run_stereo": "stereo.stage", "run_fuse": "fuse.stage", "run_labels": "labels.stage",
     "run_batch": "batch",
+    "run_mc": "mc", "read_dataset": "mc",
     "depth_metrics": "metrics", "ate_rmse": "metrics", "median_scale": "metrics",
     "evaluate": "evaluate",
     "check_geometric_consistency": "fuse.consistency", "filter_depth": "fuse.consistency",

@@ -196,6 +196,32 @@ def cmd_batch(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_mc(args: argparse.Namespace) -> int:
+    import time
+
+    from mannequin.batch import format_summary
+    from mannequin.mc import NoCameraFiles, run_mc
+
+    t0 = time.perf_counter()
+    try:
+        rows = run_mc(args.cameras, args.videos, args.out, refine_poses=args.refine_poses, sfm=args.sfm,
+                      config=resolve_config(args), scheduler=args.scheduler, workers=args.workers,
+                      progress=_progress(args), retries=args.retries)
+    except NoCameraFiles as exc:   # an empty CAMERAS set is a command-line error: exit 2
+        print(f"mannequin mc: error: {exc}", file=sys.stderr)
+        return 2
+    print(format_summary(rows, time.perf_counter() - t0))
+    print(f"dataset: {args.out / 'index.csv'}, {args.out / 'frames.csv'}")
+    missing = sum(r["state"] == "missing" for r in rows)
+    if missing:
+        print(f"missing: {missing} videos, URLs in {args.out / 'missing_videos.txt'}")
+    failed = sum(r["state"] == "failed" for r in rows)
+    if failed:
+        print(f"mannequin mc: error: {failed} of {len(rows)} sequences failed "
+              f"(reasons in {args.out / 'status.csv'})", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="mannequin",
@@ -246,6 +272,26 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p)
     _add_common(p)
     p.set_defaults(func=cmd_batch)
+
+    p = sub.add_parser("mc", help="a Mannequin Challenge / RealEstate10K dataset of camera files: labels for "
+                       "every sequence, ROOT/index.csv, frames.csv, missing_videos.txt (resumable)")
+    p.add_argument("cameras", nargs="+", type=Path, metavar="CAMERAS",
+                   help="camera files (.txt), or folders searched recursively for them (train/, test/, ...)")
+    p.add_argument("--videos", type=_path, required=True,
+                   help="folder of videos named ID.<ext> (ID from the URL line: YouTube watch?v=ID, youtu.be/ID, "
+                        "shorts/ID, else the URL's last path component), or a .csv of url,path rows")
+    p.add_argument("--out", type=_path, required=True, help="output root: ROOT/<id>/ per sequence")
+    poses = p.add_mutually_exclusive_group()
+    poses.add_argument("--refine-poses", action="store_true", help="bundle-adjust the given poses (intrinsics "
+                       "fixed) before stereo, and report how far the cameras moved")
+    poses.add_argument("--sfm", action="store_true", help="run SfM instead of the given poses, and report the "
+                       "given poses' error after a similarity alignment")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler of a running cluster (default: embedded)")
+    p.add_argument("--workers", type=int, help="embedded worker processes (default: cores, at most one per sequence)")
+    p.add_argument("--retries", type=int, default=2, help="re-runs of a sequence whose worker process died (default 2)")
+    _config_args(p)
+    _add_common(p)
+    p.set_defaults(func=cmd_mc)
 
     p = sub.add_parser("eval", help="accuracy of the labels against ground-truth depth (JSON on stdout)")
     p.add_argument("workspace", type=Path, help="workspace folder with labels")

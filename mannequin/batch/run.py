@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,27 +48,53 @@ def run_batch(inputs: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
     :class:`InputError` for bad inputs (nothing runs) or an unreachable scheduler; a failed video
     never raises.
     """
-    cfg = config or Config()
     root = Path(out_root)
-    _check_arguments(root, scheduler, workers, retries)
+    check_arguments(root, scheduler, workers, retries)
     jobs = expand_inputs(inputs)
     if not jobs:
         raise InputError("no videos to process")
+    return run_jobs(jobs, root, config=config, scheduler=scheduler, workers=workers, progress=progress,
+                    retries=retries)
+
+
+def run_jobs(items: Sequence[Job | Row], out_root: str | os.PathLike[str], *, config: Config | None = None,
+             scheduler: Any = None, workers: int | None = None, progress: bool = False, retries: int = 2,
+             desc: str = "batch") -> list[Row]:
+    """Run the :class:`Job` s of ``items`` on a Dask cluster as :func:`run_batch` does; returns one
+    row per item, in order, also written to ``out_root/status.csv`` and ``status.json``.
+
+    An item that is a :class:`Job` runs into ``out_root/<name>/`` (skipped when finished); an item
+    that is already a row (a status dict, e.g. a ``missing`` sequence of ``mannequin mc``) is
+    reported and written as it is.  The jobs' names must be unique.  The arguments are those of
+    :func:`run_batch`, which the caller has checked (:func:`check_arguments`); ``desc`` labels the
+    progress bar.  No cluster starts when no job is left to run.
+    """
+    cfg = config or Config()
+    root = Path(out_root)
+    jobs = [item for item in items if isinstance(item, Job)]
     created_root = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    with _Progress(len(jobs), progress) as report:
+    with _Progress(len(items), progress, desc) as report:
+        for item in items:
+            if not isinstance(item, Job):
+                report.record(item, keep=False)
         pending = [job for job in jobs if not _skip_if_finished(job, root, cfg, report)]
         if pending:
-            _run_on_cluster(jobs, pending, root, cfg, report, scheduler=scheduler, workers=workers,
+            _run_on_cluster(items, pending, root, cfg, report, scheduler=scheduler, workers=workers,
                             retries=retries, created_root=created_root)
-    ordered = [report.rows[j.name] for j in jobs]
+    ordered = _in_order(items, report.rows)
     write_status(root, ordered, cfg)
-    log.debug("batch of %d videos in %.1f s", len(jobs), time.perf_counter() - t_start)
+    log.debug("%s of %d items in %.1f s", desc, len(items), time.perf_counter() - t_start)
     return ordered
 
 
-def _check_arguments(root: Path, scheduler: Any, workers: int | None, retries: int) -> None:
+def _in_order(items: Sequence[Job | Row], rows: dict[str, Row]) -> list[Row]:
+    """The row of each item: a job's recorded row, or the item itself when it is a row."""
+    return [rows[item.name] if isinstance(item, Job) else item for item in items]
+
+
+def check_arguments(root: Path, scheduler: Any, workers: int | None, retries: int) -> None:
     """Refuse (InputError) bad workers, retries, scheduler address or output root; warn that
     ``workers`` is ignored with a scheduler."""
     if workers is not None and (isinstance(workers, bool) or int(workers) != workers):
@@ -89,12 +115,13 @@ class _Progress:
     """The finished rows by name, an overall bar, and one line per finished video (on stderr with
     ``show``, else in the log)."""
 
-    def __init__(self, total: int, show: bool) -> None:
+    def __init__(self, total: int, show: bool, desc: str = "batch") -> None:
         from tqdm import tqdm
 
         self.rows: dict[str, Row] = {}
         self.show = show
-        self.bar = tqdm(total=total, unit="video", desc="batch", disable=not show, dynamic_ncols=True, file=sys.stderr)
+        unit = "video" if desc == "batch" else "sequence"
+        self.bar = tqdm(total=total, unit=unit, desc=desc, disable=not show, dynamic_ncols=True, file=sys.stderr)
 
     def __enter__(self) -> _Progress:
         return self
@@ -102,8 +129,10 @@ class _Progress:
     def __exit__(self, *exc: object) -> None:
         self.bar.close()
 
-    def record(self, row: Row) -> None:
-        self.rows[row["name"]] = row
+    def record(self, row: Row, *, keep: bool = True) -> None:
+        """Show ``row`` as finished; ``keep``: store it by name (a job's row, not a settled item)."""
+        if keep:
+            self.rows[row["name"]] = row
         if self.show:
             self.bar.write(format_row(row), file=sys.stderr)
         else:
@@ -122,7 +151,7 @@ def _skip_if_finished(job: Job, root: Path, cfg: Config, report: _Progress) -> b
     return False
 
 
-def _run_on_cluster(jobs: list[Job], pending: list[Job], root: Path, cfg: Config, report: _Progress, *,
+def _run_on_cluster(items: Sequence[Job | Row], pending: list[Job], root: Path, cfg: Config, report: _Progress, *,
                     scheduler: Any, workers: int | None, retries: int, created_root: bool) -> None:
     """Run ``pending`` on the cluster, recording each row as it finishes.  On Ctrl-C the videos not
     finished are recorded (done when their stamps say so, else failed: interrupted) and the status
@@ -140,8 +169,8 @@ def _run_on_cluster(jobs: list[Job], pending: list[Job], root: Path, cfg: Config
             report.status("")
             _longest_first(client, pending, root, cfg, report, futures, retries=retries, n_workers=n_workers)
         except KeyboardInterrupt:
-            _record_interrupted(jobs, futures, root, cfg, report.rows)
-            write_status(root, [report.rows[j.name] for j in jobs], cfg)
+            _record_interrupted([j for j in items if isinstance(j, Job)], futures, root, cfg, report.rows)
+            write_status(root, _in_order(items, report.rows), cfg)
             raise
 
 

@@ -1,6 +1,7 @@
 """A batch's status: one row per video, ``ROOT/status.csv`` and ``ROOT/status.json``, the summary.
 
-A row: name, state (done | failed | skipped), reason (one line; empty unless failed), frames,
+A row: name, state (done | failed | skipped | missing), reason (one line; empty unless failed or
+missing), frames,
 labels (kept frames), seconds (of this run), verdict, input, cameras, workspace; status.json's
 rows also carry cpu_seconds.  Formats: docs/FORMATS.md.
 """
@@ -21,7 +22,10 @@ from mannequin.workspace import Workspace, read_json_or_empty, write_json, write
 # docs/FORMATS.md's columns first, in its order (a reader may go by position), then what batch adds.
 STATUS_COLUMNS = ["name", "state", "reason", "frames", "seconds", "labels", "verdict", "input", "cameras",
                   "workspace"]
-STATES = ("done", "failed", "skipped")
+#: ``missing``: a sequence of ``mannequin mc`` whose video is not there (not run, not a failure).
+STATES = ("done", "failed", "skipped", "missing")
+#: The states whose frames and labels count in the summary (the workspace is complete).
+FINISHED = ("done", "skipped")
 
 #: One video's status row (see the module doc).
 Row = dict[str, Any]
@@ -60,16 +64,17 @@ def write_status(root: str | os.PathLike[str], rows: Sequence[Row], config: Conf
 def summarize(rows: Sequence[Row]) -> dict[str, int | float]:
     """Counts per state, frames and labels (kept frames) summed over done and skipped videos, and
     the videos' seconds summed."""
-    ok = [r for r in rows if r["state"] != "failed"]
+    ok = [r for r in rows if r["state"] in FINISHED]
     return {"videos": len(rows), **{s: sum(r["state"] == s for r in rows) for s in STATES},
             "frames": sum(r.get("frames") or 0 for r in ok), "labels": sum(r.get("labels") or 0 for r in ok),
             "seconds": round(sum(r.get("seconds") or 0 for r in rows), 2)}
 
 
 def format_summary(rows: Sequence[Row], wall_seconds: float | None = None) -> str:
-    """The final table: one line of totals, then one line per failed video with its reason."""
+    """The final table: one line of totals (a ``missing`` column when a row is missing), then one
+    line per failed video with its reason."""
     s = summarize(rows)
-    cols = ["videos", "done", "failed", "skipped", "frames", "labels"]
+    cols = ["videos", "done", "failed", "skipped", *(["missing"] if s["missing"] else []), "frames", "labels"]
     head = "  ".join(f"{c:>7}" for c in cols)
     vals = "  ".join(f"{s[c]:>7}" for c in cols)
     if wall_seconds is not None:
@@ -82,8 +87,8 @@ def format_summary(rows: Sequence[Row], wall_seconds: float | None = None) -> st
 
 def format_row(row: Row) -> str:
     """One finished video on one line (the progress output)."""
-    if row["state"] == "failed":
-        return f"failed   {row['name']}: {row['reason']}"
+    if row["state"] in ("failed", "missing"):
+        return f"{row['state']:<8} {row['name']}: {row['reason']}"
     extra = f", {row['verdict']}" if row.get("verdict") and row["verdict"] != "accepted" else ""
     return (f"{row['state']:<8} {row['name']}: {row.get('frames') or 0} frames, "
             f"{row.get('labels') or 0} labels{extra}, {row['seconds']:.1f} s")
