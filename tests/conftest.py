@@ -37,6 +37,10 @@ SLOW = (
     "tests/sfm/test_sfm.py::test_opencv_camera_model_is_used_and_recorded",
     "tests/sfm/test_sfm.py::test_glog_goes_to_the_log_not_the_terminal",
     "tests/sfm/test_motion_prior.py::test_the_prior_removes_centre_jitter_that_the_images_leave_free",
+    "tests/sfm/test_given_poses.py::test_use_keeps_the_given_poses_and_says_so",  # module fixtures: pipeline runs
+    "tests/sfm/test_given_poses.py::test_refine_brings_perturbed_poses_back",
+    "tests/sfm/test_given_poses.py::test_refined_labels_are_as_accurate_as_exact_ones",
+    "tests/sfm/test_given_poses.py::test_check_runs_sfm_at_the_file_timestamps_and_measures_the_given_poses",
     # the stereo stage on whole synthetic clips
     "tests/stereo/test_stereo.py::test_ground_sweep_finds_the_floor_and_sharpens_it",
     "tests/stereo/test_stereo.py::test_stage_on_a_synthetic_clip_with_gt_poses_is_within_one_percent",

@@ -12,7 +12,11 @@ Two modes, each one path of named steps:
   (:mod:`mannequin.sfm.readout`), the smooth-motion adjustment (:mod:`mannequin.sfm.smoothing`),
   undistortion (:mod:`mannequin.sfm.undistort`), the checks (:mod:`mannequin.sfm.diagnostics`);
 - known poses (:func:`_known_poses`, :mod:`mannequin.sfm.known_poses`): features and matching,
-  triangulation with the poses held fixed, undistortion, the fit check.
+  triangulation with the poses held fixed, with ``sfm.given_poses = "refine"`` their bundle
+  adjustment (:mod:`mannequin.sfm.given_poses`), undistortion, the fit check.
+
+With a camera file and ``sfm.given_poses = "check"`` the self-calibrated path runs, ignoring the
+file's poses, and the summary compares them with SfM's (:func:`mannequin.sfm.given_poses.camera_moves`).
 
 Both end in :func:`_write_outputs`.
 """
@@ -34,7 +38,7 @@ import pycolmap
 
 from mannequin.config import SfmConfig, check_section
 from mannequin.errors import InputError
-from mannequin.io.cameras import CameraFile, from_reconstruction, write_cameras
+from mannequin.io.cameras import CameraFile, Pose, from_reconstruction, write_cameras
 from mannequin.result import StageResult
 from mannequin.sfm.colmap import create_database, exhaustive_fallback_allowed, exhaustive_first, native_output_to, start_colmap
 from mannequin.sfm.diagnostics import (
@@ -47,6 +51,7 @@ from mannequin.sfm.diagnostics import (
     rotation_reversal,
     summary_warnings,
 )
+from mannequin.sfm.given_poses import camera_moves, given_by_name, median_depth, model_poses, refine_poses
 from mannequin.sfm.intrinsics import initial_camera, max_extra_param, parse_intrinsics
 from mannequin.sfm.known_poses import check_known_poses_fit, keep_input_poses, known_camera, load_known_poses, triangulate_known
 from mannequin.sfm.mapping import MappingJob, map_frames
@@ -74,7 +79,12 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: str | os.PathLike | None = Non
     the median triangulation angle is below ``cfg.min_triangulation_deg`` (no parallax: static
     camera or pure rotation).  With ``poses`` (an MC/RealEstate10K file): its intrinsics and
     world-to-camera poses are used exactly and sparse points are triangulated with the poses fixed
-    (no parallax checks).  Options out of range raise :class:`InputError` before any work.
+    (no parallax checks); ``cfg.given_poses`` = "refine" then bundle-adjusts those poses (intrinsics
+    fixed; the refined poses, Sim(3)-aligned back onto the given ones, replace them in WS/sparse and
+    WS/cameras.txt), and "check" ignores them, runs the self-calibrated path and compares.  With
+    ``poses`` the summary and the report hold ``given_poses`` (:func:`~mannequin.sfm.given_poses.camera_moves`:
+    each camera's move from its given pose; the report has the mode and the medians).  Options out
+    of range raise :class:`InputError` before any work.
     A failed run leaves no scratch behind (``WS/sfm/work``); its log stays in ``WS/logs/sfm.log``.
     """
     try:
@@ -85,6 +95,8 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: str | os.PathLike | None = Non
     report = {k: summary.get(k) for k in ("registered", "total_frames", "registered_fraction", "points",
                                           "focal_px", "median_triangulation_deg", "reprojection_error_px", "warnings")}
     report["rolling_shutter_readout_ms"] = (summary.get("rolling_shutter") or {}).get("readout_ms", 0.0)
+    if "given_poses" in summary:
+        report["given_poses"] = {k: v for k, v in summary["given_poses"].items() if k != "frames"}
     return StageResult("sfm", ws.sparse_dir, report)
 
 
@@ -97,6 +109,9 @@ def _run_sfm(ws: Workspace, cfg: SfmConfig, poses: str | os.PathLike | None, *, 
         raise InputError(f"{ws.frames_dir}: need at least 2 frames for sfm, found {len(names)} (run the frames stage first)")
     if poses is None:
         return _self_calibrated(ws, cfg, names, seed=seed, progress=progress)
+    if cfg.given_poses == "check":
+        given = _Given("check", load_known_poses(poses, ws, names), names)
+        return _self_calibrated(ws, cfg, names, seed=seed, progress=progress, given=given)
     return _known_poses(ws, cfg, names, poses, progress=progress)
 
 
@@ -108,6 +123,20 @@ def _check_options(cfg: SfmConfig) -> None:
     if cfg.vocab_tree and not Path(cfg.vocab_tree).is_file():
         raise InputError(f"sfm.vocab_tree {cfg.vocab_tree}: vocabulary tree file not found "
                          "(loop detection needs a local file)")
+
+
+@dataclass(frozen=True)
+class _Given:
+    """A run's camera file and what is done with it (``sfm.given_poses``)."""
+
+    mode: str  #: "use", "refine" or "check"
+    cam_file: CameraFile  #: the lines of the frames ``names``, in order
+    names: list[str]  #: frame stems, sorted
+
+    @property
+    def poses(self) -> dict[str, Pose]:
+        """Frame stem → given world-to-camera pose."""
+        return given_by_name(self.cam_file, self.names)
 
 
 @dataclass
@@ -123,6 +152,7 @@ class _Run:
     work: Path  #: scratch, WS/sfm/work
     timings: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
+    given: _Given | None = None  #: the camera file, with known poses or "check"
 
     @property
     def image_names(self) -> list[str]:
@@ -143,12 +173,13 @@ class _Run:
         return self.work / "undistorted"
 
 
-def _self_calibrated(ws: Workspace, cfg: SfmConfig, names: list[str], *, seed: int, progress: bool) -> dict[str, Any]:
+def _self_calibrated(ws: Workspace, cfg: SfmConfig, names: list[str], *, seed: int, progress: bool,
+                     given: _Given | None = None) -> dict[str, Any]:
     """Self-calibrated sfm: poses and intrinsics from the frames (given intrinsics, ``cfg.intrinsics``,
-    held fixed unless ``cfg.refine_intrinsics``)."""
+    held fixed unless ``cfg.refine_intrinsics``); ``given``: a camera file to compare with ("check")."""
     width, height = _frame_size(ws, names)
     intrinsics = parse_intrinsics(cfg.intrinsics, *_source_size(ws, width, height)) if cfg.intrinsics else None
-    run = _start_run(ws, cfg, names, width, height)
+    run = _start_run(ws, cfg, names, width, height, given)
     fixed = bool(cfg.intrinsics) and not cfg.refine_intrinsics
     job = MappingJob(run.db_path, ws.frames_dir, cfg, seed, len(names), width, fixed, max_extra_param(intrinsics))
     exhaustive = exhaustive_first(cfg, names, fixed)
@@ -188,34 +219,40 @@ def _map_and_adjust(run: _Run, job: MappingJob, exhaustive: bool, summary: dict[
 
 def _known_poses(ws: Workspace, cfg: SfmConfig, names: list[str], poses: str | os.PathLike, *, progress: bool) -> dict[str, Any]:
     """Known-pose sfm: the camera file ``poses`` (intrinsics and world-to-camera poses) used exactly,
-    sparse points triangulated with them held fixed."""
+    sparse points triangulated with them held fixed; with ``cfg.given_poses = "refine"`` the poses
+    are then bundle-adjusted (:func:`~mannequin.sfm.given_poses.refine_poses`)."""
     cam_file = load_known_poses(poses, ws, names)
     width, height = _frame_size(ws, names)
-    run = _start_run(ws, cfg, names, width, height)
+    given = _Given("refine" if cfg.given_poses == "refine" else "use", cam_file, names)
+    run = _start_run(ws, cfg, names, width, height, given)
     # Nothing to register: sequential pairs give the points (see SfmConfig.exhaustive_max_frames).
-    summary: dict[str, Any] = {"total_frames": len(names), "mode": "known poses", "matching": "sequential",
-                               "given_poses": {"mode": "use"}}
+    summary: dict[str, Any] = {"total_frames": len(names), "mode": "known poses", "matching": "sequential"}
     with _steps(run, progress) as step:
         camera_model, params = known_camera(cam_file, width, height)
         with step("features_matching_s"):
             create_database(run.db_path, ws.frames_dir, run.image_names, cfg, camera_model, params, known_poses=True)
         with step("mapping_s"):
             rec = triangulate_known(cam_file, run.image_names, width, height, run.db_path, ws.frames_dir, run.work)
+            if given.mode == "refine":
+                t0 = time.perf_counter()
+                rec = refine_poses(rec, given.poses, run.db_path, ws.frames_dir, run.work, cfg.ba_loss_px)
+                run.timings["refine_s"] = time.perf_counter() - t0
             _write_model(run, rec)
         with step("undistortion_s"):
             undistort(run.model_dir, ws.frames_dir, run.undistorted)
     check_known_poses_fit(rec, poses)
-    return _write_outputs(run, rec, summary, camera_model, median_triangulation_angle(rec), cam_file)
+    return _write_outputs(run, rec, summary, camera_model, median_triangulation_angle(rec))
 
 
-def _start_run(ws: Workspace, cfg: SfmConfig, names: list[str], width: int, height: int) -> _Run:
+def _start_run(ws: Workspace, cfg: SfmConfig, names: list[str], width: int, height: int,
+               given: _Given | None = None) -> _Run:
     """A run with the frames' timestamps and a fresh scratch folder."""
     timestamps = _timestamps(ws)
     work = ws.sfm_dir / "work"
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    return _Run(ws, cfg, names, width, height, timestamps, work)
+    return _Run(ws, cfg, names, width, height, timestamps, work, given=given)
 
 
 @contextlib.contextmanager
@@ -245,16 +282,17 @@ def _write_model(run: _Run, rec: pycolmap.Reconstruction) -> None:
 
 
 def _write_outputs(run: _Run, rec: pycolmap.Reconstruction, summary: dict[str, Any], camera_model: str,
-                   median_angle: float, cam_file: CameraFile | None = None) -> dict[str, Any]:
+                   median_angle: float) -> dict[str, Any]:
     """Move the results into place, each atomically: ``WS/images`` and ``WS/sparse`` (undistorted,
-    PINHOLE), ``WS/cameras.txt`` (with known poses, the input poses of ``cam_file`` bit-exact), and
-    ``WS/sfm/summary.json`` (``summary`` completed with the model's figures, the rotation and the
-    warnings, which are logged too).  Returns the summary."""
+    PINHOLE), ``WS/cameras.txt`` (with poses used as given, the camera file's poses bit-exact), and
+    ``WS/sfm/summary.json`` (``summary`` completed with the model's figures, the rotation, the
+    comparison with given poses and the warnings, which are logged too).  Returns the summary."""
     und = run.undistorted
     und_rec = read_undistorted(und)
     reg_names, frames = from_reconstruction(und_rec, run.timestamps)
-    if cam_file is not None:
-        keep_input_poses(frames, reg_names, cam_file, run.image_names)
+    cam_file = run.given.cam_file if run.given is not None else None
+    if run.given is not None and run.given.mode == "use":
+        keep_input_poses(frames, reg_names, run.given.cam_file, run.image_names)
     with atomic_path(run.ws.images_dir, is_dir=True) as tmp:
         shutil.copytree(und / "images", tmp)
     with atomic_path(run.ws.sparse_dir, is_dir=True) as tmp:
@@ -262,12 +300,26 @@ def _write_outputs(run: _Run, rec: pycolmap.Reconstruction, summary: dict[str, A
     write_cameras(run.ws.cameras_txt, frames, url=cam_file.url if cam_file else "mannequin sfm")
     summary.update(_model_summary(run, rec, und_rec, reg_names, camera_model, median_angle))
     summary["rotation"] = rotation_reversal(rec, run.timestamps, run.cfg.max_rotation_rate_deg_s)
+    if run.given is not None:
+        summary["given_poses"] = _given_block(run.given, rec, summary, run.width)
     summary["warnings"] = summary_warnings(summary, run.cfg)
     for w in summary["warnings"]:
         log.warning("%s: %s", run.ws.root.name, w)
     write_json(run.ws.sfm_dir / "summary.json", summary)
     shutil.rmtree(und, ignore_errors=True)
     return summary
+
+
+def _given_block(given: _Given, rec: pycolmap.Reconstruction, summary: dict[str, Any], width: int) -> dict[str, Any]:
+    """The summary's ``given_poses``: ``{"mode": "use"}``, or each camera's move from its given pose
+    (:func:`~mannequin.sfm.given_poses.camera_moves`), with "check" also ``focal_ratio`` (SfM's
+    focal over the given one, both on the ``width``-pixel frames)."""
+    if given.mode == "use":
+        return {"mode": "use"}
+    block = camera_moves(given.mode, given.poses, model_poses(rec), median_depth(rec))
+    if given.mode == "check":
+        block["focal_ratio"] = summary["camera_params_distorted"][0] / given.cam_file.frames[0].intrinsics(width, 1).fx
+    return block
 
 
 def _model_summary(run: _Run, rec: pycolmap.Reconstruction, und_rec: pycolmap.Reconstruction, reg_names: list[str],
