@@ -76,7 +76,7 @@ class SfmConfig:
     readout_sure_gain: float = 0.07  #: a readout applied with a smaller gain is reported as poorly determined
     ba_loss_px: float = 0.5  #: Cauchy loss scale (px) of the self-calibration adjustments; 0 = plain least squares
     accel_sigma: float = 0.3  #: smooth-motion prior on a video's camera acceleration (median depths per s²); 0 = off
-    given_poses: str = "use"  #: with a camera file: "use" it exactly, "refine" its poses by bundle adjustment, "check" it against SfM
+    given_poses: str = "use"  #: a camera file's poses: "use" as given, "refine" (bundle adjustment), "check" against SfM
 
 
 @dataclass(frozen=True)
