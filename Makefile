@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_PACKAGES := libusb-1.0-0 libgomp1
 
-.PHONY: install test test-fast lint bench studies apt clean demo all-videos
+.PHONY: install test test-fast lint bench studies apt clean demo all-videos mc
 
 # Re-install only when setup.py changes; the apt packages are checked on every `make install` and
 # every target that depends on it (fast: a dpkg query).
@@ -71,6 +71,13 @@ studies: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# --- a Mannequin Challenge / RealEstate10K dataset: make mc CAMERAS=dir-or-files VIDEOS=dir-or-csv OUT=root ----
+# Every sequence (camera file) through `mannequin mc` (PRESET=, CONFIG=; MC_ARGS=--refine-poses or --sfm,
+# --workers N, --scheduler ADDRESS); ROOT/index.csv, frames.csv, missing_videos.txt. Re-running skips finished ones.
+mc: install
+	@test -n "$(CAMERAS)" -a -n "$(VIDEOS)" -a -n "$(OUT)" || { echo "usage: make mc CAMERAS=... VIDEOS=... OUT=... [PRESET=] [CONFIG=] [MC_ARGS=]"; exit 2; }
+	$(MANNEQUIN) mc $(CAMERAS) --videos "$(VIDEOS)" --out "$(OUT)" --preset $(PRESET) $(if $(CONFIG),--config "$(CONFIG)") $(MC_ARGS)
 
 # --- per video: data/videos/NAME.<ext>  ->  make data/work/NAME/labels ----------------------------
 # The stage stamps (WS/stamps/<stage>.json) are the targets in between, so make re-runs only what

@@ -67,6 +67,8 @@ SLOW = (
     "tests/test_batch.py::test_second_run_skips_finished_work",
     "tests/test_batch.py::test_killed_worker_is_replaced_and_its_video_completes",
     "tests/test_batch.py::test_largest_first_and_never_more_tasks_than_worker_threads",
+    # mannequin mc: a synthetic dataset through the batch path (module fixture `dataset`, 25-35 s) and its users
+    "tests/mc/test_mc_run.py",
 )
 
 

@@ -137,13 +137,22 @@ def test_status_files_and_summary(tmp_path):
     assert [r["state"] for r in back] == ["done", "failed", "skipped"]
     assert back[1]["reason"] == "bad, with a comma" and back[1]["frames"] == ""
     data = json.loads((tmp_path / "status.json").read_text())
-    assert data["summary"] == {"videos": 3, "done": 1, "failed": 1, "skipped": 1, "frames": 16, "labels": 15,
-                               "seconds": 1.6}
+    assert data["summary"] == {"videos": 3, "done": 1, "failed": 1, "skipped": 1, "missing": 0, "frames": 16,
+                               "labels": 15, "seconds": 1.6}
     assert [r["name"] for r in data["videos"]] == ["a", "b", "c"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no temporaries left
     table = format_summary(rows)
     assert "failed: b: bad, with a comma" in table
-    assert table.splitlines()[1].split() == ["3", "1", "1", "1", "16", "15"]
+    assert table.splitlines()[1].split() == ["3", "1", "1", "1", "16", "15"]   # no 'missing' column in a batch
+    # mannequin mc's 'missing' state: counted, not a failure, its frames not summed, a column in the table
+    rows.append({"name": "d", "state": "missing", "reason": "video not found: v/ID.*", "frames": 8, "labels": 8,
+                 "seconds": 0.0})
+    write_status(tmp_path, rows)
+    assert json.loads((tmp_path / "status.json").read_text())["summary"]["missing"] == 1
+    table = format_summary(rows)
+    assert table.splitlines()[0].split()[:5] == ["videos", "done", "failed", "skipped", "missing"]
+    assert table.splitlines()[1].split() == ["4", "1", "1", "1", "1", "16", "15"]
+    assert "failed: d" not in table
 
 
 # --- on a cluster --------------------------------------------------------------------------------

@@ -76,7 +76,7 @@ def run_mc(cameras: Iterable[str | os.PathLike[str]] | str | os.PathLike[str], v
     write_index(root, sequences, rows, cfg.sfm.given_poses)
     missing = sum(r["state"] == "missing" for r in rows)
     if missing:
-        log.warning("%d of %d sequences have no video: their URLs are in %s", missing, len(rows),
+        log.info("%d of %d sequences have no video: their URLs are in %s", missing, len(rows),
                     root / "missing_videos.txt")
     return rows
 
