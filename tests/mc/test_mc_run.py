@@ -17,11 +17,10 @@ import pytest
 
 pytest.importorskip("distributed")
 
+from conftest import fast_config  # noqa: E402
 from mannequin.cli import main  # noqa: E402
 from mannequin.errors import InputError  # noqa: E402
 from mannequin.mc import FRAME_COLUMNS, INDEX_COLUMNS, read_dataset, run_mc  # noqa: E402
-
-from conftest import fast_config  # noqa: E402
 
 CFG = fast_config(frames={"max_size": 0, "blur_ratio": 0.0}, fuse={"min_kept_frames": 1, "speckle_px": 20})
 DONE = {"a_train": 4, "a_test": 4, "b_train": 4}   # sequence -> its frames (camera file lines)
