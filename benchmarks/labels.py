@@ -9,7 +9,11 @@ Rows:
   self-calibrated focal (0.82% against 0.49% at the last run with it, commit 0c5472e).
 - TUM fr1/rpy, 30 frames (data/samples/tum_fr1_rpy), SfM poses with the given calibration, compared
   with the Kinect depth through 3-D points, one scale per clip.  Targets AbsRel ≤ 3%, density ≥ 40%.
-  Diagnostic (no target): the same workspace re-fused without the free-space test.  Figure
+  Diagnostic (no target): the same workspace re-fused without the free-space test.
+- the moving-people mask (issue 25): on that static TUM clip, the share of pixels the fuse stage
+  marks moving (``qc.json`` dynamic_fraction, mean over frames, max beside it; target ≤ 1%); on a
+  synthetic clip with a moving person (``synth --moving``, seed 1, GT poses), the share of the
+  mover's pixels with raw depth (those a label could be made from) that the mask marks (≥ 80%).  Figure
   ``results/labels_tum.png``: frame, raw depth, label, Kinect depth and label error for 3 frames.
 - diagnostic (no target): Middlebury Cones (data/samples/middlebury_cones, ``make demo``'s input),
   9 sharp real views, SfM poses, against the structured-light depth of views 2 and 6, one scale:
@@ -50,6 +54,7 @@ TUM_EVAL = ("--gt-depth", TUM / "depth", "--depth-scale", 5000, "--gt-intrinsics
 SWEEP_REL_DEPTH = (0.005, 0.01, 0.015, 0.03, 0.06)
 SWEEP_MIN_VIEWS = (1, 2, 3, 4)
 SWEEP_MIN_CONFIDENCE = (0.0, 0.02, 0.1, 0.2, 0.3)
+MOVING_SEED = 1  # the moving-mask row's synthetic clip (tests/fuse/test_fusion.py looks at seed 0)
 
 
 def mannequin(*args) -> subprocess.CompletedProcess:
@@ -132,6 +137,35 @@ def tum_row(tmp: Path) -> dict:
     return row
 
 
+def moving_static_row(ws: Path) -> dict:
+    """The moving-people mask on the static TUM clip: share of each frame's pixels marked moving."""
+    frac = [float(q["dynamic_fraction"]) for q in json.loads((ws / "labels" / "qc.json").read_text())]
+    return {"name": "moving-mask-tum-fr1rpy-30-static", "status": "ok", "moving": float(np.mean(frac)),
+            "moving_max": float(np.max(frac)), "targets": {"moving_max_share": 0.01}}
+
+
+def moving_synth_row(tmp: Path, seed: int) -> dict:
+    """The moving-people mask on a synthetic clip with a moving person (GT poses): the share of the
+    mover's pixels with raw depth that the mask marks, pooled over the clip."""
+    import imageio.v3 as iio
+
+    clip, ws = tmp / f"mov{seed}", tmp / f"ws-mov{seed}"
+    mannequin("synth", clip, "--seed", seed, "--frames", 24, "--size", "384x288", "--video", "--moving")
+    t0 = time.perf_counter()
+    r = mannequin("run", clip / "video.mp4", "--out", ws, "--poses", clip / "cameras.txt", "--quiet")
+    row = {"name": f"moving-mask-synth-{seed}-gt-poses-recall", "seconds": time.perf_counter() - t0,
+           "targets": {"moving_min_recall": 0.8}}
+    if r.returncode:
+        return {**row, "status": "failed", "error": r.stderr.strip()}
+    hit = total = 0
+    for truth_png in sorted((clip / "dynamic").glob("*.png")):
+        n = truth_png.stem
+        mover = (iio.imread(truth_png) > 0) & (np.load(ws / "depth" / f"{n}.npy") > 0)
+        hit += int((mover & (iio.imread(ws / "labels" / f"{n}.dynamic.png") > 0)).sum())
+        total += int(mover.sum())
+    return {**row, "status": "ok", "moving": hit / max(total, 1), "mover_px_with_depth": total}
+
+
 def tum_figure(ws: Path, scale: float, path: Path, names=("000005", "000015", "000025")) -> Path:
     """Rows of frame / raw depth / label / Kinect depth / label error for a few TUM frames.
 
@@ -207,6 +241,7 @@ def tum_rows(tmp: Path) -> list:
     rows = [tum_row(tmp)]
     print(f"{rows[-1]['name']}: {rows[-1].get('status')}", flush=True)
     if rows[0].get("status") == "ok":
+        rows.append(moving_static_row(tmp / "tum"))  # before the diagnostic re-fuses that workspace
         rows.append(tum_no_free_space_row(tmp))
     return rows
 
@@ -228,6 +263,10 @@ def _flatten(m: dict) -> dict:
 def _met(row: dict) -> bool:
     t = row.get("targets", {})
     ok = row.get("status") == "ok"
+    if "moving_max_share" in t:
+        return bool(ok and row["moving_max"] <= t["moving_max_share"])
+    if "moving_min_recall" in t:
+        return bool(ok and row["moving"] >= t["moving_min_recall"])
     if "absrel" in t:
         ok &= (row.get("lab_absrel") or 9) <= t["absrel"]
     if "delta_1.05" in t:
@@ -519,6 +558,8 @@ def table_row(r: dict) -> dict:
     if r.get("status") != "ok":
         return {"name": f"labels {r['name']}", "measured": f"failed: {r.get('error', '')[:80]}", "target": "", "met": False}
     t = r["targets"]
+    if "moving" in r:
+        return moving_table_row(r)
     target = ", ".join([f"AbsRel <= {t['absrel']:.1%}"] + ([f"d1.05 >= {t['delta_1.05']:.0%}"] if "delta_1.05" in t else [])
                        + [f"density >= {t['density']:.0%}"]) if t else "(diagnostic)"
     win = f", stereo window {r['window']}" if r.get("window") not in (None, 7) else ""
@@ -526,6 +567,15 @@ def table_row(r: dict) -> dict:
             "measured": f"{r['lab_absrel']:.2%} / {r['lab_delta_1.05']:.1%} / {r['lab_density']:.1%} "
                         f"(raw {r['raw_absrel']:.2%} / {r['raw_delta_1.05']:.1%} / {r['raw_density']:.1%}){win}",
             "target": target, "met": r["met"]}
+
+
+def moving_table_row(r: dict) -> dict:
+    """The RESULTS.md row of a moving-mask row (static share, or the mover's recall)."""
+    if "moving_max" in r:
+        return {"name": f"labels {r['name']}: pixels marked moving, mean / max over frames",
+                "measured": f"{r['moving']:.1%} / {r['moving_max']:.1%}", "target": "max <= 1%", "met": r["met"]}
+    return {"name": f"labels {r['name']}: mover's pixels with raw depth marked moving",
+            "measured": f"{r['moving']:.1%} of {r['mover_px_with_depth']} px", "target": ">= 80%", "met": r["met"]}
 
 
 def main() -> None:
@@ -555,9 +605,11 @@ def main() -> None:
             for poses in ("gt", "sfm"):
                 rows.append(synthetic_row(tmp, seed, poses))
                 print(f"{rows[-1]['name']}: {rows[-1].get('status')}", flush=True)
-        if not args.quick:  # what the ground-plane sweep does, in the same run
+        if not args.quick:  # what the ground-plane sweep does, and the moving mask, in the same run
             rows.append(synthetic_row(tmp, 0, "gt-ground-sweep"))
-            print(f"{rows[-1]['name']}: {rows[-1].get('status')}", flush=True)
+            rows.append(moving_synth_row(tmp, MOVING_SEED))
+            print(f"{rows[-2]['name']}: {rows[-2].get('status')}; {rows[-1]['name']}: {rows[-1].get('status')}",
+                  flush=True)
         if args.diagnostics and not args.quick:
             # What limits the SfM-pose rows: the same clip with the true focal given (no targets).
             rows.append(synthetic_row(tmp, 2, "sfm-true-focal"))
@@ -585,7 +637,7 @@ def main() -> None:
     cols = [("name", "set", None), ("lab_absrel", "AbsRel", "{:.2%}"), ("lab_delta_1.05", "d1.05", "{:.1%}"),
             ("lab_density", "density", "{:.1%}"), ("raw_absrel", "raw AbsRel", "{:.2%}"),
             ("raw_delta_1.05", "raw d1.05", "{:.1%}"), ("raw_density", "raw dens", "{:.1%}"),
-            ("window", "win", "{}"), ("seconds", "s", "{:.0f}"), ("met", "met", None)]
+            ("moving", "moving", "{:.1%}"), ("window", "win", "{}"), ("seconds", "s", "{:.0f}"), ("met", "met", None)]
     print_table(rows, cols)
     cf = result.get("colmap_fusion", {})
     if cf.get("status") == "ok":
