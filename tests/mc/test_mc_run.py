@@ -171,3 +171,15 @@ def test_second_run_skips_finished_sequences_and_retries_failed(dataset, capsys)
     assert code == 0, out.err
     assert "missing: 1 videos" in out.out and out.err == ""
     assert [r["state"] for r in csv.DictReader((root / "status.csv").open())] == ["skipped", "missing"]
+
+
+def test_refine_poses_reports_the_camera_move_in_the_index(dataset, tmp_path):
+    """--refine-poses reaches the sfm stage (sfm.given_poses = refine) and index.csv reports its mode and
+    the median camera move from sfm/summary.json (exact poses: a small move)."""
+    rows = run_mc([dataset["cams"] / "train" / "a_train.txt"], dataset["videos"], tmp_path / "out", config=CFG,
+                  workers=1, refine_poses=True)
+    assert [r["state"] for r in rows] == ["done"], rows
+    [row] = csv.DictReader((tmp_path / "out" / "index.csv").open())
+    assert row["pose_mode"] == "refine"
+    assert 0 <= float(row["median_rotation_deg"]) < 1 and 0 <= float(row["median_centre_move_rel"]) < 0.05
+    assert json.loads((tmp_path / "out" / "a_train" / "config.json").read_text())["sfm"]["given_poses"] == "refine"
