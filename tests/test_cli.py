@@ -22,7 +22,7 @@ def test_help_lists_only_working_commands():
     out = run("--help")
     assert out.returncode == 0
     listed = {c for c in build_parser()._subparsers._group_actions[0].choices}
-    assert listed == {"run", "frames", "sfm", "stereo", "fuse", "labels", "eval", "synth", "batch"}
+    assert listed == {"run", "frames", "sfm", "stereo", "fuse", "labels", "eval", "synth", "batch", "mc"}
     for cmd in listed:
         assert cmd in out.stdout
         assert run(cmd, "--help").returncode == 0
