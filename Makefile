@@ -58,7 +58,7 @@ lint: install
 	echo "$(BIN)/mypy"; $(BIN)/mypy || rc=1; \
 	exit $$rc
 
-BENCHES := sfm stereo labels tum_oracle pipeline batch
+BENCHES := sfm stereo labels tum_oracle pipeline batch mc
 bench: install
 	@set -e; for b in $(BENCHES); do echo "== benchmarks/$$b.py"; $(BIN)/python benchmarks/$$b.py; done
 	$(BIN)/python benchmarks/summary.py

@@ -30,9 +30,11 @@ log = logging.getLogger(__name__)
 #: poses (more tracks pass the reprojection test) and adjusts again.
 REFINE_ROUNDS = 2
 
-#: The refinement's bundle adjustment stops at this relative cost decrease or iteration count.
-BA_FUNCTION_TOLERANCE = 1e-9
-BA_MAX_ITERATIONS = 200
+#: The refinement's bundle adjustments stop at this relative cost decrease or iteration count: on the
+#: synthetic MC clip (tests/sfm/test_given_poses.py, 1° and 3% perturbations) 1e-9 and 200 iterations
+#: gave the same cameras (0.015° and 0.01% of the depth from the exact ones) in twice the time.
+BA_FUNCTION_TOLERANCE = 1e-6
+BA_MAX_ITERATIONS = 50
 
 
 def _project_so3(M: np.ndarray) -> np.ndarray:
