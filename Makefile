@@ -9,7 +9,11 @@ APT_PACKAGES := libusb-1.0-0 libgomp1
 .PHONY: install test test-fast lint bench studies apt clean demo all-videos mc
 
 # Re-install only when setup.py changes; the apt packages are checked on every `make install` and
-# every target that depends on it (fast: a dpkg query).
+# every target that depends on it (fast: a dpkg query).  After pip, the Numba cache warm-up
+# (mannequin/warmup.py) compiles every kernel signature a run uses into Numba's on-disk cache
+# (mannequin/**/__pycache__, git-ignored), so the first `mannequin run` compiles nothing.  Its
+# output goes to $(VENV)/warmup.log; if it fails the stamp is not written and the next
+# `make install` runs again.
 install: $(STAMP)
 	@$(MAKE) --no-print-directory apt
 
@@ -18,6 +22,9 @@ $(STAMP): setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev,batch,bench]'
+	@echo "warming the Numba cache (compiles the kernels once: about a minute)"
+	@$(BIN)/python -m mannequin.warmup -v > $(VENV)/warmup.log 2>&1 || { tail -n 15 $(VENV)/warmup.log; \
+	  echo "Numba cache warm-up failed (log: $(VENV)/warmup.log); install not marked done"; exit 1; }
 	touch $(STAMP)
 
 apt:

@@ -18,6 +18,11 @@ Sections
    the first call (small scene) in a fresh subprocess with ``NUMBA_CACHE_DIR`` an empty temporary
    folder (cold compile), and in a fresh subprocess with the normal cache (cached load; run twice,
    the second is reported, so that a cache made stale by an edit of the kernels is rebuilt first).
+   After install: what ``make install`` leaves, i.e. ``python -m mannequin.warmup`` (the Numba
+   cache warm-up, :func:`mannequin.warmup.warm_numba_cache`) into an empty temporary
+   ``NUMBA_CACHE_DIR``, then, in another fresh subprocess with that cache, the same first call and
+   a tiny pipeline run on another clip (seed 1, 10 frames of 192×144, default preset); reported:
+   the first call's seconds and the kernel signatures each compiled (target: none, under 2 s).
 2. ``motorcycle``: the scikit-image Middlebury 2014 pair (left = reference).  Calibration from its
    PROVENANCE.md: f = 994.978 px, cx = 311.193, cy = 254.877, doffs = 31.086 px, baseline
    193.001 mm.  The right camera sits at +baseline on the left camera's x axis, so
@@ -62,7 +67,7 @@ Sections
    windows, smoothing), ``--threads`` threads, best of 3 after a warm-up.  Plotted in
    ``results/stereo_throughput.png`` (next to ``--out``).
 
-``--quick``: one timed call instead of 3, 2 numpy planes instead of 4, no cold-compile subprocess,
+``--quick``: one timed call instead of 3, 2 numpy planes instead of 4, no cold-compile or after-install subprocesses,
 Cones reference 2 only, no scaling section.
 """
 from __future__ import annotations
@@ -171,11 +176,28 @@ _FIRST_CALL = (
     "from mannequin.testing import numpy_sweep as b;sc=b.plane_scene(48,64,2);"
     "t2=time.perf_counter();plane_sweep(sc['ref'],sc['sources'],sc['K_ref'],sc['K_sources'],"
     "sc['R'],sc['t'],sc['depth_range'],8,n_threads={threads});t3=time.perf_counter();"
-    "print(json.dumps(dict(import_s=t1-t0,first_call_s=t3-t2)))")
+    "from mannequin.warmup import compile_counts;c=compile_counts();"
+    "print(json.dumps(dict(import_s=t1-t0,first_call_s=t3-t2,compiled=c['misses'],loaded=c['hits'])))")
+# After the first call: the whole pipeline on a tiny clip unlike the warm-up's (another seed, size,
+# frame count), then the signatures that run compiled (the first call's excluded).
+_FIRST_RUN = (
+    ";import tempfile;from pathlib import Path;from mannequin.pipeline import run_video;"
+    "from mannequin.config import preset;from mannequin.testing.synth import synth;"
+    "d=Path(tempfile.mkdtemp(prefix='mannequin-first-run-'));"
+    "clip=synth(d/'clip',seed=1,n_frames=10,width=192,height=144,video=True);"
+    "t4=time.perf_counter();run_video(clip/'video.mp4',d/'ws',poses=clip/'cameras.txt',"
+    "config=preset('default').replace(fuse=dict(min_kept_frames=2)));t5=time.perf_counter();"
+    "import shutil;shutil.rmtree(d);r=compile_counts();"
+    "print(json.dumps(dict(run_s=t5-t4,run_compiled=r['misses']-c['misses'],run_loaded=r['hits']-c['hits'])))")
 
 
-def _first_call(threads: int, cache_dir=None) -> dict:
+def _first_call(threads: int, cache_dir=None, pipeline: bool = False) -> dict:
+    """The first ``plane_sweep`` call in a fresh subprocess (``NUMBA_CACHE_DIR`` = ``cache_dir`` when
+    given): import and call seconds, signatures compiled / loaded; with ``pipeline`` also a tiny
+    pipeline run afterwards (``run_s``, ``run_compiled``, ``run_loaded``)."""
     code = _FIRST_CALL.format(repo=str(REPO), bench=str(REPO / "benchmarks"), threads=threads)
+    if pipeline:
+        code += _FIRST_RUN
     env = dict(os.environ)
     if cache_dir is not None:
         env["NUMBA_CACHE_DIR"] = cache_dir
@@ -183,7 +205,26 @@ def _first_call(threads: int, cache_dir=None) -> dict:
                          text=True, timeout=300)
     if out.returncode != 0:
         raise RuntimeError("first-call subprocess failed: " + " | ".join(out.stderr.strip().splitlines()[-3:]))
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    res: dict = {}
+    for line in out.stdout.strip().splitlines():
+        if line.startswith("{"):
+            res.update(json.loads(line))
+    return res
+
+
+def _after_install(threads: int) -> dict:
+    """What ``make install`` leaves: :func:`mannequin.warmup.warm_numba_cache` into an empty temporary
+    ``NUMBA_CACHE_DIR`` (a subprocess, timed), then :func:`_first_call` with a tiny pipeline run in
+    another fresh subprocess with that cache."""
+    with tempfile.TemporaryDirectory(prefix="mannequin-numba-install-") as d:
+        env = dict(os.environ, NUMBA_CACHE_DIR=d)
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, "-m", "mannequin.warmup"], env=env, cwd=REPO,
+                             capture_output=True, text=True, timeout=900)
+        warm_s = time.perf_counter() - t0
+        if out.returncode != 0:
+            raise RuntimeError("warm-up subprocess failed: " + " | ".join(out.stderr.strip().splitlines()[-3:]))
+        return dict(_first_call(threads, d, pipeline=True), warmup_s=warm_s)
 
 
 def bench_throughput(threads: int, quick: bool) -> dict:
@@ -194,6 +235,7 @@ def bench_throughput(threads: int, quick: bool) -> dict:
     if not quick:
         with tempfile.TemporaryDirectory(prefix="mannequin-numba-cold-") as d:
             res["cold"] = _first_call(threads, d)
+        res["after_install"] = _after_install(threads)
     H, W, S, P = 480, 640, 4, 128
     sc = nb.plane_scene(H, W, S, slant_deg=20, uint8=True)
     call = (sc["ref"], sc["sources"], sc["K_ref"], sc["K_sources"], sc["R"], sc["t"], sc["depth_range"])
@@ -462,6 +504,13 @@ def _throughput_rows(tp: dict) -> list:
         rows.append(("sweep median rel. err, slanted plane", f"{tp['kernel_median_rel_err_plane']:.2e}", "", None))
         if "cold" in tp:
             rows.append(("first call, cold compile (empty NUMBA_CACHE_DIR)", f"{tp['cold']['first_call_s']:.2f} s", "", None))
+        if "after_install" in tp:
+            ai = tp["after_install"]
+            rows.append((f"first call after `make install` (warm-up {ai['warmup_s']:.0f} s into an empty cache); "
+                         "then a tiny pipeline run",
+                         f"{ai['first_call_s']:.2f} s, {ai['compiled']} compiled; run: {ai['run_compiled']} compiled, "
+                         f"{ai['run_loaded']} loaded", "< 2 s, 0 compiled",
+                         ai["first_call_s"] < 2.0 and ai["compiled"] == 0 and ai["run_compiled"] == 0))
         rows.append(("first call, cached load (normal cache)", f"{tp['cached']['first_call_s']:.2f} s "
                      f"(+{tp['cached']['import_s']:.2f} s import)", "", None))
     return rows
