@@ -312,6 +312,8 @@ def run_video(input: PathArg, out: PathArg, poses: PathArg | None = None, config
     if not input_path.exists():
         raise InputError(f"{input_path}: input not found")
     check_poses_file(poses)
+    if poses is None and cfg.sfm.given_poses != "use":
+        raise InputError(f"{input_path}: sfm.given_poses = {cfg.sfm.given_poses!r} needs a camera file (--poses)")
     ws = Workspace(out)
     for stage in STAGES:
         if on_stage:

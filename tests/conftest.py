@@ -68,7 +68,7 @@ SLOW = (
     "tests/test_batch.py::test_killed_worker_is_replaced_and_its_video_completes",
     "tests/test_batch.py::test_largest_first_and_never_more_tasks_than_worker_threads",
     # the Numba cache warm-up into an empty cache (module fixture `warmed`: a cold compile, 40-90 s) and its users
-    "tests/test_warmup.py::test_warm_up_fills_an_empty_cache",
+    "tests/test_warmup.py::test_warm_up_covers_what_it_runs",
     "tests/test_warmup.py::test_first_sweep_after_warm_up_compiles_nothing",
     "tests/test_warmup.py::test_first_run_after_warm_up_compiles_nothing",
     # mannequin mc: a synthetic dataset through the batch path (module fixture `dataset`, 25-35 s) and its users

@@ -103,6 +103,9 @@ def run_sfm(ws: Workspace, cfg: SfmConfig, poses: str | os.PathLike | None = Non
 def _run_sfm(ws: Workspace, cfg: SfmConfig, poses: str | os.PathLike | None, *, seed: int, progress: bool) -> dict[str, Any]:
     """The stage; returns the summary (written to ``WS/sfm/summary.json``)."""
     _check_options(cfg)
+    if poses is None and cfg.given_poses != "use":
+        raise InputError(f"sfm.given_poses = {cfg.given_poses!r} needs a camera file "
+                         "(--poses, or a sequence's file with 'mannequin mc')")
     start_colmap(seed)
     names = ws.frame_names()
     if len(names) < 2:

@@ -177,3 +177,28 @@ def test_check_runs_sfm_at_the_file_timestamps_and_measures_the_given_poses(mc_c
     assert exact["median_rotation_deg"] < 0.1 and exact["median_centre_move_rel"] < 0.002, exact
     assert perturbed["median_rotation_deg"] > 5 * exact["median_rotation_deg"], perturbed
     assert perturbed["median_centre_move_rel"] > 5 * exact["median_centre_move_rel"], perturbed
+
+
+@pytest.mark.parametrize("mode", ["refine", "check"])
+def test_refine_or_check_without_a_camera_file_is_refused(mode, tmp_path):
+    """No silent fallback to plain SfM: the option names what it needs."""
+    from mannequin.config import SfmConfig
+    from mannequin.errors import InputError
+    from mannequin.sfm import run_sfm
+    from mannequin.workspace import Workspace
+
+    with pytest.raises(InputError, match=f"sfm.given_poses = '{mode}' needs a camera file"):
+        run_sfm(Workspace(tmp_path / "ws"), SfmConfig(given_poses=mode), poses=None)
+    assert not (tmp_path / "ws").exists()
+
+
+def test_run_video_refuses_refine_without_a_camera_file_before_any_work(tmp_path):
+    from mannequin.config import preset
+    from mannequin.errors import InputError
+    from mannequin.pipeline import run_video
+
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"not looked at")
+    with pytest.raises(InputError, match="needs a camera file"):
+        run_video(clip, tmp_path / "ws", config=preset("fast").replace(sfm={"given_poses": "refine"}))
+    assert not (tmp_path / "ws").exists()
