@@ -51,11 +51,15 @@ demo: install
 
 # Every test (under 10 minutes on 2 cores); test-fast leaves out those marked slow (under 3 minutes).
 # The slow ones are listed in tests/conftest.py (SLOW); setup.cfg sets a per-test timeout.
+# Two pytest-xdist workers, one test file each at a time (module fixtures stay in one process); the
+# heaviest file (tests/sfm/test_sfm.py, single-threaded COLMAP) then overlaps the rest.
+# PYTEST_PAR= runs serially.
+PYTEST_PAR ?= -n 2 --dist loadfile
 test: install
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q $(PYTEST_PAR) tests
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(BIN)/python -m pytest -q $(PYTEST_PAR) -m "not slow" tests
 
 # ruff (rule sets in ruff.toml) and mypy (settings in setup.cfg [mypy]); both run, either failing fails.
 # The same two checks run as pre-commit hooks (.pre-commit-config.yaml; `$(BIN)/pre-commit install`).

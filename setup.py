@@ -21,7 +21,7 @@ setup(
         "matplotlib>=3.7,<4",
     ],
     extras_require={
-        "dev": ["pytest>=7", "hypothesis>=6.80", "ruff>=0.4", "pytest-timeout>=2", "mypy>=1.8", "pre-commit>=3"],
+        "dev": ["pytest>=7", "hypothesis>=6.80", "ruff>=0.4", "pytest-timeout>=2", "pytest-xdist>=3", "mypy>=1.8", "pre-commit>=3"],
         "batch": ["dask[distributed]>=2024.1"],
         "bench": ["opencv-python-headless>=4.8,<5", "matplotlib>=3.7"],
     },
