@@ -189,11 +189,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     rows = run_batch(args.inputs, args.out, config=resolve_config(args), scheduler=args.scheduler,
                      workers=args.workers, progress=_progress(args), retries=args.retries)
     print(format_summary(rows, time.perf_counter() - t0))
-    failed = sum(r["state"] == "failed" for r in rows)
-    if failed:
-        print(f"mannequin batch: error: {failed} of {len(rows)} videos failed "
-              f"(reasons in {args.out / 'status.csv'})", file=sys.stderr)
-    return 1 if failed else 0
+    return _exit_code(rows, "batch", "videos", args.out)
 
 
 def cmd_mc(args: argparse.Namespace) -> int:
@@ -215,11 +211,26 @@ def cmd_mc(args: argparse.Namespace) -> int:
     missing = sum(r["state"] == "missing" for r in rows)
     if missing:
         print(f"missing: {missing} videos, URLs in {args.out / 'missing_videos.txt'}")
+    return _exit_code(rows, "mc", "sequences", args.out)
+
+
+def _exit_code(rows: list[dict], command: str, units: str, out: Path) -> int:
+    """1 with one error line on stderr when any row failed, else 0 (``batch`` and ``mc``)."""
     failed = sum(r["state"] == "failed" for r in rows)
     if failed:
-        print(f"mannequin mc: error: {failed} of {len(rows)} sequences failed "
-              f"(reasons in {args.out / 'status.csv'})", file=sys.stderr)
+        print(f"mannequin {command}: error: {failed} of {len(rows)} {units} failed "
+              f"(reasons in {out / 'status.csv'})", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _cluster_args(p: argparse.ArgumentParser, unit: str) -> None:
+    """The Dask options shared by ``batch`` and ``mc`` (one ``unit`` = a video or a sequence), then
+    the config and common options."""
+    p.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler of a running cluster (default: embedded)")
+    p.add_argument("--workers", type=int, help=f"embedded worker processes (default: cores, at most one per {unit})")
+    p.add_argument("--retries", type=int, default=2, help=f"re-runs of a {unit} whose worker process died (default 2)")
+    _config_args(p)
+    _add_common(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -266,11 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
                    help="video, folder of videos, or manifest (.csv: video[,cameras][,name]; .txt: VIDEO [CAMERAS])")
     p.add_argument("--out", type=_path, required=True, help="output root")
-    p.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler of a running cluster (default: embedded)")
-    p.add_argument("--workers", type=int, help="embedded worker processes (default: cores, at most one per video)")
-    p.add_argument("--retries", type=int, default=2, help="re-runs of a video whose worker process died (default 2)")
-    _config_args(p)
-    _add_common(p)
+    _cluster_args(p, "video")
     p.set_defaults(func=cmd_batch)
 
     p = sub.add_parser("mc", help="a Mannequin Challenge / RealEstate10K dataset of camera files: labels for "
@@ -286,11 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "fixed) before stereo, and report how far the cameras moved")
     poses.add_argument("--sfm", action="store_true", help="run SfM instead of the given poses, and report the "
                        "given poses' error after a similarity alignment")
-    p.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler of a running cluster (default: embedded)")
-    p.add_argument("--workers", type=int, help="embedded worker processes (default: cores, at most one per sequence)")
-    p.add_argument("--retries", type=int, default=2, help="re-runs of a sequence whose worker process died (default 2)")
-    _config_args(p)
-    _add_common(p)
+    _cluster_args(p, "sequence")
     p.set_defaults(func=cmd_mc)
 
     p = sub.add_parser("eval", help="accuracy of the labels against ground-truth depth (JSON on stdout)")
