@@ -198,7 +198,8 @@ def _check_rotations(a: ArrayLike, name: str) -> np.ndarray:
     return R
 
 
-def _project_so3(M: np.ndarray) -> np.ndarray:
+def project_so3(M: np.ndarray) -> np.ndarray:
+    """The rotation (3, 3) nearest to ``M`` (3, 3) in the Frobenius norm (SVD, determinant +1)."""
     U, _, Vt = np.linalg.svd(M)
     S = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt)) or 1.0])
     return U @ S @ Vt
@@ -232,7 +233,7 @@ def rotation_errors_deg(est_R: ArrayLike, gt_R: ArrayLike, align_R: ArrayLike | 
     if Re.shape != Rg.shape:
         raise ValueError(f"est_R {Re.shape} and gt_R {Rg.shape} must have the same shape")
     if align_R is None:
-        A = _project_so3(np.einsum("nji,njk->ik", Re, Rg)).T   # Σ R_estᵀ R_gt ≈ Aᵀ
+        A = project_so3(np.einsum("nji,njk->ik", Re, Rg)).T   # Σ R_estᵀ R_gt ≈ Aᵀ
     else:
         A = np.asarray(align_R, dtype=np.float64)
         if A.shape != (3, 3) or not np.isfinite(A).all():

@@ -20,12 +20,11 @@ from typing import Any
 from mannequin.config import STAGES, Config, validate
 from mannequin.errors import InputError, MannequinError, one_line
 from mannequin.result import StageResult
-from mannequin.workspace import Workspace, clean_temporaries, read_json_or_empty, write_json
+from mannequin.workspace import PathArg, Workspace, clean_temporaries, read_json_or_empty, write_json
 
 log = logging.getLogger("mannequin.pipeline")
 
 #: A file or folder argument.
-PathArg = str | os.PathLike[str]
 
 
 class PeakMemory:

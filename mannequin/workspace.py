@@ -8,6 +8,8 @@ that produced it; :meth:`Workspace.is_done` compares that hash with the current 
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import os
 import shutil
@@ -74,6 +76,17 @@ def write_bytes(path: PathArg, data: bytes) -> Path:
 def write_text(path: PathArg, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically; returns the path."""
     return write_bytes(path, text.encode("utf-8"))
+
+
+def csv_text(columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> str:
+    """``rows`` as CSV text: a header of ``columns``, then one line each (None → empty cell,
+    other keys ignored, "\n" line ends)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
+    return buf.getvalue()
 
 
 def write_json(path: PathArg, obj: Any) -> Path:

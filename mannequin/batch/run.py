@@ -59,15 +59,15 @@ def run_batch(inputs: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
 
 def run_jobs(items: Sequence[Job | Row], out_root: str | os.PathLike[str], *, config: Config | None = None,
              scheduler: Any = None, workers: int | None = None, progress: bool = False, retries: int = 2,
-             desc: str = "batch") -> list[Row]:
+             desc: str = "batch", unit: str = "video") -> list[Row]:
     """Run the :class:`Job` s of ``items`` on a Dask cluster as :func:`run_batch` does; returns one
     row per item, in order, also written to ``out_root/status.csv`` and ``status.json``.
 
     An item that is a :class:`Job` runs into ``out_root/<name>/`` (skipped when finished); an item
     that is already a row (a status dict, e.g. a ``missing`` sequence of ``mannequin mc``) is
     reported and written as it is.  The jobs' names must be unique.  The arguments are those of
-    :func:`run_batch`, which the caller has checked (:func:`check_arguments`); ``desc`` labels the
-    progress bar.  No cluster starts when no job is left to run.
+    :func:`run_batch`, which the caller has checked (:func:`check_arguments`); ``desc`` and ``unit``
+    label the progress bar.  No cluster starts when no job is left to run.
     """
     cfg = config or Config()
     root = Path(out_root)
@@ -75,7 +75,7 @@ def run_jobs(items: Sequence[Job | Row], out_root: str | os.PathLike[str], *, co
     created_root = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    with _Progress(len(items), progress, desc) as report:
+    with _Progress(len(items), progress, desc, unit) as report:
         for item in items:
             if not isinstance(item, Job):
                 report.record(item, keep=False)
@@ -115,12 +115,11 @@ class _Progress:
     """The finished rows by name, an overall bar, and one line per finished video (on stderr with
     ``show``, else in the log)."""
 
-    def __init__(self, total: int, show: bool, desc: str = "batch") -> None:
+    def __init__(self, total: int, show: bool, desc: str = "batch", unit: str = "video") -> None:
         from tqdm import tqdm
 
         self.rows: dict[str, Row] = {}
         self.show = show
-        unit = "video" if desc == "batch" else "sequence"
         self.bar = tqdm(total=total, unit=unit, desc=desc, disable=not show, dynamic_ncols=True, file=sys.stderr)
 
     def __enter__(self) -> _Progress:

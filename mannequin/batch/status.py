@@ -7,8 +7,6 @@ rows also carry cpu_seconds.  Formats: docs/FORMATS.md.
 """
 from __future__ import annotations
 
-import csv
-import io
 import os
 import time
 from collections.abc import Sequence
@@ -17,7 +15,7 @@ from typing import Any
 
 from mannequin.batch.inputs import Job
 from mannequin.config import Config
-from mannequin.workspace import Workspace, read_json_or_empty, write_json, write_text
+from mannequin.workspace import Workspace, csv_text, read_json_or_empty, write_json, write_text
 
 # docs/FORMATS.md's columns first, in its order (a reader may go by position), then what batch adds.
 STATUS_COLUMNS = ["name", "state", "reason", "frames", "seconds", "labels", "verdict", "input", "cameras",
@@ -49,12 +47,7 @@ def status_row(job: Job, root: Path, state: str, reason: str = "", seconds: floa
 def write_status(root: str | os.PathLike[str], rows: Sequence[Row], config: Config | None = None) -> tuple[Path, Path]:
     """Write ``root/status.csv`` and ``root/status.json`` atomically; returns their paths."""
     root = Path(root)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=STATUS_COLUMNS, lineterminator="\n", extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in STATUS_COLUMNS})
-    csv_path = write_text(root / "status.csv", buf.getvalue())
+    csv_path = write_text(root / "status.csv", csv_text(STATUS_COLUMNS, rows))
     json_path = write_json(root / "status.json", {
         "summary": summarize(rows), "videos": list(rows),
         "config_hash": (config or Config()).hash(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})

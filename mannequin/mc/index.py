@@ -13,7 +13,6 @@ All three are written atomically (:mod:`mannequin.workspace`).  Formats: docs/FO
 from __future__ import annotations
 
 import csv
-import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 from mannequin.batch import FINISHED, Row
 from mannequin.errors import MannequinError
 from mannequin.mc.dataset_files import McSequence
-from mannequin.workspace import Workspace, read_json_or_empty, write_text
+from mannequin.workspace import Workspace, csv_text, read_json_or_empty, write_text
 
 INDEX_COLUMNS = ["id", "url", "video", "frames", "labelled_frames", "verdict", "mean_labelled_fraction",
                  "pose_mode", "median_rotation_deg", "median_centre_move_rel", "state", "reason", "camera_file",
@@ -51,8 +50,8 @@ def write_index(root: str | os.PathLike[str], sequences: Sequence[McSequence], r
         index_rows.append(index_row(root, seq, row, pose_mode, frames))
         frame_rows += frames
     missing = sorted({seq.url.strip() for seq, row in zip(sequences, rows, strict=True) if row["state"] == "missing"})
-    return (write_text(root / "index.csv", _csv(INDEX_COLUMNS, index_rows)),
-            write_text(root / "frames.csv", _csv(FRAME_COLUMNS, frame_rows)),
+    return (write_text(root / "index.csv", csv_text(INDEX_COLUMNS, index_rows)),
+            write_text(root / "frames.csv", csv_text(FRAME_COLUMNS, frame_rows)),
             write_text(root / "missing_videos.txt", "".join(f"{url}\n" for url in missing)))
 
 
@@ -117,12 +116,3 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return []
     return list(csv.DictReader(path.read_text(encoding="utf-8").splitlines()))
 
-
-def _csv(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
-    """``rows`` as CSV text with a header (None → empty cell)."""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n", extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
-    return buf.getvalue()

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from mannequin.errors import InputError
+from mannequin.mc.index import POSE_COLUMNS
 
 
 class McDataset:
@@ -65,8 +66,7 @@ class McDataset:
         mask = read_image_rgb(path("mask"))[..., 0] > 127 if path("mask").is_file() else np.zeros(label.shape, bool)
         K = np.array([[float(row["fx"]), 0.0, float(row["cx"])], [0.0, float(row["fy"]), float(row["cy"])],
                       [0.0, 0.0, 1.0]])
-        pose = np.array([float(row[c]) for c in ("r11", "r12", "r13", "t1", "r21", "r22", "r23", "t2",
-                                                 "r31", "r32", "r33", "t3")]).reshape(3, 4)
+        pose = np.array([float(row[c]) for c in POSE_COLUMNS]).reshape(3, 4)
         return {"sequence": row["id"], "name": row["name"], "timestamp_us": int(row["timestamp_us"]),
                 "image": image, "label": label, "confidence": confidence, "mask": mask, "K": K, "pose": pose}
 

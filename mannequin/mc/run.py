@@ -72,7 +72,7 @@ def run_mc(cameras: Iterable[str | os.PathLike[str]] | str | os.PathLike[str], v
     sequences = read_sequences(files, VideoFinder(videos))
     items = [_item(seq, root) for seq in sequences]
     rows = run_jobs(items, root, config=cfg, scheduler=scheduler, workers=workers, progress=progress,
-                    retries=retries, desc="mc")
+                    retries=retries, desc="mc", unit="sequence")
     write_index(root, sequences, rows, cfg.sfm.given_poses)
     missing = sum(r["state"] == "missing" for r in rows)
     if missing:

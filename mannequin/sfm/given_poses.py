@@ -21,7 +21,8 @@ import numpy as np
 import pycolmap
 
 from mannequin.io.cameras import CameraFile, CameraFrame, Pose
-from mannequin.metrics import rotation_errors_deg
+from mannequin.metrics import project_so3, rotation_errors_deg
+from mannequin.sfm.rolling_shutter import rotation_matrices
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +38,6 @@ BA_FUNCTION_TOLERANCE = 1e-6
 BA_MAX_ITERATIONS = 50
 
 
-def _project_so3(M: np.ndarray) -> np.ndarray:
-    U, _, Vt = np.linalg.svd(M)
-    S = np.diag([1.0, 1.0, 1.0 if np.linalg.det(U @ Vt) > 0 else -1.0])
-    return U @ S @ Vt
-
-
 def align_to_given(given: Sequence[Pose], est: Sequence[Pose]) -> tuple[float, np.ndarray, np.ndarray]:
     """The similarity ``X_given = s · A · X_est + t`` that carries the world of the poses ``est`` onto
     the world of ``given`` (the same cameras, in the same order; N ≥ 2).
@@ -54,7 +49,7 @@ def align_to_given(given: Sequence[Pose], est: Sequence[Pose]) -> tuple[float, n
     """
     if len(given) != len(est) or len(est) < 2:
         raise ValueError(f"need the same cameras, at least 2, in both: got {len(given)} and {len(est)}")
-    A = _project_so3(sum((g.R.T @ e.R for g, e in zip(given, est, strict=True)), np.zeros((3, 3))))
+    A = project_so3(sum((g.R.T @ e.R for g, e in zip(given, est, strict=True)), np.zeros((3, 3))))
     cg = np.array([g.center for g in given])
     ce = np.array([e.center for e in est])
     a = (ce - ce.mean(0)) @ A.T
@@ -180,15 +175,9 @@ def perturb_poses(frames: Sequence[CameraFrame], seed: int, rotation_deg: float,
     out = []
     for f in frames:
         w = np.radians(rotation_deg) / np.sqrt(3) * rng.standard_normal(3)
-        dR = np.asarray(pycolmap.Rotation3d(_rotvec_quat(w)).matrix())
+        dR = rotation_matrices(w)
         R = dR @ f.pose.R
         c = f.pose.center + centre_sd / np.sqrt(3) * rng.standard_normal(3)
         out.append(dataclasses.replace(f, pose=Pose.from_cam_to_world(R.T, c)))
     return out
 
-
-def _rotvec_quat(w: np.ndarray) -> np.ndarray:
-    """Unit quaternion (x, y, z, w; Eigen's order, pycolmap's) of the rotation vector ``w`` (radians)."""
-    angle = float(np.linalg.norm(w))
-    axis = w / angle if angle > 0 else np.array([1.0, 0.0, 0.0])
-    return np.concatenate([axis * np.sin(angle / 2), [np.cos(angle / 2)]])
