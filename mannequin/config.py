@@ -266,7 +266,7 @@ RULES: dict[tuple[str, str], _Rule] = {
     ("frames", "blur_window"): _at_least(0),
     ("frames", "blur_ratio"): _SHARE,
     ("frames", "min_motion"): _at_least(0),
-    ("frames", "image_fps"): _between(1e-3, 1e4, "a frame rate in (0, 10000]"),
+    ("frames", "image_fps"): ((lambda v: _finite(v) and 0 < v <= 1e4), "a frame rate in (0, 10000]"),
     ("sfm", "max_features"): _at_least(100),
     ("sfm", "overlap"): _at_least(1),
     ("sfm", "mapper"): ((lambda v: v in ("incremental", "global")), "'incremental' or 'global'"),
