@@ -13,6 +13,9 @@ whether they are met, the machine, the date and the git commit.
 Rows
 - ``synth-N``: :func:`mannequin.testing.synth.synth` seed N, 30 frames 640×480 as an H.264 video, frames
   from the video, default :class:`SfmConfig`; GT from the clip's cameras.txt.
+- ``handheld-N`` / ``handheld-N-prior-off``: seeds 3 and 4 of ``mannequin synth --motion handheld``
+  (30 frames 384×288 video: the walk shaken 4× harder, turning at up to ~50°/s), default config and
+  ``sfm.accel_sigma = 0``; the default's RMSE must be within 1.5× of the better of the two.
 - ``synth-0-known``: the same clip through ``run_sfm(..., poses=cameras.txt)``; reports the largest
   absolute difference between the written and the input world-to-camera [R|t].
 - ``rpy-{a,b}-{self,calib}``: TUM fr1/rpy frames 0–29 / 30–59, fed as a 30 fps H.264 video (crf 8);
@@ -85,6 +88,13 @@ ROWS = {
     "synth-1": ("synth", {"seed": 1}, {"min_reg": 0.95, "max_rmse_pct": 0.5}),
     "synth-2": ("synth", {"seed": 2}, {"min_reg": 0.95, "max_rmse_pct": 0.5}),
     "synth-0-known": ("known", {"seed": 0}, {"max_pose_diff": 1e-6}),
+    # Held-out handheld clips (`mannequin synth --motion handheld`: shaken 4x, turning up to ~50°/s),
+    # each with a twin run without the smooth-motion prior: the default must stay within
+    # ``max_rmse_vs_prior_off_or_on`` of the better of the two (issue 27).
+    **{f"handheld-{sd}{tail}": ("synth", {"seed": sd, "motion": "handheld", "size": (384, 288), **extra}, tgt)
+       for sd in (3, 4)
+       for tail, extra, tgt in (("", {}, {"min_reg": 0.95, "max_rmse_pct": 0.5, "max_rmse_vs_prior_twin": 1.5}),
+                                ("-prior-off", {"accel_sigma": 0.0}, {}))},
     "rpy-a-self": ("tum", {"window": (0, 30), "calib": False},
                    {"min_reg": 0.90, "max_rmse_pct": 3.0, "max_focal_pct": 2.0}),
     "rpy-a-calib": ("tum", {"window": (0, 30), "calib": True}, {"min_reg": 0.90, "max_rmse_pct": 2.0}),
@@ -241,13 +251,20 @@ def _link_folder(files, folder: Path) -> Path:
     return folder
 
 
-def _synth_clip(seed: int, work: Path) -> tuple[Path, float]:
-    """Render (once, cached under ``work``) in a grandchild so its memory does not count."""
-    out = work / f"synth-clip-{seed}"
+def _clip_key(params: dict) -> tuple[int, str, tuple[int, int]]:
+    """(seed, motion, (W, H)) of a synthetic row's clip."""
+    return int(params["seed"]), params.get("motion", "walk"), tuple(params.get("size", (SYNTH_W, SYNTH_H)))
+
+
+def _synth_clip(key: tuple[int, str, tuple[int, int]], work: Path) -> tuple[Path, float]:
+    """Render the clip ``key`` (:func:`_clip_key`) once, cached under ``work``, in a grandchild so its
+    memory does not count."""
+    seed, motion, (w, h) = key
+    out = work / (f"synth-clip-{seed}" if (motion, (w, h)) == ("walk", (SYNTH_W, SYNTH_H)) else f"synth-clip-{seed}-{motion}-{w}x{h}")
     if (out / "synth.json").exists() and (out / "video.mp4").exists():
         return out, 0.0
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, __file__, "--prep-synth", str(seed), str(out)], check=True)
+    subprocess.run([sys.executable, __file__, "--prep-synth", str(seed), motion, f"{w}x{h}", str(out)], check=True)
     return out, time.perf_counter() - t0
 
 
@@ -316,15 +333,19 @@ def run_row(name: str, work: Path, out: dict) -> dict:
         shutil.rmtree(row_dir)
     ws = Workspace(row_dir / "ws").create()
     sfm_cfg = SfmConfig(mapper=params.get("mapper", "incremental"))
+    if "accel_sigma" in params:
+        sfm_cfg = dataclasses.replace(sfm_cfg, accel_sigma=params["accel_sigma"])
     poses = None
     if kind in ("synth", "known"):
-        clip, t_synth = _synth_clip(params["seed"], work)
+        key = _clip_key(params)
+        clip, t_synth = _synth_clip(key, work)
         out["synth_s"] = t_synth
-        src, fcfg = clip / "video.mp4", FramesConfig(max_size=max(SYNTH_W, SYNTH_H), blur_ratio=0.0)
-        gt_frames = gt_mc(clip / "cameras.txt", SYNTH_W)
+        w, h = key[2]
+        src, fcfg = clip / "video.mp4", FramesConfig(max_size=max(w, h), blur_ratio=0.0)
+        gt_frames = gt_mc(clip / "cameras.txt", w)
         gt_names = [f"{i:06d}" for i in range(len(gt_frames))]
         gt = {n: p for n, (p, _) in zip(gt_names, gt_frames, strict=False)}
-        gt_fx, gt_w = gt_frames[0][1], SYNTH_W
+        gt_fx, gt_w = gt_frames[0][1], w
         if kind == "known":
             poses = clip / "cameras.txt"
     elif kind == "tum":
@@ -432,6 +453,26 @@ def check_targets(res: dict, targets: dict) -> tuple[bool | None, list]:
     return not missed, missed
 
 
+def _judge_prior_twins(rows: list) -> None:
+    """For rows with ``max_rmse_vs_prior_twin``: their RMSE over the better of theirs and their
+    ``-prior-off`` twin's (same run), into ``rmse_vs_best_of_prior_on_off``; a miss if over."""
+    by_name = {r["name"]: r for r in rows}
+    for r in rows:
+        limit = r["targets"].get("max_rmse_vs_prior_twin")
+        twin = by_name.get(f"{r['name']}-prior-off")
+        if limit is None or r.get("status") != "ok":
+            continue
+        if twin is None or twin.get("status") != "ok":
+            r["missed"].append("no prior-off twin in this run to compare with")
+            r["met"] = False
+            continue
+        ratio = r["rmse_pct"] / min(r["rmse_pct"], twin["rmse_pct"])
+        r["rmse_vs_best_of_prior_on_off"] = ratio
+        if not ratio <= limit:
+            r["missed"].append(f"RMSE {ratio:.2f}x the better of prior on/off > {limit}x")
+            r["met"] = False
+
+
 def target_text(t: dict) -> str:
     parts = []
     if "min_reg" in t:
@@ -442,6 +483,8 @@ def target_text(t: dict) -> str:
         parts.append(f"|f|<={t['max_focal_pct']:g}%")
     if "max_pose_diff" in t:
         parts.append(f"dpose<={t['max_pose_diff']:g}")
+    if "max_rmse_vs_prior_twin" in t:
+        parts.append(f"rmse<={t['max_rmse_vs_prior_twin']:g}x best of prior on/off")
     return " ".join(parts)
 
 
@@ -461,10 +504,10 @@ def print_table(rows: list) -> None:
             acc = ["-", "-", "-", "-"]
             extra = f" dpose={_fmt(r.get('max_pose_diff'), '.1e')}"
         else:
+            extra = (f" ({r['rmse_vs_best_of_prior_on_off']:.2f}x)" if r.get("rmse_vs_best_of_prior_on_off") else "")
             acc = [_fmt(r.get("rmse_pct"), ".2f"), _fmt(r.get("rot_err_mean_deg"), ".2f"),
                    _fmt(r.get("focal_err_pct"), "+.2f"),
                    _fmt(100 * r["sparse_absrel"] if r.get("sparse_absrel") is not None else None, ".1f")]
-            extra = ""
         reg = _reg(r)
         lines.append([r["name"], str(r.get("frames", "-")), reg, *acc,
                       _fmt(t.get("features_matching_s"), ".1f"), _fmt(t.get("mapping_s"), ".1f"),
@@ -549,9 +592,9 @@ def run_parent(names: list, keep: bool, timeout: float, quick: bool, results: Pa
     t_all = time.perf_counter()
     # The synthetic clips are rendered first (``jobs`` at a time), once, so that two rows never
     # render the same clip.
-    seeds = sorted({ROWS[n][1]["seed"] for n in names if ROWS[n][0] in ("synth", "known")})
+    clips = sorted({_clip_key(ROWS[n][1]) for n in names if ROWS[n][0] in ("synth", "known")})
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        list(pool.map(lambda seed: _synth_clip(seed, work), seeds))
+        list(pool.map(lambda key: _synth_clip(key, work), clips))
     rows = []
     try:
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
@@ -562,6 +605,9 @@ def run_parent(names: list, keep: bool, timeout: float, quick: bool, results: Pa
             res.update({"name": name, "kind": kind, "params": params, "targets": targets,
                         "target": target_text(targets), "met": met, "missed": missed})
             rows.append(res)
+        _judge_prior_twins(rows)
+        for res in rows:
+            name, missed = res["name"], res["missed"]
             print(f"[sfm bench] {name}: {res['status']} in {res.get('row_wall_s', float('nan')):.1f} s"
                   + (" — missed: " + "; ".join(missed) if missed else ""), file=sys.stderr, flush=True)
     finally:
@@ -599,13 +645,14 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=2, help="rows run side by side (default 2: one per core)")
     ap.add_argument("--row", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
-    ap.add_argument("--prep-synth", nargs=2, metavar=("SEED", "OUT"), help=argparse.SUPPRESS)
+    ap.add_argument("--prep-synth", nargs=4, metavar=("SEED", "MOTION", "WxH", "OUT"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.prep_synth:
         from mannequin.testing.synth import synth
 
-        synth(a.prep_synth[1], seed=int(a.prep_synth[0]), n_frames=SYNTH_FRAMES, width=SYNTH_W,
-              height=SYNTH_H, video=True)
+        seed, motion, size, out = a.prep_synth
+        w, h = (int(v) for v in size.split("x"))
+        synth(out, seed=int(seed), n_frames=SYNTH_FRAMES, width=w, height=h, video=True, motion=motion)
         return 0
     if a.row:
         return child_main(a.row, Path(a.work))

@@ -103,7 +103,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     w, h = args.size
     out = synth(args.out, seed=args.seed, n_frames=args.frames, width=w, height=h, video=args.video,
-                moving=args.moving, k1=args.k1, k2=args.k2)
+                moving=args.moving, k1=args.k1, k2=args.k2, motion=args.motion)
     print(out)
     return 0
 
@@ -323,6 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--moving", action="store_true", help="one person moves (an 'unfrozen' mannequin)")
     p.add_argument("--k1", type=float, default=0.0, help="radial distortion k1 (default 0)")
     p.add_argument("--k2", type=float, default=0.0, help="radial distortion k2 (default 0)")
+    from mannequin.testing.scene import MOTIONS
+
+    p.add_argument("--motion", choices=MOTIONS, default="walk",
+                   help="camera path: a sideways walk (default), a handheld walk shaken and turning at up "
+                        "to about 50°/s, or a turn in place")
     _add_common(p)
     p.set_defaults(func=cmd_synth)
     return parser

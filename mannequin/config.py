@@ -75,7 +75,7 @@ class SfmConfig:
     readout_min_gain: float = 0.02  #: auto applies the best readout when it lowers the score by this fraction
     readout_sure_gain: float = 0.07  #: a readout applied with a smaller gain is reported as poorly determined
     ba_loss_px: float = 0.5  #: Cauchy loss scale (px) of the self-calibration adjustments; 0 = plain least squares
-    accel_sigma: float = 0.3  #: smooth-motion prior on a video's camera acceleration (median depths per s²); 0 = off
+    accel_sigma: float = 0.3  #: smooth-motion prior on a video's camera acceleration (median depths/s² at 1 px noise); 0 = off
     given_poses: str = "use"  #: a camera file's poses: "use" as given, "refine" (bundle adjustment), "check" against SfM
 
 

@@ -41,6 +41,28 @@ def acceleration_operator(times_s: ArrayLike) -> np.ndarray:
     return np.stack([a, -(a + c), c], axis=1)
 
 
+def mean_reprojection_px(R_cw: ArrayLike, C: ArrayLike, X: ArrayLike, obs_frame: ArrayLike, obs_point: ArrayLike,
+                         obs_xy: ArrayLike, focal_px: float) -> float:
+    """Mean reprojection error (pixels) of the observations of points in front of their camera.
+
+    Arguments as :func:`smooth_bundle_adjust`'s (no times needed); NaN when no observation is in
+    front of its camera."""
+    R = np.asarray(R_cw, dtype=np.float64)
+    C = np.asarray(C, dtype=np.float64)
+    X = np.asarray(X, dtype=np.float64)
+    f = np.asarray(obs_frame, dtype=np.int64)
+    p = np.asarray(obs_point, dtype=np.int64)
+    xy = np.asarray(obs_xy, dtype=np.float64)
+    if R.shape != (len(C), 3, 3) or xy.shape != (len(f), 2) or p.shape != f.shape:
+        raise ValueError(f"shapes do not agree: R_cw {R.shape}, C {C.shape}, obs {f.shape} {p.shape} {xy.shape}")
+    Xc = np.einsum("kij,kj->ki", R[f], X[p] - C[f])
+    front = Xc[:, 2] > 0
+    if not front.any():
+        return float("nan")
+    e = focal_px * (Xc[front, :2] / Xc[front, 2:3] - xy[front])
+    return float(np.linalg.norm(e, axis=1).mean())
+
+
 #: Fixed Levenberg-Marquardt damping of the point blocks, relative to their diagonal.
 POINT_DAMPING = 1e-4
 #: The reduced camera system is solved densely up to this many parameters (6 per frame: 4000 is

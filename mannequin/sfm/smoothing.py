@@ -13,12 +13,34 @@ from typing import Any
 import numpy as np
 import pycolmap
 
-from mannequin.sfm.motion_prior import smooth_bundle_adjust
+from mannequin.sfm.motion_prior import mean_reprojection_px, smooth_bundle_adjust
 
 #: Levenberg-Marquardt stops after this many steps or when a step lowers the cost by under this
 #: fraction (the trade-off measured on TUM: docs/FINDINGS.md).
 MOTION_MAX_ITERATIONS = 30
 MOTION_TOLERANCE = 1e-5
+#: ``sfm.accel_sigma`` is the prior's width for a model whose mean reprojection error is this many
+#: pixels or more (it was tuned on TUM fr1/rpy, about 1.0-1.1 px); a model that fits its images more
+#: closely gets a proportionally wider prior (:func:`prior_width`), so the prior gives way where the
+#: images decide.
+REFERENCE_NOISE_PX = 1.0
+#: The reprojection noise used for :func:`prior_width` is at least this (pixels).
+MIN_NOISE_PX = 0.05
+
+
+def prior_width(accel_sigma: float, depth: float, noise_px: float) -> float:
+    """The smooth-motion prior's standard deviation in model units per s².
+
+    ``accel_sigma`` (median depths per s²), ``depth`` (the median scene depth, model units) and
+    ``noise_px`` (the model's mean reprojection error, pixels).  The adjustment weighs every
+    reprojection residual as if its noise were 1 px; for a model that fits its images more closely
+    than :data:`REFERENCE_NOISE_PX`, the width grows by that ratio (the same balance as the images
+    weighed at their own noise, floored at :data:`MIN_NOISE_PX`), so well-measured centres follow
+    their images.  It never narrows: at or above the reference it is ``accel_sigma × depth``.
+    """
+    if not (accel_sigma > 0 and depth > 0 and np.isfinite(noise_px)):
+        raise ValueError(f"need accel_sigma > 0, depth > 0 and a finite noise, got {accel_sigma}, {depth}, {noise_px}")
+    return accel_sigma * depth * REFERENCE_NOISE_PX / min(max(noise_px, MIN_NOISE_PX), REFERENCE_NOISE_PX)
 
 
 @dataclass
@@ -56,8 +78,9 @@ def smooth_motion(rec: pycolmap.Reconstruction, timestamps: dict[str, int], acce
     (:func:`mannequin.sfm.motion_prior.smooth_bundle_adjust`; intrinsics fixed).  Returns a report.
 
     ``timestamps``: image file name → µs.  ``accel_sigma`` is in median scene depths per s² (the
-    model has no metric scale): the median depth of the observations sets the unit; ``loss_px`` is
-    the Cauchy loss scale (0 = squared).  Skipped (and said so) when ``accel_sigma`` is 0, on an
+    model has no metric scale): the median depth of the observations sets the unit, and the width
+    used is :func:`prior_width` (wider where the model fits its images more closely than 1 px);
+    ``loss_px`` is the Cauchy loss scale (0 = squared).  Skipped (and said so) when ``accel_sigma`` is 0, on an
     image folder (``is_video`` false: no frame times), or with fewer than 5 registered frames."""
     if accel_sigma <= 0:
         return {"applied": False, "skipped": "sfm.accel_sigma is 0"}
@@ -74,9 +97,12 @@ def smooth_motion(rec: pycolmap.Reconstruction, timestamps: dict[str, int], acce
     z = np.einsum("kj,kj->k", R[obs.frame][:, 2], obs.X[obs.point] - C[obs.frame])
     zmed = float(np.median(z))
     K = rec.camera(images[0].camera_id).calibration_matrix()
+    focal_px = 0.5 * float(K[0, 0] + K[1, 1])
+    noise = mean_reprojection_px(R, C, obs.X, obs.frame, obs.point, obs.xy, focal_px)
+    width = prior_width(accel_sigma, zmed, noise)
     R2, C2, X2, report = smooth_bundle_adjust(
-        R, C, obs.X, obs.frame, obs.point, obs.xy, times, focal_px=0.5 * float(K[0, 0] + K[1, 1]),
-        accel_sigma=accel_sigma * zmed, loss_px=loss_px, max_iterations=MOTION_MAX_ITERATIONS,
+        R, C, obs.X, obs.frame, obs.point, obs.xy, times, focal_px=focal_px,
+        accel_sigma=width, loss_px=loss_px, max_iterations=MOTION_MAX_ITERATIONS,
         tolerance=MOTION_TOLERANCE)
     for im, Ri, Ci in zip(images, R2, C2, strict=False):
         rec.frame(im.frame_id).rig_from_world = pycolmap.Rigid3d(pycolmap.Rotation3d(Ri), -Ri @ Ci)
@@ -85,4 +111,5 @@ def smooth_motion(rec: pycolmap.Reconstruction, timestamps: dict[str, int], acce
     # The report's accelerations in median depths per s², like accel_sigma.
     for k in ("accel_before", "accel_after"):
         report[k] /= zmed
-    return {"applied": True, "accel_sigma": accel_sigma, **report, "seconds": time.perf_counter() - t0}
+    return {"applied": True, "accel_sigma": accel_sigma, "noise_px": noise,
+            "prior_width": width / zmed, **report, "seconds": time.perf_counter() - t0}

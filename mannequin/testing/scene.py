@@ -2,10 +2,10 @@
 
 The scene is a closed room (:data:`ROOM`, floor at z = 0) with 3–6 person-sized shapes (capsules,
 ellipsoids, boxes, each with a head) standing 3–5 m in front of a camera that walks sideways with
-small smooth handheld jitter, or turns in place.  Posters on the walls and a rug on the floor have a
-constant albedo (weakly textured patches); every other surface has a solid texture (see
-:mod:`mannequin.testing.render`).  Every random draw comes from the ``rng`` passed in, in a fixed
-order, so the same generator state gives the same scene and path.
+small smooth handheld jitter, walks shaken and turning fast (handheld), or turns in place.  Posters
+on the walls and a rug on the floor have a constant albedo (weakly textured patches); every other
+surface has a solid texture (see :mod:`mannequin.testing.render`).  Every random draw comes from the
+``rng`` passed in, in a fixed order, so the same generator state gives the same scene and path.
 """
 from __future__ import annotations
 
@@ -24,7 +24,12 @@ MAX_WALK_M = 1.5            # longest sideways walk; longer clips take smaller s
 PAN_DEG = 1.5               # pan per frame (degrees) of a rotate-only clip, up to MAX_PAN_DEG
 MAX_PAN_DEG = 40.0          # widest pan of a rotate-only clip; longer clips turn slower
 TILT_DEG = 3.0              # tilt amplitude (degrees) of a rotate-only clip (one slow nod)
-MOTIONS = ("walk", "rotate")
+#: ``motion="handheld"``: positional and rotational jitter this many times the walk's, and a yaw swing
+#: (``HANDHELD_SWING_S`` period) peaking at ``HANDHELD_TURN_DEG_S`` degrees per second.
+HANDHELD_SHAKE = 4.0
+HANDHELD_TURN_DEG_S = 35.0
+HANDHELD_SWING_S = 2.0
+MOTIONS = ("walk", "rotate", "handheld")
 #: The room's inner walls: x from x0 to x1, y from y0 to y1, z from z0 (floor) to z1 (ceiling), metres.
 ROOM = dict(x0=-3.5, x1=3.5, y0=-2.5, y1=7.0, z0=0.0, z1=2.8)
 
@@ -256,6 +261,11 @@ def camera_path(rng: np.random.Generator, n_frames: int, fps: float, people_xy: 
     positional jitter) and turns in place: it pans ``PAN_DEG`` per frame (at most ``MAX_PAN_DEG``
     in all) across the group and tilts ±``TILT_DEG`` once over the clip, with the same rotational
     jitter.  The random draws are the walk's, so the scene and the jitter match the walking clip.
+
+    ``motion="handheld"``: the walk, with ``HANDHELD_SHAKE`` times its jitter (centre accelerations
+    of a few m/s², as a hand-held phone) and a yaw swing about the vertical through the camera
+    (±``HANDHELD_TURN_DEG_S`` · ``HANDHELD_SWING_S`` / 2π degrees) that turns at up to
+    ``HANDHELD_TURN_DEG_S`` degrees per second: the fast turns that wake the rolling-shutter search.
     """
     target = np.array([people_xy[:, 0].mean(), people_xy[:, 1].mean(), rng.uniform(0.9, 1.2)])
     height = rng.uniform(1.45, 1.7)
@@ -264,8 +274,11 @@ def camera_path(rng: np.random.Generator, n_frames: int, fps: float, people_xy: 
     x_mid = 0.5 * target[0] + rng.uniform(-0.2, 0.2)
     drift = rng.uniform(-0.05, 0.05)  # forward/backward drift per metre walked
     times = np.arange(n_frames) / fps
-    pos_jit = _smooth_noise(rng, times, 0.008)
-    rot_jit = _smooth_noise(rng, times, math.radians(0.4))
+    shake = HANDHELD_SHAKE if motion == "handheld" else 1.0
+    pos_jit = shake * _smooth_noise(rng, times, 0.008)
+    rot_jit = shake * _smooth_noise(rng, times, math.radians(0.4))
+    swing_phase = rng.uniform(0, 2 * np.pi) if motion == "handheld" else 0.0
+    swing = math.radians(HANDHELD_TURN_DEG_S) * HANDHELD_SWING_S / (2 * math.pi)
     pan = math.radians(min(PAN_DEG, MAX_PAN_DEG / max(n_frames - 1, 1)))
     poses = []
     for i in range(n_frames):
@@ -281,6 +294,8 @@ def camera_path(rng: np.random.Generator, n_frames: int, fps: float, people_xy: 
             C = np.array([x_mid + sign * s, drift * s, height]) + pos_jit[i]
             f = target - C
             f /= np.linalg.norm(f)
+            if motion == "handheld":
+                f = _rot_z(swing * math.sin(2 * math.pi * times[i] / HANDHELD_SWING_S + swing_phase)) @ f
         x = np.cross(f, [0.0, 0.0, 1.0])
         x /= np.linalg.norm(x)
         y = np.cross(f, x)

@@ -93,7 +93,8 @@ def render_clip(seed: int = 0, n_frames: int = 24, width: int = 384, height: int
     fps: frame rate, sets ``timestamps_us`` and the handheld-jitter time scale.
     motion: ``"walk"`` (the default: a sideways walk, depth is observable) or ``"rotate"`` (the
         camera turns in place, panning 1.5° per frame and tilting ±3°: no parallax, a bad input
-        for SfM; the same seed gives the same scene).
+        for SfM; the same seed gives the same scene) or ``"handheld"`` (the walk shaken 4× harder
+        and swinging its yaw at up to 35°/s, about 50°/s with the jitter: fast handheld motion).
 
     Returns a :class:`SynthClip`: images (N, H, W, 3) uint8, depth (N, H, W) float32 z-depth in
     metres at pixel centres, pinhole intrinsics (pixels, horizontal FOV 60°, principal point at the

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 
 from mannequin.metrics import ate_rmse
-from mannequin.sfm.motion_prior import acceleration_operator, smooth_bundle_adjust
+from mannequin.sfm.motion_prior import acceleration_operator, mean_reprojection_px, smooth_bundle_adjust
 from mannequin.sfm.rolling_shutter import rotation_matrices
+from mannequin.sfm.smoothing import MIN_NOISE_PX, prior_width
 
 
 def test_acceleration_operator_is_exact_on_a_parabola_with_uneven_times():
@@ -97,3 +98,57 @@ def test_a_point_behind_a_camera_does_not_stall_the_adjustment():
     assert rep["observations_behind_camera"] >= 1
     assert rep["cost_after"] < 0.5 * rep["cost_before"]
     assert ate_rmse(C_s, C)["rmse"] < ate_rmse(C0, C)["rmse"]
+
+
+def _shaken_walk(seed=0, n=30, noise_px=0.1, f=500.0):
+    """A camera that walks 0.9 m sideways past points 2-5 m away, shaken at 2-3 Hz by ±1.5 cm
+    (accelerations about 4 m/s², above the prior's 0.3 median depths/s²): its centres are
+    well observed.  Returns truth and noisy observations, as :func:`_turning_clip`."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / 30.0
+    shake = 0.015 * np.stack([np.sin(2 * np.pi * 2.5 * t), np.sin(2 * np.pi * 2.0 * t + 1), np.sin(2 * np.pi * 3.0 * t)], 1)
+    C = np.stack([0.9 * t / t[-1], np.zeros(n), np.zeros(n)], axis=1) + shake
+    R = rotation_matrices(np.stack([np.zeros(n), np.radians(4.0) * np.sin(2.0 * t), np.zeros(n)], axis=1))
+    X = np.column_stack([rng.uniform(-2, 3, 400), rng.uniform(-1.5, 1.5, 400), rng.uniform(2, 5, 400)])
+    of, op, xy = [], [], []
+    for i in range(n):
+        Xc = (R[i] @ (X - C[i]).T).T
+        uv = Xc[:, :2] / Xc[:, 2:]
+        ok = (np.abs(uv) < 0.6).all(1)
+        of += [i] * int(ok.sum())
+        op += list(np.nonzero(ok)[0])
+        xy.append(uv[ok] + rng.normal(0, noise_px / f, (int(ok.sum()), 2)))
+    return t, R, C, X, np.array(of), np.array(op), np.concatenate(xy), f
+
+
+def test_mean_reprojection_px_measures_the_noise():
+    t, R, C, X, of, op, xy, f = _turning_clip(noise_px=0.5)
+    # 2-D Gaussian noise of 0.5 px per axis: mean length 0.5 * sqrt(pi / 2) = 0.63 px.
+    assert mean_reprojection_px(R, C, X, of, op, xy, f) == pytest.approx(0.5 * np.sqrt(np.pi / 2), rel=0.05)
+    with pytest.raises(ValueError, match="shapes"):
+        mean_reprojection_px(R, C, X, of, op, xy[:-1], f)
+
+
+def test_prior_width_widens_as_the_images_fit_better():
+    assert prior_width(0.3, 4.0, 1.0) == pytest.approx(1.2)
+    assert prior_width(0.3, 4.0, 2.0) == pytest.approx(1.2)  # never narrower than at 1 px
+    assert prior_width(0.3, 4.0, 0.25) == pytest.approx(4.8)
+    assert prior_width(0.3, 4.0, 0.0) == prior_width(0.3, 4.0, MIN_NOISE_PX)
+    for bad in [(0.0, 4.0, 1.0), (0.3, 0.0, 1.0), (0.3, 4.0, float("nan"))]:
+        with pytest.raises(ValueError):
+            prior_width(*bad)
+
+
+def test_the_prior_gives_way_where_the_images_decide():
+    """On a shaken walk seen at 0.1 px, the prior at its 1 px width bends the path; scaled to the
+    images' own noise it leaves it where the images put it."""
+    t, R, C, X, of, op, xy, f = _shaken_walk()
+    kw = dict(focal_px=f, loss_px=0.5, max_iterations=60, tolerance=1e-9)
+    zmed = 3.5
+    noise = mean_reprojection_px(R, C, X, of, op, xy, f)
+    _, C_free, _, _ = smooth_bundle_adjust(R, C, X, of, op, xy, t, accel_sigma=1e4 * zmed, **kw)
+    _, C_fixed, _, _ = smooth_bundle_adjust(R, C, X, of, op, xy, t, accel_sigma=0.3 * zmed, **kw)
+    _, C_scaled, _, _ = smooth_bundle_adjust(R, C, X, of, op, xy, t, accel_sigma=prior_width(0.3, zmed, noise), **kw)
+    err_free, err_fixed, err_scaled = (ate_rmse(c, C)["rmse"] for c in (C_free, C_fixed, C_scaled))
+    assert err_fixed > 2 * err_free, (err_fixed, err_free)
+    assert err_scaled < 1.5 * err_free, (err_scaled, err_free)

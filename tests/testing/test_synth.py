@@ -304,3 +304,33 @@ def test_rotate_only_bad_motion(tmp_path):
         render_clip(seed=0, n_frames=2, width=32, height=24, motion="orbit")
     out = synth(tmp_path / "r", seed=0, n_frames=2, width=32, height=24, motion="rotate")
     assert json.loads((out / "synth.json").read_text())["motion"] == "rotate"
+
+
+def test_handheld_clip_turns_fast_and_shakes():
+    """motion="handheld": the walk of the same seed, shaken harder and swinging its yaw (±11°, up to
+    35°/s on top of the walk's own turn towards the group), its centre accelerating at m/s²."""
+    from scipy.spatial.transform import Rotation
+
+    from mannequin.testing.scene import camera_path
+
+    people = np.array([[0.0, 4.0], [1.0, 4.0]])
+
+    def rates(motion):
+        poses = camera_path(np.random.default_rng(5), 30, 30.0, people, motion)
+        turn = [30 * np.degrees(Rotation.from_matrix(poses[k + 1].R @ poses[k].R.T).magnitude()) for k in range(29)]
+        C = np.array([p.center for p in poses])
+        return max(turn), np.median(np.linalg.norm(np.diff(C, 2, axis=0), axis=1) * 900), C, poses
+
+    walk_turn, walk_acc, C_walk, walk = rates("walk")
+    hand_turn, hand_acc, C_hand, hand = rates("handheld")
+    assert hand_turn > walk_turn + 5, (walk_turn, hand_turn)
+    swing = max(np.degrees(Rotation.from_matrix(h.R @ w.R.T).magnitude()) for h, w in zip(hand, walk, strict=True))
+    assert 5 < swing < 20, swing
+    assert hand_acc > 1.0 and hand_acc > 3 * walk_acc, (walk_acc, hand_acc)
+    # the same sideways walk underneath: centres within the shake (4 × 8 mm per axis at most)
+    assert np.abs(C_hand - C_walk).max() < 0.1
+    c = render_clip(seed=5, n_frames=4, width=W, height=H, motion="handheld")
+    assert c.params["motion"] == "handheld"
+    zp, zs, ci, cj, ok = _reproject(c, 0, 3)
+    vis = _visible(zp, zs)
+    assert ok.mean() > 0.5 and np.median(np.abs(zp[vis] - zs[vis]) / zs[vis]) < 5e-4
