@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
@@ -95,11 +96,12 @@ def matching_options(cfg: SfmConfig, exhaustive: bool, known_poses: bool = False
 
 
 def create_database(db_path: Path, image_dir: Path, names: Sequence[str], cfg: SfmConfig, camera_model: str,
-                    camera_params: str, *, exhaustive: bool = False, known_poses: bool = False) -> None:
+                    camera_params: str, *, exhaustive: bool = False, known_poses: bool = False) -> dict[str, float]:
     """Create the database ``db_path`` (replacing any): import the images ``names`` (file names in
     ``image_dir``; ids follow the sorted names) with one shared camera of ``camera_model`` and
     ``camera_params`` (comma-separated, COLMAP's order, pixels), extract SIFT features (at most
-    ``cfg.max_features`` per image) and :func:`match` them."""
+    ``cfg.max_features`` per image) and :func:`match` them.  Returns the seconds spent
+    (``features_s``, ``matching_s``)."""
     if db_path.exists():
         db_path.unlink()
     reader = pycolmap.ImageReaderOptions()
@@ -111,10 +113,13 @@ def create_database(db_path: Path, image_dir: Path, names: Sequence[str], cfg: S
     ext = pycolmap.FeatureExtractionOptions()
     ext.sift.max_num_features = cfg.max_features
     ext.num_threads = worker_threads()  # per image: the same features whatever the thread order
+    t0 = time.perf_counter()
     pycolmap.extract_features(str(db_path), str(image_dir), image_names=list(names),
                               camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,
                               extraction_options=ext, device=pycolmap.Device.cpu)
+    t1 = time.perf_counter()
     match(db_path, cfg, exhaustive, known_poses=known_poses)
+    return {"features_s": t1 - t0, "matching_s": time.perf_counter() - t1}
 
 
 def match(db_path: Path, cfg: SfmConfig, exhaustive: bool, *, again: bool = False, known_poses: bool = False) -> None:

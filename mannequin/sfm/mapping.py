@@ -9,16 +9,19 @@ Models are ``pycolmap.Reconstruction`` (poses world-to-camera, OpenCV axes, pixe
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import shutil
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pycolmap
 
-from mannequin.config import SfmConfig
+from mannequin.config import SfmConfig, worker_threads
 from mannequin.errors import StageError
 from mannequin.sfm.colmap import colmap_threads, match, set_focal
 from mannequin.sfm.diagnostics import median_triangulation_angle
@@ -265,6 +268,18 @@ def _start(job: MappingJob, out_dir: Path, k: int, fov: float | None, focal: flo
             "points": rec.num_points3D(), "focal_px": float(cam.mean_focal_length()), **(refine or {}), "rec": rec}
 
 
+def _start_on_copy(job: MappingJob, out_dir: Path, k: int, fov: float, focal: float) -> dict[str, Any] | None:
+    """:func:`_start` on a copy of the database (``out_dir/start<k>.db``, removed afterwards), so
+    that starts can run side by side: each sets its own focal prior.  The same model as
+    :func:`_start` (mapping only reads the database)."""
+    db = out_dir / f"start{k}.db"
+    shutil.copyfile(job.db_path, db)
+    try:
+        return _start(dataclasses.replace(job, db_path=db), out_dir, k, fov, focal)
+    finally:
+        db.unlink(missing_ok=True)
+
+
 def _fov_priors(job: MappingJob) -> Sequence[float | None]:
     """The field-of-view priors (degrees) of the starts: ``cfg.fov_deg``, then the other
     ``cfg.fov_candidates``; [None] (the database's focal) with given intrinsics."""
@@ -278,15 +293,21 @@ def _fov_starts(job: MappingJob, out_dir: Path) -> list[dict[str, Any]]:
     """The starts from each field-of-view prior (``cfg.fov_deg``, then ``cfg.fov_candidates``), or
     the one start from given intrinsics.  The further priors run only while the first start has
     little parallax (median triangulation angle below ``cfg.fov_check_below_deg``): with enough,
-    the data determine the focal."""
-    tries: list[dict[str, Any]] = []
-    for k, fov in enumerate(_fov_priors(job)):
-        if fov is not None and k > 0 and tries and median_triangulation_angle(tries[0]["rec"]) >= job.cfg.fov_check_below_deg:
-            break  # enough parallax: the focal is determined by the first start
-        t = _start(job, out_dir, k, fov, None if fov is None else focal_from_fov(job.width, fov))
-        if t is not None:
-            tries.append(t)
-    return tries
+    the data determine the focal.  The further starts run side by side
+    (:func:`~mannequin.config.worker_threads` at a time, each mapping on one thread with its own
+    seed and database copy), so they give the same models as one after the other; the database is
+    left with the last prior's focal, as it would be."""
+    priors = _fov_priors(job)
+    first = _start(job, out_dir, 0, priors[0], None if priors[0] is None else focal_from_fov(job.width, priors[0]))
+    tries = [first] if first is not None else []
+    rest = [(k, fov) for k, fov in enumerate(priors) if k > 0 and fov is not None]
+    if not rest or (tries and median_triangulation_angle(tries[0]["rec"]) >= job.cfg.fov_check_below_deg):
+        return tries  # one prior, or enough parallax: the focal is determined by the first start
+    focals = {k: focal_from_fov(job.width, fov) for k, fov in rest}
+    with ThreadPoolExecutor(max_workers=max(1, min(len(rest), worker_threads()))) as pool:
+        found = list(pool.map(lambda kf: _start_on_copy(job, out_dir, kf[0], kf[1], focals[kf[0]]), rest))
+    set_focal(job.db_path, focals[rest[-1][0]])
+    return tries + [t for t in found if t is not None]
 
 
 def _wants_refit(first: dict[str, Any], tries: list[dict[str, Any]], cfg: SfmConfig, refit_min_registered: int) -> bool:

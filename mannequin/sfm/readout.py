@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -105,11 +106,16 @@ def readout_pass(rec: pycolmap.Reconstruction, job: MappingJob, work: Path, name
         skip = _auto_skip_reason(cfg, is_video, rate, step)
         if skip:
             return rec, {**report, "skipped": skip}
+        t0 = time.perf_counter()
         found = _search_readout(rec, omegas, cfg, not job.fixed_intrinsics, report)
+        report["search_s"] = time.perf_counter() - t0
         if found is None:
             return rec, report
         ms = found
-    return _apply_readout(rec, job, work, omegas, ms, report)
+    t0 = time.perf_counter()
+    rec, report = _apply_readout(rec, job, work, omegas, ms, report)
+    report["apply_s"] = time.perf_counter() - t0
+    return rec, report
 
 
 def _auto_skip_reason(cfg: SfmConfig, is_video: bool, rate: float, step: float) -> str | None:

@@ -190,7 +190,8 @@ def _self_calibrated(ws: Workspace, cfg: SfmConfig, names: list[str], *, seed: i
     with _steps(run, progress) as step:
         camera_model, params = initial_camera(cfg, width, height, intrinsics)
         with step("features_matching_s"):
-            create_database(run.db_path, ws.frames_dir, run.image_names, cfg, camera_model, params, exhaustive=exhaustive)
+            run.timings.update(create_database(run.db_path, ws.frames_dir, run.image_names, cfg, camera_model, params,
+                                               exhaustive=exhaustive))
         with step("mapping_s"):
             rec = _map_and_adjust(run, job, exhaustive, summary)
         with step("undistortion_s"):
@@ -212,10 +213,15 @@ def _map_and_adjust(run: _Run, job: MappingJob, exhaustive: bool, summary: dict[
     ``calibration``, ``rolling_shutter``, ``motion_prior``)."""
     cfg = run.cfg
     fallback = exhaustive_fallback_allowed(cfg, run.names, job.fixed_intrinsics)
+    t0 = time.perf_counter()
     rec, summary["calibration"], summary["matching"] = map_frames(job, run.work, exhaustive=exhaustive, fallback=fallback)
+    t1 = time.perf_counter()
     is_video = _is_video(run.ws)
     rec, summary["rolling_shutter"] = readout_pass(rec, job, run.work, run.image_names, run.timestamps, is_video)
+    t2 = time.perf_counter()
     summary["motion_prior"] = smooth_motion(rec, run.timestamps, cfg.accel_sigma, cfg.ba_loss_px, is_video)
+    # Where mapping_s goes: the mapping (field-of-view starts, refits), the rolling-shutter pass, the smoothing.
+    run.timings.update({"map_s": t1 - t0, "rolling_shutter_s": t2 - t1, "motion_prior_s": time.perf_counter() - t2})
     _write_model(run, rec)
     return rec
 
@@ -233,7 +239,8 @@ def _known_poses(ws: Workspace, cfg: SfmConfig, names: list[str], poses: str | o
     with _steps(run, progress) as step:
         camera_model, params = known_camera(cam_file, width, height)
         with step("features_matching_s"):
-            create_database(run.db_path, ws.frames_dir, run.image_names, cfg, camera_model, params, known_poses=True)
+            run.timings.update(create_database(run.db_path, ws.frames_dir, run.image_names, cfg, camera_model, params,
+                                               known_poses=True))
         with step("mapping_s"):
             rec = triangulate_known(cam_file, run.image_names, width, height, run.db_path, ws.frames_dir, run.work)
             if given.mode == "refine":
