@@ -18,6 +18,11 @@ Sections
    the first call (small scene) in a fresh subprocess with ``NUMBA_CACHE_DIR`` an empty temporary
    folder (cold compile), and in a fresh subprocess with the normal cache (cached load; run twice,
    the second is reported, so that a cache made stale by an edit of the kernels is rebuilt first).
+   Builds (issue 27): the same timings (on ``--threads`` threads and on one) and numpy baseline in a
+   fresh subprocess per entry of ``BUILDS``, compiled into an empty cache for that instruction set:
+   ``znver1`` (a first-generation AMD EPYC, AVX2 only) is ``NUMBA_CPU_NAME=znver1`` *with*
+   ``NUMBA_CPU_FEATURES`` empty; the name alone keeps the host's AVX-512.  Targets for it: >= 2e8
+   hypotheses/s and >= 30x numpy.  Its main kernel's assembly is counted (zmm/ymm registers, gathers).
    After install: what ``make install`` leaves, i.e. ``python -m mannequin.warmup`` (the Numba
    cache warm-up, :func:`mannequin.warmup.warm_numba_cache`) into an empty temporary
    ``NUMBA_CACHE_DIR``, then, in another fresh subprocess with that cache, the same first call and
@@ -227,21 +232,30 @@ def _after_install(threads: int) -> dict:
         return dict(_first_call(threads, d, pipeline=True), warmup_s=warm_s)
 
 
-def bench_throughput(threads: int, quick: bool) -> dict:
+#: The AVX2-only build (issue 27): a first-generation AMD EPYC.  ``NUMBA_CPU_NAME`` alone keeps the
+#: host's instruction set (AVX-512 here); an empty ``NUMBA_CPU_FEATURES`` gives the named CPU's own.
+BUILDS = {"znver1": {"NUMBA_CPU_NAME": "znver1", "NUMBA_CPU_FEATURES": ""}}
+SPEEDUP_TARGET_AVX2 = 30.0
+THROUGHPUT_TARGET_AVX2 = 2e8
+
+
+def _throughput_core(threads: int, quick: bool) -> dict:
+    """The timed part of the throughput section in this process (whatever Numba build it runs):
+    ``plane_sweep`` best of 3 (1 when ``quick``) after a warm-up call, on ``threads`` threads and on
+    one, and the numpy baseline, in that order."""
     from mannequin.stereo import plane_sweep
     from mannequin.testing import numpy_sweep as nb
 
-    res = {"shape": [480, 640], "planes": 128, "sources": 4, "threads": threads}
-    if not quick:
-        with tempfile.TemporaryDirectory(prefix="mannequin-numba-cold-") as d:
-            res["cold"] = _first_call(threads, d)
-        res["after_install"] = _after_install(threads)
+    res: dict = {"shape": [480, 640], "planes": 128, "sources": 4, "threads": threads}
     H, W, S, P = 480, 640, 4, 128
     sc = nb.plane_scene(H, W, S, slant_deg=20, uint8=True)
     call = (sc["ref"], sc["sources"], sc["K_ref"], sc["K_sources"], sc["R"], sc["t"], sc["depth_range"])
     best, times, (depth, conf) = _best_time(lambda: plane_sweep(*call, P, n_threads=threads),
                                             1 if quick else 3)
     res.update(kernel_s=best, kernel_times=times, hyp_per_s=H * W * P * S / best)
+    if threads != 1:
+        best1, _, _ = _best_time(lambda: plane_sweep(*call, P, n_threads=1), 1 if quick else 3)
+        res["hyp_per_s_1_thread"] = H * W * P * S / best1
     good = (depth > 0) & (sc["gt"] > 0)
     res["kernel_median_rel_err_plane"] = float(np.median(np.abs(depth[good] - sc["gt"][good]) / sc["gt"][good]))
     Pn = 2 if quick else 4
@@ -251,6 +265,37 @@ def bench_throughput(threads: int, quick: bool) -> dict:
     res["numpy_planes"] = Pn
     res["numpy_hyp_per_s"] = H * W * Pn * S / res["numpy_s"]
     res["speedup"] = res["hyp_per_s"] / res["numpy_hyp_per_s"]
+    return res
+
+
+def _throughput_build(threads: int, quick: bool, env_vars: dict) -> dict:
+    """:func:`_throughput_core` in a fresh subprocess with ``env_vars`` (a Numba build) and an empty
+    temporary ``NUMBA_CACHE_DIR`` (the kernels compile for that build first, untimed), plus the
+    instruction set of its main kernel (``zmm`` / ``ymm`` register uses and gathers in the assembly)."""
+    code = ("import sys,json,re;sys.path.insert(0,{bench!r});import stereo as b;"
+            "r=b._throughput_core({threads},{quick});"
+            "from mannequin.stereo.kernels import fronto;"
+            "a=''.join(fronto.sweep_fronto.inspect_asm().values());"
+            "r['asm']={{'zmm':a.count('%zmm'),'ymm':a.count('%ymm'),'gathers':len(re.findall(r'v(p)?gather',a))}};"
+            "print(json.dumps(r))").format(bench=str(REPO / "benchmarks"), threads=threads, quick=quick)
+    with tempfile.TemporaryDirectory(prefix="mannequin-numba-build-") as d:
+        env = dict(os.environ, NUMBA_CACHE_DIR=d, **env_vars)
+        out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True,
+                             timeout=1200)
+    if out.returncode != 0:
+        raise RuntimeError("build subprocess failed: " + " | ".join(out.stderr.strip().splitlines()[-3:]))
+    return json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1])
+
+
+def bench_throughput(threads: int, quick: bool) -> dict:
+    res: dict = {}
+    if not quick:
+        with tempfile.TemporaryDirectory(prefix="mannequin-numba-cold-") as d:
+            res["cold"] = _first_call(threads, d)
+        res["after_install"] = _after_install(threads)
+    res.update(_throughput_core(threads, quick))
+    if not quick:
+        res["builds"] = {name: dict(_throughput_build(threads, quick, env), env=env) for name, env in BUILDS.items()}
     # cached load: normal cache (the warm-up above has written it if it was stale); first run
     # re-validates it, the second is the one reported
     _first_call(threads)
@@ -502,6 +547,18 @@ def _throughput_rows(tp: dict) -> list:
         rows.append((f"numpy baseline hyp/s ({tp['numpy_planes']} planes, scaled)", f"{tp['numpy_hyp_per_s']:.3g}", "", None))
         rows.append(("speed-up sweep / numpy", f"{tp['speedup']:.1f}x", ">= 20x", tp["speedup"] >= TARGETS["speedup_vs_numpy"]))
         rows.append(("sweep median rel. err, slanted plane", f"{tp['kernel_median_rel_err_plane']:.2e}", "", None))
+        if "hyp_per_s_1_thread" in tp:
+            rows.append(("sweep hyp/s, 1 thread (native build)", f"{tp['hyp_per_s_1_thread']:.3g}", "", None))
+        for name, b in tp.get("builds", {}).items():
+            tag = f"{name} build (AVX2 only; " + ", ".join(f"{k}={v!r}" for k, v in b["env"].items()) + ")"
+            rows.append((f"{tag}: sweep hyp/s, {b['threads']} thr / 1 thr",
+                         f"{b['hyp_per_s']:.3g} / {b.get('hyp_per_s_1_thread', float('nan')):.3g}",
+                         f">= {THROUGHPUT_TARGET_AVX2:.0e}", b["hyp_per_s"] >= THROUGHPUT_TARGET_AVX2))
+            rows.append((f"{name} build: speed-up sweep / numpy (same subprocess)", f"{b['speedup']:.1f}x",
+                         f">= {SPEEDUP_TARGET_AVX2:.0f}x", b["speedup"] >= SPEEDUP_TARGET_AVX2))
+            rows.append((f"{name} build: median rel. err, slanted plane; main kernel's assembly",
+                         f"{b['kernel_median_rel_err_plane']:.2e}; zmm {b['asm']['zmm']}, ymm {b['asm']['ymm']}, "
+                         f"gathers {b['asm']['gathers']}", "", None))
         if "cold" in tp:
             rows.append(("first call, cold compile (empty NUMBA_CACHE_DIR)", f"{tp['cold']['first_call_s']:.2f} s", "", None))
         if "after_install" in tp:
