@@ -10,10 +10,19 @@ Rows:
 - TUM fr1/rpy, 30 frames (data/samples/tum_fr1_rpy), SfM poses with the given calibration, compared
   with the Kinect depth through 3-D points, one scale per clip.  Targets AbsRel ≤ 3%, density ≥ 40%.
   Diagnostic (no target): the same workspace re-fused without the free-space test.
-- the moving-people mask (issue 25): on that static TUM clip, the share of pixels the fuse stage
-  marks moving (``qc.json`` dynamic_fraction, mean over frames, max beside it; target ≤ 1%); on a
-  synthetic clip with a moving person (``synth --moving``, seed 1, GT poses), the share of the
-  mover's pixels with raw depth (those a label could be made from) that the mask marks (≥ 80%).  Figure
+- TUM fr1/desk, frames 0-29 of ../shared/data/tum_fr1_desk (a handheld Kinect walking round a desk,
+  the rpy sample's calibration; MANNEQUIN_DATA overrides ../shared/data; skipped with a message when
+  missing), against the Kinect depth through 3-D points (issue 25; targets AbsRel ≤ 2%,
+  δ(1.05) ≥ 90%, density ≥ 50%): with SfM poses (the recorded frames, the given calibration, one
+  scale per clip), and with the mocap poses as a camera file (``--poses``; its format has no room
+  for the Kinect's k1 k2 p1 p2 k3 and ``--poses`` refuses distortion terms, so the frames are
+  undistorted with the calibration first; metres, scale 1, the one fitted scale beside it as a
+  diagnostic).  Issue 25 wants the mocap-pose labels no less accurate and no sparser than the SfM ones.
+- the moving-people mask (issue 25): on the static TUM clips (rpy, and desk with SfM poses), the
+  share of pixels the fuse stage marks moving (``qc.json`` dynamic_fraction, mean over frames, max
+  beside it; target ≤ 1%); on a synthetic clip with a moving person (``synth --moving``, seed 1,
+  GT poses), the share of the mover's pixels with raw depth (those a label could be made from) that
+  the mask marks (≥ 80%).  Figure
   ``results/labels_tum.png``: frame, raw depth, label, Kinect depth and label error for 3 frames.
 - diagnostic (no target): Middlebury Cones (data/samples/middlebury_cones, ``make demo``'s input),
   9 sharp real views, SfM poses, against the structured-light depth of views 2 and 6, one scale:
@@ -25,15 +34,16 @@ Rows:
   min_views, and min_confidence) re-applied to the raw depth maps already computed for the first
   row, through the same pure functions as the ``fuse`` stage (no stereo re-run); AbsRel against
   density per setting, in ``labels.json`` (``filter_sweep``) and ``results/labels_filter_sweep.png``.
-Usage: python benchmarks/labels.py [--quick] [--diagnostics] [--colmap-only] [--filter-only] [--tum-only]
+Usage: python benchmarks/labels.py [--quick] [--diagnostics] [--colmap-only] [--filter-only] [--tum-only] [--desk-only]
   (--quick: one seed, no TUM; --colmap-only / --filter-only: only the first row and the
   stereo_fusion comparison / the filter sweep, merged into labels.json; --tum-only: only the TUM
-  rows and ``results/labels_tum.png``, merged)
+  rows (rpy and desk) and ``results/labels_tum.png``, merged; --desk-only: only the fr1/desk rows, merged)
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -50,6 +60,12 @@ TUM = REPO / "data" / "samples" / "tum_fr1_rpy"
 CONES = REPO / "data" / "samples" / "middlebury_cones"
 # mannequin eval against the sample's Kinect depth, through 3-D points (registered to the distorted frames)
 TUM_EVAL = ("--gt-depth", TUM / "depth", "--depth-scale", 5000, "--gt-intrinsics", TUM / "intrinsics.txt")
+# The shared real clips, as benchmarks/sfm.py finds them (MANNEQUIN_DATA overrides).  fr1/desk: a
+# handheld Kinect walking round a desk, the same freiburg1 calibration as the rpy sample (its
+# intrinsics.txt, fx fy cx cy k1 k2 p1 p2 k3 in OpenCV's convention).
+DATA = Path(os.environ.get("MANNEQUIN_DATA", REPO.parent / "shared" / "data"))
+DESK = DATA / "tum_fr1_desk"
+DESK_WINDOW = (0, 30)  # frames 0-29 of the staged 90 (sfm.py's desk-a window)
 # The filter sweep: rel_depth × min_views at the default min_confidence, then min_confidence alone.
 SWEEP_REL_DEPTH = (0.005, 0.01, 0.015, 0.03, 0.06)
 SWEEP_MIN_VIEWS = (1, 2, 3, 4)
@@ -137,10 +153,10 @@ def tum_row(tmp: Path) -> dict:
     return row
 
 
-def moving_static_row(ws: Path) -> dict:
-    """The moving-people mask on the static TUM clip: share of each frame's pixels marked moving."""
+def moving_static_row(ws: Path, name: str = "moving-mask-tum-fr1rpy-30-static") -> dict:
+    """The moving-people mask on a static TUM clip: share of each frame's pixels marked moving."""
     frac = [float(q["dynamic_fraction"]) for q in json.loads((ws / "labels" / "qc.json").read_text())]
-    return {"name": "moving-mask-tum-fr1rpy-30-static", "status": "ok", "moving": float(np.mean(frac)),
+    return {"name": name, "status": "ok", "moving": float(np.mean(frac)),
             "moving_max": float(np.max(frac)), "targets": {"moving_max_share": 0.01}}
 
 
@@ -244,6 +260,100 @@ def tum_rows(tmp: Path) -> list:
         rows.append(moving_static_row(tmp / "tum"))  # before the diagnostic re-fuses that workspace
         rows.append(tum_no_free_space_row(tmp))
     return rows
+
+
+def desk_clip(tmp: Path) -> Path:
+    """Frames ``DESK_WINDOW`` of ../shared/data/tum_fr1_desk as ``mannequin run`` inputs (made once):
+
+    - ``video.mp4``: the recorded (distorted) frames, a 30 fps H.264 video (CRF 8) as sfm.py's
+      ``tum_clip`` writes it;
+    - ``undistorted.mp4``: the same frames undistorted with the calibration (OpenCV k1 k2 p1 p2 k3,
+      the same K kept, bilinear), since ``--poses`` refuses distortion terms (the camera file has only
+      k1 k2, and ``known_poses`` wants them 0: "undistort the frames first");
+    - ``cameras.txt``: the mocap poses (sfm.py's ``gt_tum``: camera-to-world, interpolated at each RGB
+      timestamp) as an MC camera file, world-to-camera, the calibration's K normalised (pixel centres
+      +0.5), k1 k2 = 0, timestamps those of the video's frames;
+    - ``depth/<frame>.png``: links to the Kinect depth of each frame (registered to the distorted
+      frames: ``mannequin eval --gt-intrinsics`` compares through 3-D points)."""
+    clip = tmp / "desk"
+    if clip.is_dir():
+        return clip
+    import cv2
+    import imageio.v3 as iio
+    from sfm import gt_tum
+
+    from mannequin.io.cameras import CameraFrame, Intrinsics, write_cameras
+    from mannequin.testing.synth import _write_video
+
+    g = gt_tum(*DESK_WINDOW, DESK.name)
+    order = sorted(g)  # the stems are the RGB timestamps
+    names = [f"{k:06d}" for k in range(len(order))]  # the frames stage's names for a video
+    images = np.stack([iio.imread(g[n][0]) for n in order])
+    h, w = images.shape[1:3]
+    intr = np.loadtxt(TUM / "intrinsics.txt").ravel()
+    K = np.array([[intr[0], 0.0, intr[2]], [0.0, intr[1], intr[3]], [0.0, 0.0, 1.0]])  # OpenCV convention
+    m1, m2 = cv2.initUndistortRectifyMap(K, intr[4:], None, K, (w, h), cv2.CV_32FC1)
+    (clip / "depth").mkdir(parents=True)
+    _write_video(clip / "video.mp4", images, 30.0)
+    _write_video(clip / "undistorted.mp4", np.stack([cv2.remap(im, m1, m2, cv2.INTER_LINEAR) for im in images]), 30.0)
+    pinhole = Intrinsics(intr[0], intr[1], intr[2] + 0.5, intr[3] + 0.5, w, h)  # COLMAP's pixel centres
+    write_cameras(clip / "cameras.txt", [CameraFrame.from_intrinsics(round(k * 1e6 / 30.0), pinhole, g[n][1])
+                                         for k, n in enumerate(order)],
+                  url=f"TUM fr1/desk frames {DESK_WINDOW[0]}-{DESK_WINDOW[1] - 1}, mocap poses, undistorted frames")
+    for name, n in zip(names, order, strict=True):
+        os.symlink(Path(g[n][2]).resolve(), clip / "depth" / f"{name}.png")
+    return clip
+
+
+def desk_row(tmp: Path, poses: str) -> dict:
+    """TUM fr1/desk frames 0-29 with SfM poses (the recorded frames, the given calibration, as the
+    rpy row) or with the mocap poses (``--poses``, on the undistorted frames), against the Kinect
+    depth through 3-D points.  SfM poses: one scale per clip; mocap poses: metres, scale 1 (what
+    ``mannequin eval`` does with known poses), with the one fitted scale beside it as a diagnostic."""
+    clip = desk_clip(tmp)
+    ws = tmp / f"desk-{poses}"
+    if poses == "sfm":
+        args = ["run", clip / "video.mp4", "--out", ws, "--intrinsics", TUM / "intrinsics.txt", "--quiet"]
+    else:
+        args = ["run", clip / "undistorted.mp4", "--out", ws, "--poses", clip / "cameras.txt", "--quiet"]
+    t0 = time.perf_counter()
+    r = mannequin(*args)
+    row = {"name": f"tum-fr1desk-30-{poses}-poses", "seconds": time.perf_counter() - t0}
+    if poses == "mocap":
+        row["note"] = "frames undistorted with the calibration first (--poses refuses distortion terms)"
+    if r.returncode:
+        return {**row, "status": "failed", "error": r.stderr.strip()}
+    desk_eval = ("--gt-depth", clip / "depth", "--depth-scale", 5000, "--gt-intrinsics", TUM / "intrinsics.txt")
+    row.update(_flatten(evaluate(ws, *desk_eval)), status="ok", targets={"absrel": 0.02, "delta_1.05": 0.90, "density": 0.50},
+               window=_window(ws), ws=str(ws))
+    if poses == "mocap":  # diagnostic: how much of the error one scale per clip (mocap vs Kinect) would take
+        from mannequin.evaluate import evaluate as evaluate_ws
+        from mannequin.workspace import Workspace
+
+        fit = evaluate_ws(Workspace(ws), clip / "depth", depth_scale=5000, gt_camera=str(TUM / "intrinsics.txt"),
+                          fit_scale=True)["clip"]
+        row.update(lab_absrel_scale_fitted=fit["absrel"], lab_scale_fitted=fit["scale"])
+    return row
+
+
+def desk_rows(tmp: Path) -> list:
+    """The fr1/desk rows: SfM poses, the moving mask on that static clip (from the SfM-pose run, as
+    for rpy), mocap poses; none (with a message) when ../shared/data/tum_fr1_desk is missing."""
+    if not DESK.is_dir():
+        print(f"[labels bench] skipping the tum_fr1_desk rows: {DESK} not found", file=sys.stderr, flush=True)
+        return []
+    rows = [desk_row(tmp, "sfm")]
+    print(f"{rows[-1]['name']}: {rows[-1].get('status')}", flush=True)
+    if rows[0].get("status") == "ok":
+        rows.append(moving_static_row(tmp / "desk-sfm", "moving-mask-tum-fr1desk-30-static"))
+    rows.append(desk_row(tmp, "mocap"))
+    print(f"{rows[-1]['name']}: {rows[-1].get('status')}", flush=True)
+    return rows
+
+
+def real_rows(tmp: Path) -> list:
+    """The TUM rows: fr1/rpy (the repository's sample), then fr1/desk (the shared clip)."""
+    return (tum_rows(tmp) if TUM.is_dir() else []) + desk_rows(tmp)
 
 
 def _window(ws: Path):
@@ -529,20 +639,21 @@ def colmap_only() -> None:
     _redo_on_synth0(section)
 
 
-def tum_only() -> None:
-    """Only the TUM rows (and their figure), merged into an existing labels.json."""
+def tum_only(desk_only: bool = False) -> None:
+    """Only the TUM rows (fr1/rpy with its figure, and fr1/desk), or only the fr1/desk rows, merged
+    into an existing labels.json."""
     from common import RESULTS
 
     path = RESULTS / "labels.json"
     result = json.loads(path.read_text()) if path.exists() else header("labels")
     with tempfile.TemporaryDirectory() as d:
-        rows = tum_rows(Path(d))
+        rows = desk_rows(Path(d)) if desk_only else real_rows(Path(d))
     _finish(rows)
     names = {r["name"] for r in rows}
     result["rows"] = [r for r in result.get("rows", []) if r["name"] not in names] + rows
     result["table"] = [t for t in result.get("table", []) if not any(t["name"].startswith(f"labels {n}:") for n in names)]
     result["table"] += [table_row(r) for r in rows]
-    result["tum_merged"] = header("labels")["date"]
+    result["desk_merged" if desk_only else "tum_merged"] = header("labels")["date"]
     print(write_results("labels", result))
 
 
@@ -563,9 +674,10 @@ def table_row(r: dict) -> dict:
     target = ", ".join([f"AbsRel <= {t['absrel']:.1%}"] + ([f"d1.05 >= {t['delta_1.05']:.0%}"] if "delta_1.05" in t else [])
                        + [f"density >= {t['density']:.0%}"]) if t else "(diagnostic)"
     win = f", stereo window {r['window']}" if r.get("window") not in (None, 7) else ""
+    note = f"; {r['note']}" if r.get("note") else ""
     return {"name": f"labels {r['name']}: AbsRel / d1.05 / density",
             "measured": f"{r['lab_absrel']:.2%} / {r['lab_delta_1.05']:.1%} / {r['lab_density']:.1%} "
-                        f"(raw {r['raw_absrel']:.2%} / {r['raw_delta_1.05']:.1%} / {r['raw_density']:.1%}){win}",
+                        f"(raw {r['raw_absrel']:.2%} / {r['raw_delta_1.05']:.1%} / {r['raw_density']:.1%}){win}{note}",
             "target": target, "met": r["met"]}
 
 
@@ -584,10 +696,12 @@ def main() -> None:
     ap.add_argument("--diagnostics", action="store_true", help="add the synthetic true-focal diagnostic row")
     ap.add_argument("--colmap-only", action="store_true", help="only redo the stereo_fusion comparison (merged into labels.json)")
     ap.add_argument("--filter-only", action="store_true", help="only redo the filter sweep (merged into labels.json)")
-    ap.add_argument("--tum-only", action="store_true", help="only redo the TUM rows and figure (merged into labels.json)")
+    ap.add_argument("--tum-only", action="store_true",
+                    help="only redo the TUM rows (fr1/rpy and its figure, fr1/desk), merged into labels.json")
+    ap.add_argument("--desk-only", action="store_true", help="only redo the TUM fr1/desk rows (merged into labels.json)")
     args = ap.parse_args()
-    if args.tum_only:
-        return tum_only()
+    if args.tum_only or args.desk_only:
+        return tum_only(desk_only=args.desk_only)
     if args.colmap_only:
         return colmap_only()
     if args.filter_only:
@@ -600,7 +714,7 @@ def main() -> None:
         # The TUM rows run beside the synthetic ones: their SfM maps on one thread for a minute
         # (SfmConfig.deterministic), which leaves a core free.  Accuracy is unchanged; the rows'
         # seconds then include sharing the CPU and are no speed figures (pipeline.py has those).
-        tum = side.submit(tum_rows, tmp) if not args.quick and TUM.is_dir() else None
+        tum = side.submit(real_rows, tmp) if not args.quick else None
         for seed in ([0] if args.quick else [0, 1, 2]):
             for poses in ("gt", "sfm"):
                 rows.append(synthetic_row(tmp, seed, poses))
