@@ -132,18 +132,29 @@ def _auto_skip_reason(cfg: SfmConfig, is_video: bool, rate: float, step: float) 
 
 def _search_readout(rec: pycolmap.Reconstruction, omegas: dict[str, np.ndarray], cfg: SfmConfig, free_focal: bool,
                     report: dict[str, Any]) -> float | None:
-    """The auto search: each readout time (ms) of ``cfg.readout_candidates_ms``, and none, scored on
+    """The auto search: the readout times (ms) of ``cfg.readout_candidates_ms``, and none, scored on
     ``rec``'s own observations (:func:`readout_score`; the focal free when ``free_focal``, as a
     self-calibrated focal absorbs part of the skew).  The same observations for every candidate make
     the scores comparable (re-mapping would not).  Returns the best readout time when it lowers the
     median reprojection error by ``cfg.readout_min_gain``, else None; ``report`` gets the scores
-    (``median_reprojection_px``) and the chosen one's ``gain``."""
+    (``median_reprojection_px``, the candidates scored) and the chosen one's ``gain``.
+
+    Candidates are scored in ascending order, :func:`~mannequin.config.worker_threads` at a time,
+    and the search stops once the last one scored is worse than the best so far: the score falls to
+    the readout that fits and rises past it, so the rest cannot win (a global-shutter clip stops
+    after none and the shortest readout)."""
     # Each score adjusts its own copy on one thread, so the scores are the same however many run
     # at once (pycolmap's adjustment releases the GIL).
-    candidates = [0.0] + [float(ms) for ms in cfg.readout_candidates_ms]
-    with ThreadPoolExecutor(max_workers=worker_threads()) as pool:
-        scores = dict(zip(candidates, pool.map(
-            lambda ms: readout_score(rec, omegas, ms * 1e-3, free_focal), candidates), strict=False))
+    candidates = [0.0] + sorted(float(ms) for ms in cfg.readout_candidates_ms)
+    step = max(2, worker_threads())
+    scores: dict[float, float] = {}
+    with ThreadPoolExecutor(max_workers=step) as pool:
+        for k in range(0, len(candidates), step):
+            batch = candidates[k:k + step]
+            scores.update(zip(batch, pool.map(lambda ms: readout_score(rec, omegas, ms * 1e-3, free_focal), batch),
+                              strict=True))
+            if scores[batch[-1]] > min(scores.values()):
+                break
     report["median_reprojection_px"] = {f"{k:g}": v for k, v in scores.items()}
     ms = min(scores, key=lambda k: (scores[k], k))
     if ms == 0.0 or scores[ms] > (1.0 - cfg.readout_min_gain) * scores[0.0]:
