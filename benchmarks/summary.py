@@ -9,7 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, git_commit, machine_info  # noqa: E402
 
-ORDER = ["sfm", "stereo", "labels", "tum_oracle", "pipeline", "batch"]
+ORDER = ["sfm", "stereo", "labels", "tum_oracle", "pipeline", "batch", "mc"]
 # benchmarks/studies/ (`make studies`, not `make bench`): listed when their results exist.
 OPTIONAL = ["sfm_global", "tum_readout", "tum_windows"]
 # Plots written by the scripts, with their captions; any other results/*.png is listed after them.
@@ -70,6 +70,8 @@ def sfm_table(data: dict) -> list:
             measured = f"reg {r['registered_fraction']:.0%}, RMSE {r['rmse_pct']:.2f}% of path, rot {r['rot_err_mean_deg']:.2f}°, focal {r['focal_err_pct']:+.1f}%"
             if r.get("readout_ms"):
                 measured += f", rolling-shutter readout {r['readout_ms']:g} ms"
+            if r.get("rmse_vs_best_of_prior_on_off") is not None:
+                measured += f", {r['rmse_vs_best_of_prior_on_off']:.2f}x the better of prior on/off"
             if r.get("sparse_absrel") is not None:
                 measured += f"; SfM points vs Kinect AbsRel {100 * r['sparse_absrel']:.1f}%"
                 if r.get("sparse_median_relerr") is not None:
@@ -83,7 +85,8 @@ def sfm_table(data: dict) -> list:
             f"reg >= {t['min_reg']:.0%}" if "min_reg" in t else "",
             f"RMSE <= {t['max_rmse_pct']}%" if "max_rmse_pct" in t else "",
             f"focal within {t['max_focal_pct']}%" if "max_focal_pct" in t else "",
-            f"pose diff <= {t['max_pose_diff']:g}" if "max_pose_diff" in t else ""]))
+            f"pose diff <= {t['max_pose_diff']:g}" if "max_pose_diff" in t else "",
+            f"RMSE <= {t['max_rmse_vs_prior_twin']:g}x the better of prior on/off" if "max_rmse_vs_prior_twin" in t else ""]))
         rows.append({"name": f"sfm {r['name']}", "measured": measured, "target": note if diagnostic else target,
                      "met": None if diagnostic else r.get("met")})
     return rows
