@@ -162,3 +162,30 @@ def test_interpolated_map_matches_the_traced_one():
     assert np.abs(exact[0, 0] - [0.5, 0.5]).max() > 5  # and the map is far from the identity
     with pytest.raises(ValueError):
         rs.rectify_map(project_tum, Kt, (640, 480), omega, 0.03, 480, step=0)
+
+
+@pytest.mark.parametrize("best_ms, expected_scored", [
+    (0.0, [0.0, 10.0]),                                   # global shutter: rises at once, 2 scores
+    (20.0, [0.0, 10.0, 15.0, 20.0, 25.0, 30.0]),          # stops after the batch that turns up
+    (40.0, [0.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0]),  # the longest readout: every candidate
+])
+def test_readout_search_stops_once_the_score_rises(monkeypatch, best_ms, expected_scored):
+    """The auto search scores readouts in ascending batches (two at a time here) and stops once the
+    last scored is worse than the best: on a score with one minimum it picks what scoring every
+    candidate would, with fewer adjustments."""
+    from mannequin.sfm import readout
+
+    scored = []
+
+    def score(rec, omegas, readout_s, refine_focal=False):
+        ms = round(readout_s * 1e3, 6)
+        scored.append(ms)
+        return 0.5 + 0.001 * (ms - best_ms) ** 2
+
+    monkeypatch.setattr(readout, "readout_score", score)
+    monkeypatch.setattr(readout, "worker_threads", lambda: 2)
+    report: dict = {}
+    found = readout._search_readout(None, {}, SfmConfig(), False, report)
+    assert sorted(scored) == expected_scored
+    assert found == (None if best_ms == 0.0 else best_ms)
+    assert sorted(float(k) for k in report["median_reprojection_px"]) == expected_scored

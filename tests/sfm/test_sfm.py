@@ -611,3 +611,35 @@ def test_glog_goes_to_the_log_not_the_terminal(small_clip, tmp_path):
     log_text = (ws / "logs" / "sfm.log").read_text(errors="replace")
     assert re.search(GLOG_LINE, log_text), log_text[:2000]  # glog did write: to the log
     assert (ws / "cameras.txt").is_file()
+
+
+def test_field_of_view_starts_run_side_by_side_in_prior_order(monkeypatch, tmp_path):
+    """With little parallax the further field-of-view starts run in threads, each on its own copy
+    of the database with its own focal prior; they come back in prior order, and the database is
+    left with the last prior's focal, as after one start after the other."""
+    import threading
+
+    from mannequin.sfm import mapping
+
+    db = tmp_path / "database.db"
+    db.write_bytes(b"db")
+    seen, focal_set = [], []
+
+    def fake_start(job, out_dir, k, fov, focal):
+        seen.append((k, fov, job.db_path.name, threading.current_thread() is threading.main_thread()))
+        assert job.db_path.read_bytes() == b"db"
+        return None if fov == 45.0 else {"fov_prior_deg": fov, "k": k, "rec": "model"}
+
+    monkeypatch.setattr(mapping, "_start", fake_start)
+    monkeypatch.setattr(mapping, "median_triangulation_angle", lambda rec: 1.0)  # little parallax
+    monkeypatch.setattr(mapping, "set_focal", lambda path, f: focal_set.append((path.name, f)))
+    cfg = SfmConfig()
+    job = mapping.MappingJob(db, tmp_path, cfg, 0, 10, 640, False, 0.0)
+    tries = mapping._fov_starts(job, tmp_path)
+    priors = [cfg.fov_deg] + [f for f in cfg.fov_candidates if f != cfg.fov_deg]
+    assert [t["fov_prior_deg"] for t in tries] == [f for f in priors if f != 45.0]
+    assert seen[0] == (0, priors[0], "database.db", True)  # the first start decides, on the database
+    assert sorted(s[2] for s in seen[1:]) == sorted(f"start{k}.db" for k in range(1, len(priors)))
+    assert not any(s[3] for s in seen[1:])  # the others in worker threads
+    assert focal_set == [("database.db", mapping.focal_from_fov(640, priors[-1]))]
+    assert not list(tmp_path.glob("start*.db"))  # the copies are removed
