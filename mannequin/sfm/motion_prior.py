@@ -55,12 +55,18 @@ def mean_reprojection_px(R_cw: ArrayLike, C: ArrayLike, X: ArrayLike, obs_frame:
     xy = np.asarray(obs_xy, dtype=np.float64)
     if R.shape != (len(C), 3, 3) or xy.shape != (len(f), 2) or p.shape != f.shape:
         raise ValueError(f"shapes do not agree: R_cw {R.shape}, C {C.shape}, obs {f.shape} {p.shape} {xy.shape}")
-    Xc = np.einsum("kij,kj->ki", R[f], X[p] - C[f])
+    Xc, e = _reprojection(R, C, X, f, p, xy, focal_px)
     front = Xc[:, 2] > 0
     if not front.any():
         return float("nan")
-    e = focal_px * (Xc[front, :2] / Xc[front, 2:3] - xy[front])
-    return float(np.linalg.norm(e, axis=1).mean())
+    return float(np.linalg.norm(e[front], axis=1).mean())
+
+
+def _reprojection(R: np.ndarray, C: np.ndarray, X: np.ndarray, f: np.ndarray, p: np.ndarray, xy: np.ndarray,
+                  focal_px: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each observation's point in its camera (K, 3) and its reprojection residual (K, 2), pixels."""
+    Xc = np.einsum("kij,kj->ki", R[f], X[p] - C[f])
+    return Xc, focal_px * (Xc[:, :2] / Xc[:, 2:3] - xy)
 
 
 #: Fixed Levenberg-Marquardt damping of the point blocks, relative to their diagonal.
@@ -214,10 +220,8 @@ class _Problem:
                                 shape=(3 * (N - 2), 6 * N))
 
     def state(self, R: np.ndarray, C: np.ndarray, X: np.ndarray) -> _State:
-        f, p, acc = self.f, self.p, self.acc
-        Xc = np.einsum("kij,kj->ki", R[f], X[p] - C[f])
-        z = Xc[:, 2]
-        e = self.focal_px * (Xc[:, :2] / z[:, None] - self.xy)
+        acc = self.acc
+        Xc, e = _reprojection(R, C, X, self.f, self.p, self.xy, self.focal_px)
         a = (acc[:, 0, None] * C[:-2] + acc[:, 1, None] * C[1:-1] + acc[:, 2, None] * C[2:]) / self.accel_sigma
         return _State(R, C, X, Xc, e, a)
 

@@ -23,6 +23,21 @@ def test_acceleration_operator_rejects_short_or_unordered_times(times):
         acceleration_operator(times)
 
 
+def _observe(rng, t, R, C, X, noise_px, f):
+    """Every point each camera sees within ±0.6 of its optical axis (normalised coordinates), with
+    Gaussian noise of ``noise_px`` per axis: (t, R, C, X, frame and point index of each
+    observation, its coordinates, f)."""
+    of, op, xy = [], [], []
+    for i in range(len(t)):
+        Xc = (R[i] @ (X - C[i]).T).T
+        uv = Xc[:, :2] / Xc[:, 2:]
+        ok = (np.abs(uv) < 0.6).all(1)
+        of += [i] * int(ok.sum())
+        op += list(np.nonzero(ok)[0])
+        xy.append(uv[ok] + rng.normal(0, noise_px / f, (int(ok.sum()), 2)))
+    return t, R, C, X, np.array(of), np.array(op), np.concatenate(xy), f
+
+
 def _turning_clip(seed=0, n=30, noise_px=0.5, f=500.0):
     """A camera that mostly turns (±8°) while its centre drifts 6 cm on a smooth arc, looking at
     points 2-5 m away: its centres are weakly observed.  Returns truth and noisy observations."""
@@ -33,15 +48,7 @@ def _turning_clip(seed=0, n=30, noise_px=0.5, f=500.0):
     pitch = np.radians(3.0) * np.sin(3.0 * t + 1.0)
     R = rotation_matrices(np.stack([pitch, yaw, np.zeros(n)], axis=1))  # world-to-camera
     X = np.column_stack([rng.uniform(-2, 2, 400), rng.uniform(-1.5, 1.5, 400), rng.uniform(2, 5, 400)])
-    of, op, xy = [], [], []
-    for i in range(n):
-        Xc = (R[i] @ (X - C[i]).T).T
-        uv = Xc[:, :2] / Xc[:, 2:]
-        ok = (np.abs(uv) < 0.6).all(1)
-        of += [i] * int(ok.sum())
-        op += list(np.nonzero(ok)[0])
-        xy.append(uv[ok] + rng.normal(0, noise_px / f, (int(ok.sum()), 2)))
-    return t, R, C, X, np.array(of), np.array(op), np.concatenate(xy), f
+    return _observe(rng, t, R, C, X, noise_px, f)
 
 
 def test_the_prior_removes_centre_jitter_that_the_images_leave_free():
@@ -110,15 +117,7 @@ def _shaken_walk(seed=0, n=30, noise_px=0.1, f=500.0):
     C = np.stack([0.9 * t / t[-1], np.zeros(n), np.zeros(n)], axis=1) + shake
     R = rotation_matrices(np.stack([np.zeros(n), np.radians(4.0) * np.sin(2.0 * t), np.zeros(n)], axis=1))
     X = np.column_stack([rng.uniform(-2, 3, 400), rng.uniform(-1.5, 1.5, 400), rng.uniform(2, 5, 400)])
-    of, op, xy = [], [], []
-    for i in range(n):
-        Xc = (R[i] @ (X - C[i]).T).T
-        uv = Xc[:, :2] / Xc[:, 2:]
-        ok = (np.abs(uv) < 0.6).all(1)
-        of += [i] * int(ok.sum())
-        op += list(np.nonzero(ok)[0])
-        xy.append(uv[ok] + rng.normal(0, noise_px / f, (int(ok.sum()), 2)))
-    return t, R, C, X, np.array(of), np.array(op), np.concatenate(xy), f
+    return _observe(rng, t, R, C, X, noise_px, f)
 
 
 def test_mean_reprojection_px_measures_the_noise():
