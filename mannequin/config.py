@@ -115,6 +115,10 @@ class FuseConfig:
     max_behind_frac: float = 0.34  #: drop a pixel more than this share of its agreeing views see through; < 0 = off
     noise_tolerance: float = 1.2  #: on noisy footage, widen the agreement test to this × the depth noise (+1 view); 0 = off
     noise_margin: float = 3.0  #: a source off by less than this × the depth noise is no free-space or motion evidence; 0 = off
+    moving_noise: float = 10.0  #: a source contradicting a pixel by more than this × the depth noise is evidence of motion; 0 = no moving mask
+    moving_views: int = 2  #: sources with that evidence that mark a labelled pixel as evidence of motion
+    moving_window: float = 0.04  #: side of the square (share of the image width) in which the moving evidence is counted
+    moving_share: float = 0.5  #: share of evidence among the square's labelled pixels that marks them moving
     min_valid_fraction: float = 0.2  #: a frame with a smaller labelled share is dropped (the MC paper's 0.2)
     min_kept_frames: int = 30  #: a clip with fewer kept frames is rejected
     voxel_size: float = 0.005  #: fused-cloud voxel, as a fraction of the median scene depth
@@ -313,6 +317,10 @@ RULES: dict[tuple[str, str], _Rule] = {
     ("fuse", "edge_rel"): _at_least(0),
     ("fuse", "noise_tolerance"): _at_least(0),
     ("fuse", "noise_margin"): _at_least(0),
+    ("fuse", "moving_noise"): _at_least(0),
+    ("fuse", "moving_views"): _at_least(1),
+    ("fuse", "moving_window"): _between(0, 1),
+    ("fuse", "moving_share"): _between(1e-6, 1, "a share in (0, 1]"),
     ("fuse", "min_valid_fraction"): _SHARE,
     ("fuse", "min_kept_frames"): _at_least(0),
     ("fuse", "voxel_size"): _at_least(0),

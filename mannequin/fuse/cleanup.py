@@ -16,33 +16,46 @@ if TYPE_CHECKING:
     from mannequin.fuse.consistency import Votes
 
 
-def dynamic_mask(n_agree: Any, n_disagree: Any, n_checked: Any = None, *, min_disagree_frac: float = 0.7,
-                 min_checked: int = 3) -> np.ndarray:
-    """Pixels that consistently disagree with the other views (moving people in a frozen scene).
+def moving_mask(n_agree: Any, n_moved: Any, *, min_views: int = 2, min_moved: int = 2, window_px: int = 15,
+                min_share: float = 0.5) -> np.ndarray:
+    """Pixels of people who moved in a frozen scene: confident in their own frame, contradicted by others.
+
+    A pixel is a *candidate* when at least ``min_views`` sources agree with its depth (it would get
+    a label), and *evidence* when, besides, at least ``min_moved`` sources contradict it far beyond
+    the clip's depth noise (``n_moved`` of :class:`~mannequin.fuse.consistency.Votes`).  A pixel no
+    view measures well has no agreeing sources and is never marked.  A mover is a region, a stereo
+    failure is scattered: the mask is every candidate in whose ``window_px`` square at least
+    ``min_share`` of the candidates are evidence.
 
     Args:
-        n_agree, n_disagree: (H, W) integer counts from :func:`filter_depth` (or :class:`Votes`;
-            pass ``votes.n_behind + votes.n_other`` as n_disagree to ignore plain occlusions).
-        n_checked: (H, W) number of sources that could check the pixel; default
-            ``n_agree + n_disagree``.  A larger count (e.g. also sources without depth there)
-            makes the mask more conservative.
-        min_disagree_frac: share of the checked sources that must disagree.
-        min_checked: pixels checked by fewer sources are never marked.
+        n_agree, n_moved: (H, W) integer counts of :class:`~mannequin.fuse.consistency.Votes`.
+        min_views: agreeing sources that make a candidate (>= 1).
+        min_moved: contradicting sources that make evidence (>= 1).
+        window_px: side of the square, px (odd, >= 1).
+        min_share: share of evidence among the square's candidates, in (0, 1].
 
     Returns:
-        (H, W) bool: ``n_checked >= min_checked and n_disagree >= min_disagree_frac * n_checked``.
+        (H, W) bool, True = moved.
     """
+    from scipy.ndimage import uniform_filter
+
     a = np.asarray(n_agree)
-    d = np.asarray(n_disagree)
-    if a.shape != d.shape or a.ndim != 2:
-        raise ValueError(f"n_agree {a.shape} and n_disagree {d.shape} must be the same (H, W) shape")
-    c = a + d if n_checked is None else np.asarray(n_checked)
-    if c.shape != a.shape:
-        raise ValueError(f"n_checked {c.shape} must have the shape of n_agree {a.shape}")
-    if not 0 <= min_disagree_frac <= 1:
-        raise ValueError(f"min_disagree_frac must lie in [0, 1], got {min_disagree_frac}")
-    min_checked = max(int(min_checked), 1)
-    return (c >= min_checked) & (d >= min_disagree_frac * c) & (d > 0)
+    m = np.asarray(n_moved)
+    if a.shape != m.shape or a.ndim != 2:
+        raise ValueError(f"n_agree {a.shape} and n_moved {m.shape} must be the same (H, W) shape")
+    if min_views < 1 or min_moved < 1:
+        raise ValueError(f"min_views and min_moved must be >= 1, got {min_views} and {min_moved}")
+    if int(window_px) != window_px or window_px < 1 or window_px % 2 == 0:
+        raise ValueError(f"window_px must be an odd integer >= 1, got {window_px}")
+    if not 0 < min_share <= 1:
+        raise ValueError(f"min_share must lie in (0, 1], got {min_share}")
+    cand = a >= min_views
+    evidence = cand & (m >= min_moved)
+    if not evidence.any():
+        return evidence
+    share = (uniform_filter(evidence.astype(np.float32), int(window_px), mode="constant")
+             / np.maximum(uniform_filter(cand.astype(np.float32), int(window_px), mode="constant"), 1e-6))
+    return cand & (share >= min_share - 1e-6)
 
 
 def remove_speckles(depth: Any, max_size_px: int, max_diff_rel: float = 0.02) -> np.ndarray:

@@ -173,6 +173,10 @@ class Votes:
       of a violation (always 0 when the band is not wider than ``max_rel_depth``).
     * ``n_no_src``: projects inside the source image onto a pixel without a valid depth.
     * ``n_outside``: projects outside the source image or behind the source camera.
+    * ``n_moved``: not one of the outcomes above but counted beside them (0 unless
+      :func:`consistency_votes` gets a ``motion_rel``): sources that contradict the pixel by more
+      than ``motion_rel``, seeing far behind it, or seeing in front of it something the reference
+      itself sees through (see :func:`mannequin.fuse.kernels.vote_kernel`).  The evidence of motion.
     * ``depth_sum``: (H, W) float64, the sum of the agreeing reprojected depths.
     """
 
@@ -183,6 +187,7 @@ class Votes:
     n_near: np.ndarray
     n_no_src: np.ndarray
     n_outside: np.ndarray
+    n_moved: np.ndarray
     depth_sum: np.ndarray
 
     @classmethod
@@ -191,7 +196,8 @@ class Votes:
         def count() -> np.ndarray:
             return np.zeros(shape, dtype=np.int32)
 
-        return cls(count(), count(), count(), count(), count(), count(), count(), np.zeros(shape, dtype=np.float64))
+        return cls(count(), count(), count(), count(), count(), count(), count(), count(),
+                   np.zeros(shape, dtype=np.float64))
 
     @property
     def n_disagree(self) -> np.ndarray:
@@ -206,7 +212,7 @@ class Votes:
 
 def consistency_votes(depth_ref: Any, K_ref: Any, E_ref: Any, neighbours: Sequence[tuple], *,
                       max_rel_depth: float = 0.01, max_reproj_px: float = 1.5,
-                      noise_rel: float = 0.0) -> Votes:
+                      noise_rel: float = 0.0, motion_rel: float = 0.0) -> Votes:
     """Check a reference depth map against every neighbour and count the outcomes per pixel.
 
     Args:
@@ -217,6 +223,8 @@ def consistency_votes(depth_ref: Any, K_ref: Any, E_ref: Any, neighbours: Sequen
             :func:`depth_noise`) within which a sampled source depth that fails the agreement test
             counts as ``n_near`` instead of behind or in front; a band not wider than
             ``max_rel_depth`` changes nothing.
+        motion_rel: relative contradiction that counts a source in ``n_moved`` (0 = none counted);
+            meant to be well above the clip's depth noise.
 
     Returns:
         :class:`Votes` with the per-pixel counts.
@@ -224,6 +232,8 @@ def consistency_votes(depth_ref: Any, K_ref: Any, E_ref: Any, neighbours: Sequen
     _check_thresholds(max_rel_depth, max_reproj_px)
     if not (np.isfinite(noise_rel) and noise_rel >= 0):
         raise ValueError(f"noise_rel must be >= 0, got {noise_rel}")
+    if not (np.isfinite(motion_rel) and motion_rel >= 0):
+        raise ValueError(f"motion_rel must be >= 0, got {motion_rel}")
     near_rel = max(float(max_rel_depth), float(noise_rel))
     dr = check_depth(depth_ref, "depth_ref")
     Kr, Er = check_K(K_ref, "K_ref"), check_E(E_ref, "E_ref")
@@ -236,7 +246,8 @@ def consistency_votes(depth_ref: Any, K_ref: Any, E_ref: Any, neighbours: Sequen
         P1, p1, P2, p2 = pair_matrices(Kr, Er, check_K(nb[1], f"neighbours[{i}] K"),
                                        check_E(nb[2], f"neighbours[{i}] E"))
         vote_kernel(dr, ds, P1, p1, P2, p2, BILINEAR_MAX_REL, float(max_rel_depth), float(max_reproj_px), near_rel,
-                    v.n_agree, v.n_behind, v.n_front, v.n_other, v.n_near, v.n_no_src, v.n_outside, v.depth_sum)
+                    float(motion_rel), v.n_agree, v.n_behind, v.n_front, v.n_other, v.n_near, v.n_no_src,
+                    v.n_outside, v.n_moved, v.depth_sum)
     return v
 
 

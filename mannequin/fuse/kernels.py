@@ -145,13 +145,19 @@ def reproject_kernel(depth_ref: np.ndarray, depth_src: np.ndarray, P1: np.ndarra
 @njit(parallel=True, fastmath=True, cache=True)
 def vote_kernel(depth_ref: np.ndarray, depth_src: np.ndarray, P1: np.ndarray, p1: np.ndarray, P2: np.ndarray,
                 p2: np.ndarray, interp_rel: float, max_rel: float, max_px: float, near_rel: float,
-                n_agree: np.ndarray, n_behind: np.ndarray, n_front: np.ndarray, n_other: np.ndarray,
-                n_near: np.ndarray, n_no_src: np.ndarray, n_outside: np.ndarray, depth_sum: np.ndarray) -> None:
+                motion_rel: float, n_agree: np.ndarray, n_behind: np.ndarray, n_front: np.ndarray,
+                n_other: np.ndarray, n_near: np.ndarray, n_no_src: np.ndarray, n_outside: np.ndarray,
+                n_moved: np.ndarray, depth_sum: np.ndarray) -> None:
     """Check every reference pixel against one source and add one to one of its counters.
 
     The (H, W) int32 counters are those of :class:`mannequin.fuse.consistency.Votes`; ``depth_sum``
     (H, W) float64 gets the reprojected depth of agreeing pixels.  ``max_rel``: relative depth
     tolerance, ``max_px``: reprojection tolerance (px), ``near_rel``: the noise band (>= max_rel).
+    ``n_moved`` counts the sources that contradict the pixel by more than ``motion_rel`` (relative,
+    > 0; 0 = not counted): the source point Y (the source's depth where the pixel projects, in the
+    reference camera at depth z_Y) lies behind the pixel's depth d, ``z_Y > d (1 + motion_rel)``,
+    or in front of it, ``z_Y < d (1 - motion_rel)``, where the reference itself sees through Y (its
+    depth at Y's pixel exceeds ``z_Y (1 + motion_rel)``), so Y was not there at the reference's time.
     """
     h, w = depth_ref.shape
     max_px2 = max_px * max_px
@@ -181,6 +187,14 @@ def vote_kernel(depth_ref: np.ndarray, depth_src: np.ndarray, P1: np.ndarray, p1
                 n_other[r, c] += 1                # depth matches in the source, round trip does not
             else:
                 n_near[r, c] += 1                 # off by no more than the clip's depth noise
+            if motion_rel > 0.0 and zr > 0.0:
+                if zr > d * (1.0 + motion_rel):
+                    n_moved[r, c] += 1            # the source sees far behind the pixel
+                elif zr < d * (1.0 - motion_rel):
+                    ri = int(np.floor(yr))
+                    ci = int(np.floor(xr))
+                    if 0 <= ri < h and 0 <= ci < w and depth_ref[ri, ci] > zr * (1.0 + motion_rel):
+                        n_moved[r, c] += 1        # what it sees in front is not there in the reference
 
 
 @njit(cache=True)

@@ -25,7 +25,7 @@ import numpy as np
 
 from mannequin.config import FuseConfig
 from mannequin.errors import InputError
-from mannequin.fuse.cleanup import dynamic_mask, erode_depth_edges, free_space_mask, remove_speckles
+from mannequin.fuse.cleanup import erode_depth_edges, free_space_mask, moving_mask, remove_speckles
 from mannequin.fuse.consistency import Votes, consistency_votes, depth_noise, depth_to_points, votes_to_depth
 from mannequin.result import StageResult
 from mannequin.stereo.views import neighbours_for, sparse_geometry, world_to_camera
@@ -135,7 +135,8 @@ def filter_from_votes(depth: np.ndarray, votes: Votes, cfg: FuseConfig,
 
     ``depth`` (H, W) float32: the raw depth with the confidence threshold already applied (0 =
     none); ``votes``: :func:`mannequin.fuse.consistency.consistency_votes` of it against its
-    ``n_neighbours`` neighbours with ``cfg.rel_depth`` / ``cfg.reproj_px``.  Applies
+    ``n_neighbours`` neighbours with ``cfg.rel_depth`` / ``cfg.reproj_px`` (and, for the
+    moving-people mask, ``motion_rel`` = :func:`motion_rel`; without it the mask is empty).  Applies
     ``cfg.min_views`` (and ``average``), the depth-edge rims, the moving-people mask, the
     free-space check and the speckle removal, as the ``fuse`` stage does.
     Returns ``(label (H, W) float32 in depth units, 0 = none; dynamic (H, W) bool)``.
@@ -145,11 +146,11 @@ def filter_from_votes(depth: np.ndarray, votes: Votes, cfg: FuseConfig,
         # the near side of depth edges (foreground fattening) gets no label; the neighbours
         # keep their rims for the check, so moving people stay visible to the dynamic mask
         filtered[erode_depth_edges(depth, cfg.edge_px, cfg.edge_rel) <= 0] = 0
-    # Moving people: sources see *through* the claimed surface (or the round trip fails);
-    # ordinary occlusions (something in front in the source) are not evidence of motion.
-    dyn = dynamic_mask(votes.n_agree, votes.n_behind + votes.n_other,
-                       votes.n_agree + votes.n_behind + votes.n_other,
-                       min_checked=min(3, n_neighbours))
+    # Moving people: depths that hold in their own frame, contradicted by other frames, in regions
+    dyn = moving_mask(votes.n_agree, votes.n_moved, min_views=cfg.min_views,
+                      min_moved=min(cfg.moving_views, max(n_neighbours, 1)),
+                      window_px=2 * int(round(cfg.moving_window * depth.shape[1] / 2)) + 1,
+                      min_share=cfg.moving_share)
     filtered[dyn] = 0
     if cfg.max_behind_frac >= 0:
         filtered[free_space_mask(votes, cfg.max_behind_frac)] = 0
@@ -176,9 +177,10 @@ def run_fuse(ws: Workspace, cfg: FuseConfig, *, progress: bool = False) -> Stage
     rng = np.random.default_rng(0)
     noise, band = clip_noise_band(clip.names, clip.views, clip.index, clip.geo, clip.E, clip.cache, cfg)
     fcfg = _adapt_and_log(cfg, noise, band)
+    motion = motion_rel(cfg, noise)
     bar = tqdm(clip.names, desc="fuse", unit="frame", disable=not progress, dynamic_ncols=True)
     for name in bar:
-        row, label = _fuse_frame(ws, clip, name, cfg, fcfg, band)
+        row, label = _fuse_frame(ws, clip, name, cfg, fcfg, band, motion)
         if row["kept"]:
             _add_to_cloud(cloud, rng, ws, clip, name, label)
         qc.append(row)
@@ -239,6 +241,12 @@ def _open_clip(ws: Workspace, cfg: FuseConfig) -> _Clip:
     return _Clip(geo, names, views, index, E, _LRU(load, 2 * cfg.n_neighbors + 2))
 
 
+def motion_rel(cfg: FuseConfig, noise: float) -> float:
+    """The relative contradiction that is evidence of motion: ``cfg.moving_noise`` × the clip's depth
+    noise (``cfg.rel_depth`` stands in for a noise that could not be measured); 0 = no moving mask."""
+    return float(cfg.moving_noise) * (noise if np.isfinite(noise) and noise > 0 else cfg.rel_depth)
+
+
 def _adapt_and_log(cfg: FuseConfig, noise: float, band: float) -> FuseConfig:
     """:func:`adapt_to_noise`, logging the noise band and any change of the agreement test."""
     if band > cfg.rel_depth:
@@ -252,7 +260,7 @@ def _adapt_and_log(cfg: FuseConfig, noise: float, band: float) -> FuseConfig:
 
 
 def _fuse_frame(ws: Workspace, clip: _Clip, name: str, cfg: FuseConfig, fcfg: FuseConfig,
-                band: float) -> tuple[dict, np.ndarray]:
+                band: float, motion: float) -> tuple[dict, np.ndarray]:
     """Label one frame and write its label, confidence and dynamic mask.
 
     Returns (its qc.json row, label (H, W) float32 in depth units, 0 = none).
@@ -262,7 +270,8 @@ def _fuse_frame(ws: Workspace, clip: _Clip, name: str, cfg: FuseConfig, fcfg: Fu
     nbs = neighbours_for(clip.names, _sources(clip.views, name), name, cfg.n_neighbors)
     neighbours = [(clip.cache.get(s)[0], clip.K(s), clip.E[s]) for s in nbs]
     votes = consistency_votes(depth, clip.K(name), clip.E[name], neighbours,
-                              max_rel_depth=fcfg.rel_depth, max_reproj_px=cfg.reproj_px, noise_rel=band)
+                              max_rel_depth=fcfg.rel_depth, max_reproj_px=cfg.reproj_px, noise_rel=band,
+                              motion_rel=motion)
     label, dyn = filter_from_votes(depth, votes, fcfg, len(neighbours))
     valid = float((label > 0).mean())
     kept = valid >= cfg.min_valid_fraction

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from mannequin.fuse.cleanup import dynamic_mask, erode_depth_edges, free_space_mask, remove_speckles
+from mannequin.fuse.cleanup import erode_depth_edges, free_space_mask, moving_mask, remove_speckles
 from mannequin.fuse.consistency import (
     check_geometric_consistency,
     consistency_votes,
@@ -110,7 +110,10 @@ def test_accepts_pose_and_intrinsics_and_size_mismatch():
                                         max_rel_depth=0),
     lambda: filter_depth(np.ones((4, 4)), K, np.eye(4), [(np.ones((4, 4)), K)]),
     lambda: filter_depth(np.ones((4, 4)), K, np.eye(4), [], min_views=-1),
-    lambda: dynamic_mask(np.zeros((2, 2)), np.zeros((2, 3)), None),
+    lambda: moving_mask(np.zeros((2, 2)), np.zeros((2, 3))),
+    lambda: moving_mask(np.zeros((2, 2)), np.zeros((2, 2)), window_px=4),
+    lambda: moving_mask(np.zeros((2, 2)), np.zeros((2, 2)), min_share=0),
+    lambda: consistency_votes(np.ones((4, 4)), K, np.eye(4), [], motion_rel=-1),
 ])
 def test_bad_inputs_raise(bad):
     with pytest.raises(ValueError):
@@ -137,21 +140,22 @@ def test_moving_blob_disagrees_and_is_dynamic():
     filt, n_agree, n_dis = filter_depth(ref, K, CAMS[0], nbs)
     assert (filt[blob] == 0).all()
     assert (n_dis[blob] >= 3).all()
-    dyn = dynamic_mask(n_agree, n_dis, n_agree + n_dis)
-    assert dyn[blob].all()
-    assert dyn[~blob].mean() < 0.005
     # seen from the sources, the background lies behind the blob: free-space violations
     v = consistency_votes(ref, K, CAMS[0], nbs)
     assert (v.n_behind[blob] >= 3).all()
     assert (v.n_disagree == n_dis).all() and (v.n_agree == n_agree).all()
 
 
-def test_dynamic_mask_thresholds():
-    a = np.array([[0, 1, 0, 3]])
-    d = np.array([[3, 3, 2, 1]])
-    assert dynamic_mask(a, d).tolist() == [[True, True, False, False]]
-    assert dynamic_mask(a, d, a + d + 2).tolist() == [[False, False, False, False]]
-    assert dynamic_mask(a, d, min_disagree_frac=0.25).tolist() == [[True, True, False, True]]
+def test_moving_mask_needs_own_frame_support_and_a_region():
+    agree = np.full((20, 20), 3)
+    moved = np.zeros((20, 20), int)
+    moved[5:15, 5:15] = 2                       # a region contradicted by 2 sources
+    moved[0, 19] = 5                            # one scattered pixel
+    dyn = moving_mask(agree, moved, window_px=5)
+    assert dyn[6:14, 6:14].all() and not dyn[0, 19] and dyn.sum() < 120
+    assert not moving_mask(agree, np.where(moved > 0, 1, 0), window_px=5).any()   # min_moved 2
+    assert moving_mask(agree, np.where(moved > 0, 1, 0), window_px=5, min_moved=1)[8, 8]
+    assert not moving_mask(np.ones((20, 20), int), moved, window_px=5).any()       # no label support
 
 
 def test_average_reduces_noise():
@@ -215,8 +219,6 @@ def test_votes_split_occlusion_from_free_space():
     ref[blob] *= 1.3                     # the reference claims a surface *behind* the sources' view
     v = consistency_votes(ref, K, CAMS[0], neighbours(DEPTHS, [1, 2, 3, 4]))
     assert (v.n_front[blob] >= 3).all() and (v.n_behind[blob] == 0).all()
-    assert not dynamic_mask(v.n_agree, v.n_behind + v.n_other)[blob].any()
-    assert dynamic_mask(v.n_agree, v.n_disagree)[blob].all()
     total = v.n_agree + v.n_disagree + v.n_no_src + v.n_outside
     assert (total[ref > 0] == 4).all()
 
@@ -297,3 +299,39 @@ def test_depth_noise_measures_the_disagreement_between_frames():
     assert np.isnan(depth_noise([]))
     with pytest.raises(ValueError):
         depth_noise([(DEPTHS[0], K, CAMS[0])])
+
+
+def render_person(E, x_shift):
+    """The plane scene with a "person": a rectangle facing the cameras at z = 3, x in
+    [-0.4, 0.2] + x_shift, y in [-0.6, 0.6] (world metres); depth (H, W) float64."""
+    depth = render(E)
+    R, t = E[:3, :3], E[:3, 3]
+    C = -R.T @ t
+    rows, cols = np.mgrid[0:H, 0:W]
+    dirs = np.stack([cols + 0.5, rows + 0.5, np.ones((H, W))], -1) @ np.linalg.inv(K).T @ R
+    lam = (3.0 - C[2]) / dirs[..., 2]
+    X = C + lam[..., None] * dirs
+    hit = (lam > 0) & (X[..., 0] >= -0.4 + x_shift) & (X[..., 0] <= 0.2 + x_shift) & (np.abs(X[..., 1]) <= 0.6)
+    return np.where(hit & (lam < depth), lam, depth)
+
+
+@pytest.mark.parametrize("moves", [True, False])
+def test_moved_person_is_marked_and_a_still_one_is_not(moves):
+    # the person stands still for the reference and sources 1 and 2, then steps 0.5 m aside
+    depths = [render_person(E, 0.5 if moves and i >= 3 else 0.0) for i, E in enumerate(CAMS)]
+    person = render_person(CAMS[0], 0.0) < DEPTHS[0] - 1e-6
+    v = consistency_votes(depths[0], K, CAMS[0], neighbours(depths, [1, 2, 3, 4]), max_rel_depth=0.01,
+                          motion_rel=0.05)
+    labelled = v.n_agree >= 2
+    assert labelled[person].mean() > 0.9
+    dyn = moving_mask(v.n_agree, v.n_moved, window_px=9)
+    if moves:
+        # a sixth of the rectangle overlaps where it stands later: that part did not move in 3-D
+        assert (v.n_moved[person & labelled] >= 2).mean() > 0.8
+        assert dyn[person & labelled].mean() > 0.8
+        # behind where it stands later, the background is seen in front of by the later views: marked too
+        later = render_person(CAMS[0], 0.5) < DEPTHS[0] - 1e-6
+        assert dyn[~person & ~later].mean() < 0.01
+    else:
+        assert (v.n_moved > 0).mean() < 0.01 and not dyn.any()   # a few silhouette pixels, no region
+    assert not consistency_votes(depths[0], K, CAMS[0], neighbours(depths, [1, 2, 3, 4])).n_moved.any()
