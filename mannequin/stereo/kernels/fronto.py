@@ -66,6 +66,12 @@ Rules the code follows for speed (LLVM vectorisation):
 * Array indices inside the hot loops are the bare loop counter over a slice (``a = v[o:o + n]``,
   ``a[i]``) or unsigned (the gather): with a computed signed index (``v[c + o]``) Numba emits a
   negative-index wrap-around select per access, which keeps LLVM from vectorising.
+* Integers converted to float inside a vectorised loop are int32 (``np.float32(np.int32(c))``, the
+  clamp bounds of a cast made int32 before the loop): Numba's integers are int64, and AVX2 has no
+  vector int64 -> float conversion (AVX-512DQ has), so LLVM scalarises it, 8 conversions and
+  inserts per vector (the AVX2 build's bilinear warp ran 2.6x slower for this).  Likewise a
+  difference of int32 values is int64 in Numba: compare instead (``ix < q - 2``, not
+  ``q - ix > 2``), which keeps the lanes 32-bit.
 * Numba's on-disk cache (``cache=True``) is keyed on each function's own file: a kernel module
   holds its compiled entry points together with every helper they call, so that editing a helper
   invalidates its callers' cache too.
@@ -480,8 +486,10 @@ def _warp_row_bilinear(src_flat, off, sh, swd, x0, y0, w0, dx, dy, dw, wrow, vs,
     ymax = np.float32(sh - 1)
     xlim = np.float32(swd - 0.5)
     ylim = np.float32(sh - 0.5)
+    ixmax = np.int32(swd - 2)
+    iymax = np.int32(sh - 2)
     for c in range(W):
-        cf = np.float32(c)
+        cf = np.float32(np.int32(c))     # int32 -> float32 (int64 -> float has no AVX2 vector form)
         wh = w0 + cf * dw
         ok = wh > np.float32(1e-8)
         wh = max(wh, np.float32(1e-8))
@@ -492,8 +500,8 @@ def _warp_row_bilinear(src_flat, off, sh, swd, x0, y0, w0, dx, dy, dw, wrow, vs,
         ok = ok & (y >= np.float32(-0.5)) & (y <= ylim)
         xc = min(max(x, np.float32(0.0)), xmax)
         yc = min(max(y, np.float32(0.0)), ymax)
-        ix = min(max(np.int32(xc), np.int32(0)), swd - np.int32(2))
-        iy = min(max(np.int32(yc), np.int32(0)), sh - np.int32(2))
+        ix = min(max(np.int32(xc), np.int32(0)), ixmax)
+        iy = min(max(np.int32(yc), np.int32(0)), iymax)
         fxs[c] = xc - np.float32(ix)
         fys[c] = yc - np.float32(iy)
         kid[c] = off + iy * swd + ix
@@ -549,7 +557,7 @@ def _warp_row_shift(src_flat, roff, swd, a, row_ok, wrow, vs):
     af = np.float32(a)
     xlim = np.float32(swd - 0.5)
     for c in range(W):
-        x = np.float32(c) + af
+        x = np.float32(np.int32(c)) + af
         ok = row_ok & (x >= np.float32(-0.5)) & (x <= xlim)
         vs[c] = np.float32(1.0) if ok else np.float32(0.0)
 
@@ -976,7 +984,7 @@ def _track_row(p, arow, hold, hprev, brow, irow, srow, mrow, prow):
         if lm:
             b = brow[c]
             sc = srow[c]
-            far = (q - irow[c]) > np.int32(2)
+            far = irow[c] < np.int32(p - 3)      # q - irow[c] > 2 (int32 compare)
             if v < b:
                 srow[c] = b if far else sc
                 brow[c] = v
@@ -1005,7 +1013,7 @@ def _track_rows4(p0, a0, a1, a2, a3, hold, hprev, brow, irow, srow, mrow, prow):
             a = a0[c] if t == 0 else (a1[c] if t == 1 else (a2[c] if t == 2 else a3[c]))
             q = np.int32(p0 + t - 1)
             lm = (v < cm) & (v <= a) & (v < VALID_LIMIT) & (q >= 0)
-            far = (q - ix) > np.int32(2)
+            far = ix < np.int32(p0 + t - 3)      # q - ix > 2 as an int32 compare (no int64 lanes)
             win = lm & (v < b)
             sn = lm & far & (v < sc)
             s1 = b if far else sc
