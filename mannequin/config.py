@@ -115,7 +115,7 @@ class FuseConfig:
     max_behind_frac: float = 0.34  #: drop a pixel more than this share of its agreeing views see through; < 0 = off
     noise_tolerance: float = 1.2  #: on noisy footage, widen the agreement test to this × the depth noise (+1 view); 0 = off
     noise_margin: float = 3.0  #: a source off by less than this × the depth noise is no free-space or motion evidence; 0 = off
-    moving_noise: float = 10.0  #: a source contradicting a pixel by more than this × the depth noise is evidence of motion; 0 = no moving mask
+    moving_noise: float = 10.0  #: a source off by more than this × the depth noise is evidence of motion; 0 = no mask
     moving_views: int = 2  #: sources with that evidence that mark a labelled pixel as evidence of motion
     moving_window: float = 0.04  #: side of the square (share of the image width) in which the moving evidence is counted
     moving_share: float = 0.5  #: share of evidence among the square's labelled pixels that marks them moving
