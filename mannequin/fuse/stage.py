@@ -2,8 +2,9 @@
 
 Per frame: confidence threshold, removal of the near-side rims of depth edges (foreground
 fattening), multi-view geometric consistency against the frame's
-neighbours (:mod:`mannequin.fuse.consistency`, pure), removal of pixels that consistently disagree
-(moving people: ``WS/labels/<name>.dynamic.png``) and of pixels that other views see through
+neighbours (:mod:`mannequin.fuse.consistency`, pure), removal of labelled regions that other
+frames contradict far beyond the depth noise (moving people: ``WS/labels/<name>.dynamic.png``,
+:func:`mannequin.fuse.cleanup.moving_mask`) and of pixels that other views see through
 (free-space violations), speckle removal, then QC (the share of
 labelled pixels).  The labelled points of every frame are fused into a voxel grid as the frames
 go by (:class:`VoxelAccumulator`: memory bounded by the scene, not the clip length), then written as
