@@ -189,3 +189,17 @@ def test_adapt_to_noise_widens_the_test_only_on_noisy_footage():
     assert dataclasses.replace(noisy, rel_depth=cfg.rel_depth, min_views=cfg.min_views) == cfg
     off = dataclasses.replace(cfg, noise_tolerance=0.0)
     assert adapt_to_noise(off, 0.03) is off
+
+
+def test_motion_evidence_follows_the_depth_noise():
+    """A source is evidence of motion beyond moving_noise x the clip's depth noise; an unmeasured
+    noise falls back to the agreement test's tolerance, and moving_noise 0 turns the mask off."""
+    import dataclasses
+
+    from mannequin.config import FuseConfig
+    from mannequin.fuse.stage import motion_rel
+
+    cfg = FuseConfig()
+    assert motion_rel(cfg, 0.004) == pytest.approx(cfg.moving_noise * 0.004)
+    assert motion_rel(cfg, float("nan")) == pytest.approx(cfg.moving_noise * cfg.rel_depth)
+    assert motion_rel(dataclasses.replace(cfg, moving_noise=0.0), 0.004) == 0.0
