@@ -57,7 +57,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, header, print_table, save_figure, write_results  # noqa: E402
+from common import REPO, RESULTS, header, print_table, save_figure, write_results  # noqa: E402
 
 TUM = REPO / "data" / "samples" / "tum_fr1_rpy"
 CONES = REPO / "data" / "samples" / "middlebury_cones"
@@ -200,6 +200,48 @@ def moving_synth_row(tmp: Path, seed: int) -> dict:
         static, n_px = static + int((dyn & ~truth).sum()), n_px + truth.size
     return {**row, "status": "ok", "moving": hit / max(would, 1), "mover_px_would_be_labelled": would,
             "moving_of_raw_depth": raw_hit / max(raw, 1), "static_marked": static / max(n_px, 1)}
+
+
+def moving_figure(tmp: Path, path: Path) -> Path | None:
+    """The moving-people mask over the frames it marks most: the static desk clip (SfM poses; every
+    marked pixel is a false alarm) and the synthetic movers (seeds ``MOVING_SEEDS``; the mask red,
+    the mover's outline green).  None when neither workspace is in ``tmp``."""
+    import imageio.v3 as iio
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy.ndimage import binary_erosion
+
+    panels = []
+    for ws, truth in [(tmp / "desk-sfm", None)] + [(tmp / f"ws-mov{s}", tmp / f"mov{s}" / "dynamic") for s in MOVING_SEEDS]:
+        qc_path = ws / "labels" / "qc.json"
+        if not qc_path.exists():
+            continue
+        qc = sorted(json.loads(qc_path.read_text()), key=lambda q: (-q["dynamic_fraction"], q["name"]))
+        for q in qc[:2]:
+            n = q["name"]
+            im = iio.imread(ws / "images" / f"{n}.png")[..., :3].copy()
+            im[iio.imread(ws / "labels" / f"{n}.dynamic.png") > 0] = (255, 0, 0)
+            if truth is not None:  # the mover's outline, 2 px
+                t = iio.imread(truth / f"{n}.png") > 0
+                im[t & ~binary_erosion(t, iterations=2)] = (0, 255, 0)
+            what = "static desk" if truth is None else f"synthetic mover {ws.name[-1]}"
+            panels.append((im, f"{what}, frame {n}: {q['dynamic_fraction']:.1%} marked"))
+    if not panels:
+        return None
+    cols = 4
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (im, title) in zip(axes.ravel(), panels, strict=False):
+        ax.imshow(im)
+        ax.set_title(title, fontsize=8)
+    fig.suptitle("moving-people mask (red) on the frames it marks most; the synthetic mover outlined in green "
+                 "(benchmarks/labels.py)", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
 
 
 def tum_figure(ws: Path, scale: float, path: Path, names=("000005", "000015", "000025")) -> Path:
@@ -715,6 +757,8 @@ def tum_only(desk_only: bool = False, moving_only: bool = False) -> None:
             rows = [moving_synth_row(Path(d), seed) for seed in MOVING_SEEDS]
         else:
             rows = desk_rows(Path(d)) if desk_only else real_rows(Path(d))
+        if moving_only or desk_only:  # the figure shows what this run has (the other half: the full run)
+            _figure_name(moving_figure(Path(d), RESULTS / "labels_moving.png"))
     _finish(rows)
     names = {r["name"] for r in rows}
     result["rows"] = [r for r in result.get("rows", []) if r["name"] not in names] + rows
@@ -722,6 +766,11 @@ def tum_only(desk_only: bool = False, moving_only: bool = False) -> None:
     result["table"] += [table_row(r) for r in rows]
     result["moving_merged" if moving_only else "desk_merged" if desk_only else "tum_merged"] = header("labels")["date"]
     print(write_results("labels", result))
+
+
+def _figure_name(path: Path | None) -> str | None:
+    """A figure's file name for the JSON (None when it was not drawn)."""
+    return path.name if path is not None else None
 
 
 def _finish(rows: list) -> None:
@@ -764,6 +813,23 @@ def moving_table_row(r: dict) -> dict:
                         f"{r['static_marked']:.2%})", "target": ">= 80%", "met": r["met"]}
 
 
+def local_rows(tmp: Path, quick: bool, diagnostics: bool) -> list:
+    """The synthetic rows (GT and SfM poses; unless ``quick``, the ground sweep, the moving-mask
+    rows and Middlebury Cones; with ``diagnostics`` the true-focal row), each printed as it ends."""
+    jobs = [(synthetic_row, seed, poses) for seed in ([0] if quick else [0, 1, 2]) for poses in ("gt", "sfm")]
+    if not quick:  # what the ground-plane sweep does, and the moving mask, in the same run
+        jobs += [(synthetic_row, 0, "gt-ground-sweep")] + [(moving_synth_row, seed) for seed in MOVING_SEEDS]
+        if diagnostics:  # what limits the SfM-pose rows: the same clip with the true focal given
+            jobs.append((synthetic_row, 2, "sfm-true-focal"))
+        if CONES.is_dir():
+            jobs.append((cones_row,))
+    rows = []
+    for fn, *job_args in jobs:
+        rows.append(fn(tmp, *job_args))
+        print(f"{rows[-1]['name']}: {rows[-1].get('status')}", flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -791,24 +857,10 @@ def main() -> None:
         # (SfmConfig.deterministic), which leaves a core free.  Accuracy is unchanged; the rows'
         # seconds then include sharing the CPU and are no speed figures (pipeline.py has those).
         tum = side.submit(real_rows, tmp) if not args.quick else None
-        for seed in ([0] if args.quick else [0, 1, 2]):
-            for poses in ("gt", "sfm"):
-                rows.append(synthetic_row(tmp, seed, poses))
-                print(f"{rows[-1]['name']}: {rows[-1].get('status')}", flush=True)
-        if not args.quick:  # what the ground-plane sweep does, and the moving mask, in the same run
-            rows.append(synthetic_row(tmp, 0, "gt-ground-sweep"))
-            rows.extend(moving_synth_row(tmp, seed) for seed in MOVING_SEEDS)
-            print(f"{rows[-2]['name']}: {rows[-2].get('status')}; {rows[-1]['name']}: {rows[-1].get('status')}",
-                  flush=True)
-        if args.diagnostics and not args.quick:
-            # What limits the SfM-pose rows: the same clip with the true focal given (no targets).
-            rows.append(synthetic_row(tmp, 2, "sfm-true-focal"))
-            print(f"{rows[-1]['name']}: {rows[-1].get('status')}", flush=True)
-        if not args.quick and CONES.is_dir():
-            rows.append(cones_row(tmp))
-            print(f"{rows[-1]['name']}: {rows[-1].get('status')}", flush=True)
+        rows += local_rows(tmp, args.quick, args.diagnostics)
         if tum is not None:
             rows += tum.result()
+        result["moving_figure"] = _figure_name(moving_figure(tmp, RESULTS / "labels_moving.png"))
         if rows[0].get("status") == "ok":
             try:
                 result["colmap_fusion"] = colmap_fusion_row(Path(rows[0]["ws"]), tmp / "syn0")
