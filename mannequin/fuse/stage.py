@@ -192,7 +192,8 @@ def run_fuse(ws: Workspace, cfg: FuseConfig, *, progress: bool = False) -> Stage
         "frames": len(qc), "kept": sum(q["kept"] for q in qc), "fused_points": n_points,
         "mean_valid_fraction": round(float(np.mean([q["valid_fraction"] for q in qc])), 4),
         "depth_noise_rel": round(noise, 5) if np.isfinite(noise) else None, "noise_band_rel": round(band, 5),
-        "rel_depth": fcfg.rel_depth, "min_views": fcfg.min_views})
+        "rel_depth": fcfg.rel_depth, "min_views": fcfg.min_views, "moving_rel": round(motion, 5),
+        "mean_moving_fraction": round(float(np.mean([q["dynamic_fraction"] for q in qc])), 4)})
 
 
 @dataclass

@@ -164,6 +164,10 @@ def _stereo_section(stages: dict) -> str:
     if isinstance(fuse, dict) and fuse.get("rel_depth") is not None:
         out.append(f"<tr><th>fuse agreement test</th><td>within {_fmt_num(100 * float(fuse['rel_depth']))}% "
                    f"from {_e(fuse.get('min_views'))} views</td></tr>\n")
+    if isinstance(fuse, dict) and fuse.get("moving_rel") is not None:
+        out.append(f"<tr><th>moving-people mask</th><td>labelled regions 2 views contradict by more than "
+                   f"{_fmt_num(100 * float(fuse['moving_rel']))}%: "
+                   f"{_fmt_num(100 * float(fuse.get('mean_moving_fraction') or 0))}% of the pixels</td></tr>\n")
     out.append("</table>\n")
     return "".join(out)
 

@@ -160,6 +160,8 @@ def test_noise_band_only_spares_labels(tiny_run, tmp_path):
     info = run_fuse(ws, dataclasses.replace(cfg, noise_margin=0.0)).report
     assert info["noise_band_rel"] == 0.0 and info["depth_noise_rel"] == fuse["depth_noise_rel"]
     assert (info["rel_depth"], info["min_views"]) == (fuse["rel_depth"], fuse["min_views"])
+    assert fuse["moving_rel"] == pytest.approx(cfg.moving_noise * fuse["depth_noise_rel"], rel=1e-3)
+    assert 0 <= fuse["mean_moving_fraction"] < 0.01
     more = 0
     for n in tiny_run.image_names():
         without, with_band = np.load(ws.label_path(n)), np.load(tiny_run.label_path(n))

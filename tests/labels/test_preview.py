@@ -227,7 +227,7 @@ def test_write_report_html(tmp_path):
                            "reprojection_error_px": 0.98, "rolling_shutter_readout_ms": 20.0},
                    "stereo": {"seconds": 2.0, "window": 15, "window_agreement": {"7": 0.054, "15": 0.092, "11": 0.075}},
                    "fuse": {"seconds": 1.0, "depth_noise_rel": 0.0286, "noise_band_rel": 0.0859,
-                            "rel_depth": 0.0343, "min_views": 3}},
+                            "rel_depth": 0.0343, "min_views": 3, "moving_rel": 0.286, "mean_moving_fraction": 0.0042}},
         "eval": {"clip": {"absrel": 0.0512, "delta_1.25": 0.97}},
         "config": {"preset": "fast", "note": bad},
     }
@@ -243,6 +243,7 @@ def test_write_report_html(tmp_path):
     assert "peak memory" in text and "1.23" in text and "210.5" in text
     assert "0.0512" in text and "<details>" in text
     assert "rolling-shutter readout" in text and "20.00" in text and "517.30" in text
+    assert "moving-people mask" in text and "28.60%" in text and "0.42% of the pixels" in text
     assert "matching window" in text and "7 px: 5.4%, 11 px: 7.5%, 15 px: 9.2%" in text
     assert "depth noise between frames" in text and "2.86" in text and "8.59" in text
     assert "fuse agreement test" in text and "within 3.43% from 3 views" in text
