@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pycolmap
 
 from mannequin.config import SfmConfig, worker_threads
@@ -36,6 +37,12 @@ THIN_TEST_MAX_FRAMES = 50
 #: The robust bundle adjustments stop at this relative cost decrease, or after this many iterations.
 BA_FUNCTION_TOLERANCE = 1e-9
 BA_MAX_ITERATIONS = 300
+#: ... or once the cameras have settled: they run in rounds of this many iterations, and stop after
+#: a round that moved no intrinsic parameter by more than ``BA_SETTLED`` (relative for the focal,
+#: absolute for the dimensionless distortion terms) and no camera centre by more than ``BA_SETTLED``
+#: of the scene's size (the median distance of the points from the cameras' mean centre).
+BA_ROUND_ITERATIONS = 25
+BA_SETTLED = 1e-5
 
 #: Re-fit of a far-off focal prior (:func:`map_self_calibrated`): at most this many re-mappings,
 #: stopping once the refined focal moves less than this fraction from the focal it was mapped with.
@@ -120,19 +127,58 @@ def bundle_adjust(rec: pycolmap.Reconstruction, cfg: SfmConfig, *, refine_focal:
     (never the principal point), with a Cauchy loss of scale ``cfg.ba_loss_px`` (0 = squared).
 
     It stops when an iteration lowers the cost by under :data:`BA_FUNCTION_TOLERANCE` (relative;
-    pycolmap sets Ceres' tolerance to 0, so 100 iterations always ran) or after
-    :data:`BA_MAX_ITERATIONS`; Ceres' usual 1e-6 stopped short of the converged model."""
+    pycolmap sets Ceres' tolerance to 0, so 100 iterations always ran), after
+    :data:`BA_MAX_ITERATIONS`, or once a round of :data:`BA_ROUND_ITERATIONS` leaves the cameras
+    where they were (:data:`BA_SETTLED`): the cost then still creeps down with the points, which
+    moves no camera.  Ceres' usual 1e-6 stopped short of the converged model."""
     opts = pycolmap.BundleAdjustmentOptions()
     opts.refine_focal_length = bool(refine_focal)
     opts.refine_extra_params = bool(refine_extra)
     opts.refine_principal_point = False
     opts.print_summary = False
     opts.ceres.solver_options.function_tolerance = BA_FUNCTION_TOLERANCE
-    opts.ceres.solver_options.max_num_iterations = BA_MAX_ITERATIONS
+    opts.ceres.solver_options.max_num_iterations = BA_ROUND_ITERATIONS
     if cfg.ba_loss_px > 0:
         opts.ceres.loss_function_type = pycolmap.LossFunctionType.CAUCHY
         opts.ceres.loss_function_scale = float(cfg.ba_loss_px)
-    pycolmap.bundle_adjustment(rec, opts)
+    size = _scene_size(rec)
+    before = _cameras(rec)
+    for _ in range(max(1, BA_MAX_ITERATIONS // BA_ROUND_ITERATIONS)):
+        pycolmap.bundle_adjustment(rec, opts)
+        after = _cameras(rec)
+        if _settled(before, after, size):
+            return
+        before = after
+
+
+def _cameras(rec: pycolmap.Reconstruction) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(focal lengths (C,), the other intrinsic parameters (C, k), camera centres (N, 3)) of ``rec``,
+    cameras and images in id order."""
+    cams = [rec.camera(c) for c in sorted(rec.cameras)]
+    focal = np.array([c.mean_focal_length() for c in cams])
+    other = np.array([np.delete(np.asarray(c.params, float), list(c.focal_length_idxs())) for c in cams])
+    centres = np.array([rec.image(i).projection_center() for i in sorted(rec.reg_image_ids())]).reshape(-1, 3)
+    return focal, other, centres
+
+
+def _scene_size(rec: pycolmap.Reconstruction) -> float:
+    """The median distance (pose units) of the 3-D points from the cameras' mean centre."""
+    centres = _cameras(rec)[2]
+    pts = np.array([p.xyz for p in rec.points3D.values()]).reshape(-1, 3)
+    if not len(pts) or not len(centres):
+        return 1.0
+    return float(np.median(np.linalg.norm(pts - centres.mean(axis=0), axis=1))) or 1.0
+
+
+def _settled(before: tuple[np.ndarray, ...], after: tuple[np.ndarray, ...], size: float) -> bool:
+    """Whether no camera moved by more than :data:`BA_SETTLED` between ``before`` and ``after``
+    (:func:`_cameras`; the focal relative, the other intrinsics absolute, the centres in ``size``)."""
+    (f0, o0, c0), (f1, o1, c1) = before, after
+    if f0.shape != f1.shape or o0.shape != o1.shape or c0.shape != c1.shape:
+        return False
+    return bool(np.all(np.abs(f1 - f0) <= BA_SETTLED * np.abs(f0))
+                and np.all(np.abs(o1 - o0) <= BA_SETTLED)
+                and np.all(np.linalg.norm(c1 - c0, axis=1) <= BA_SETTLED * size))
 
 
 def refine_intrinsics(rec: pycolmap.Reconstruction, cfg: SfmConfig,

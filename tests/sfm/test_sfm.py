@@ -643,3 +643,19 @@ def test_field_of_view_starts_run_side_by_side_in_prior_order(monkeypatch, tmp_p
     assert not any(s[3] for s in seen[1:])  # the others in worker threads
     assert focal_set == [("database.db", mapping.focal_from_fov(640, priors[-1]))]
     assert not list(tmp_path.glob("start*.db"))  # the copies are removed
+
+
+def test_bundle_adjustment_rounds_stop_once_the_cameras_settle():
+    """The robust adjustment runs in rounds and stops after one that moved no camera: the focal by
+    at most BA_SETTLED (relative), the other intrinsics by at most BA_SETTLED, no centre by more
+    than BA_SETTLED of the scene."""
+    from mannequin.sfm.mapping import BA_SETTLED, _settled
+
+    f, o, c = np.array([500.0]), np.array([[320.0, 240.0, 0.01]]), np.zeros((3, 3))
+    assert _settled((f, o, c), (f * (1 + 0.5 * BA_SETTLED), o + 0.5 * BA_SETTLED, c + 0.5 * BA_SETTLED), 1.0)
+    assert not _settled((f, o, c), (f * (1 + 2 * BA_SETTLED), o, c), 1.0)
+    assert not _settled((f, o, c), (f, o + 2 * BA_SETTLED, c), 1.0)
+    moved = c.copy()
+    moved[1, 0] = 2 * BA_SETTLED * 10.0
+    assert not _settled((f, o, c), (f, o, moved), 10.0) and _settled((f, o, c), (f, o, moved), 100.0)
+    assert not _settled((f, o, c), (f, o, c[:2]), 1.0)  # a camera more or less: not settled
