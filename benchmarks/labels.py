@@ -349,7 +349,6 @@ def desk_clip(tmp: Path) -> Path:
 
     g = gt_tum(*DESK_WINDOW, DESK.name)
     order = sorted(g)  # the stems are the RGB timestamps
-    names = [f"{k:06d}" for k in range(len(order))]  # the frames stage's names for a video
     images = np.stack([iio.imread(g[n][0]) for n in order])
     h, w = images.shape[1:3]
     intr = np.loadtxt(TUM / "intrinsics.txt").ravel()
@@ -362,9 +361,23 @@ def desk_clip(tmp: Path) -> Path:
     write_cameras(clip / "cameras.txt", [CameraFrame.from_intrinsics(round(k * 1e6 / 30.0), pinhole, g[n][1])
                                          for k, n in enumerate(order)],
                   url=f"TUM fr1/desk frames {DESK_WINDOW[0]}-{DESK_WINDOW[1] - 1}, mocap poses, undistorted frames")
-    for name, n in zip(names, order, strict=True):
-        os.symlink(Path(g[n][2]).resolve(), clip / "depth" / f"{name}.png")
+    _link_kinect_depth(clip / "depth", g, order)
     return clip
+
+
+def _link_kinect_depth(folder: Path, g: dict, order: list) -> None:
+    """Links ``folder/<k:06d>.png`` to the Kinect depth of the ``k``-th frame of ``order`` (stems of
+    ``g``, :func:`sfm.gt_tum`'s frames): the names the frames stage gives a video's frames."""
+    for k, n in enumerate(order):
+        link = folder / f"{k:06d}.png"
+        if not link.exists():
+            os.symlink(Path(g[n][2]).resolve(), link)
+
+
+def _desk_eval(depth_dir: Path) -> tuple:
+    """``mannequin eval`` arguments scoring against the Kinect depth in ``depth_dir`` (links of
+    :func:`_link_kinect_depth`), through 3-D points with the TUM calibration."""
+    return "--gt-depth", depth_dir, "--depth-scale", 5000, "--gt-intrinsics", TUM / "intrinsics.txt"
 
 
 def desk_row(tmp: Path, poses: str) -> dict:
@@ -385,8 +398,7 @@ def desk_row(tmp: Path, poses: str) -> dict:
         row["note"] = "frames undistorted with the calibration first (--poses refuses distortion terms)"
     if r.returncode:
         return {**row, "status": "failed", "error": r.stderr.strip()}
-    desk_eval = ("--gt-depth", clip / "depth", "--depth-scale", 5000, "--gt-intrinsics", TUM / "intrinsics.txt")
-    row.update(_flatten(evaluate(ws, *desk_eval)), status="ok", targets={"absrel": 0.02, "delta_1.05": 0.90, "density": 0.50},
+    row.update(_flatten(evaluate(ws, *_desk_eval(clip / "depth"))), status="ok", targets={"absrel": 0.02, "delta_1.05": 0.90, "density": 0.50},
                window=_window(ws), ws=str(ws))
     if poses == "mocap":  # diagnostic: how much of the error one scale per clip (mocap vs Kinect) would take
         from mannequin.evaluate import evaluate as evaluate_ws
@@ -417,10 +429,7 @@ def desk_short_row(tmp: Path) -> dict:
     g = gt_tum(*DESK_WINDOW, DESK.name)
     order = sorted(g)[DESK_SHORT[0]:DESK_SHORT[1]]
     _write_video(short / "video.mp4", np.stack([iio.imread(g[n][0]) for n in order]), 30.0)
-    for k, n in enumerate(order):  # the frames stage names the video's frames 000000, 000001, ...
-        link = short / "depth" / f"{k:06d}.png"
-        if not link.exists():
-            os.symlink(Path(g[n][2]).resolve(), link)
+    _link_kinect_depth(short / "depth", g, order)
     t0 = time.perf_counter()
     r = mannequin("run", short / "video.mp4", "--out", ws, "--intrinsics", TUM / "intrinsics.txt", "--quiet")
     n = DESK_SHORT[1] - DESK_SHORT[0]
@@ -430,7 +439,7 @@ def desk_short_row(tmp: Path) -> dict:
         return {**row, "status": "failed", "error": r.stderr.strip()}
     qc = json.loads((ws / "labels" / "qc.json").read_text())
     summary = json.loads((ws / "sfm" / "summary.json").read_text())
-    m = evaluate(ws, "--gt-depth", short / "depth", "--depth-scale", 5000, "--gt-intrinsics", TUM / "intrinsics.txt")
+    m = evaluate(ws, *_desk_eval(short / "depth"))
     return {**row, **_flatten(m), "status": "ok", "frames": n, "registered": summary.get("registered"),
             "readout_ms": (summary.get("rolling_shutter") or {}).get("readout_ms"),
             "labelled_share": [q["valid_fraction"] for q in qc],
@@ -758,7 +767,7 @@ def tum_only(desk_only: bool = False, moving_only: bool = False) -> None:
         else:
             rows = desk_rows(Path(d)) if desk_only else real_rows(Path(d))
         if moving_only or desk_only:  # the figure shows what this run has (the other half: the full run)
-            _figure_name(moving_figure(Path(d), RESULTS / "labels_moving.png"))
+            moving_figure(Path(d), RESULTS / "labels_moving.png")
     _finish(rows)
     names = {r["name"] for r in rows}
     result["rows"] = [r for r in result.get("rows", []) if r["name"] not in names] + rows

@@ -141,8 +141,8 @@ def bundle_adjust(rec: pycolmap.Reconstruction, cfg: SfmConfig, *, refine_focal:
     if cfg.ba_loss_px > 0:
         opts.ceres.loss_function_type = pycolmap.LossFunctionType.CAUCHY
         opts.ceres.loss_function_scale = float(cfg.ba_loss_px)
-    size = _scene_size(rec)
     before = _cameras(rec)
+    size = _scene_size(rec, before[2])
     for _ in range(max(1, BA_MAX_ITERATIONS // BA_ROUND_ITERATIONS)):
         pycolmap.bundle_adjustment(rec, opts)
         after = _cameras(rec)
@@ -161,9 +161,9 @@ def _cameras(rec: pycolmap.Reconstruction) -> tuple[np.ndarray, np.ndarray, np.n
     return focal, other, centres
 
 
-def _scene_size(rec: pycolmap.Reconstruction) -> float:
-    """The median distance (pose units) of the 3-D points from the cameras' mean centre."""
-    centres = _cameras(rec)[2]
+def _scene_size(rec: pycolmap.Reconstruction, centres: np.ndarray) -> float:
+    """The median distance (pose units) of the 3-D points of ``rec`` from the mean of the camera
+    ``centres`` (N, 3)."""
     pts = np.array([p.xyz for p in rec.points3D.values()]).reshape(-1, 3)
     if not len(pts) or not len(centres):
         return 1.0
